@@ -1,0 +1,47 @@
+"""fficube: build TESS full-frame-image cubes with a bounded-memory asyncio pipeline.
+
+The pipeline's stages are modules: :mod:`~fficube.scan` (headers by byte range),
+:mod:`~fficube.plan` (pure planning), :mod:`~fficube.fetch` (row ranges into a slab
+pool), :mod:`~fficube.assemble` (slabs into blocks), :mod:`~fficube.write` (blocks into
+the cube) and :mod:`~fficube.info_table`.  :func:`build_cube` runs them; :func:`make_cube`
+is its synchronous twin.
+"""
+
+from .astrocut_compat import CubeFactory
+from .build import BuildResult, Progress, build_cube
+from .errors import (
+    EventLoopError,
+    FficubeError,
+    FitsFormatError,
+    InputError,
+    MemoryBudgetError,
+    MixedInputError,
+    NoInputsError,
+    OutputError,
+    OutputExistsError,
+    ReadError,
+)
+from .inputs import DuplicateInputWarning, FficubeWarning
+from .sync import make_cube
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "build_cube",
+    "make_cube",
+    "CubeFactory",
+    "BuildResult",
+    "Progress",
+    "FficubeError",
+    "InputError",
+    "NoInputsError",
+    "FitsFormatError",
+    "MixedInputError",
+    "MemoryBudgetError",
+    "ReadError",
+    "OutputError",
+    "OutputExistsError",
+    "EventLoopError",
+    "FficubeWarning",
+    "DuplicateInputWarning",
+]

@@ -1,0 +1,45 @@
+"""Small asyncio helpers shared by the stages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+__all__ = ["first_error", "run_tasks"]
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The exception that caused a task group to fail.
+
+    ``asyncio.TaskGroup`` wraps failures in an ``ExceptionGroup``; callers of fficube
+    want the one error that stopped the build (a file that could not be read, say),
+    not the group, and not the ``CancelledError`` of the tasks stopped because of it.
+    """
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return leaves[0] if leaves else group
+
+
+async def run_tasks(coros: Iterable[Coroutine[Any, Any, Any]]) -> None:
+    """Run coroutines in one task group; re-raise the first real error unwrapped."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for coro in coros:
+                tg.create_task(coro)
+    except BaseExceptionGroup as group:
+        exc = first_error(group)
+        # Keep the error's own cause (``raise ... from backend_error``); hide the group.
+        exc.__suppress_context__ = True
+        raise exc

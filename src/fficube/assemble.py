@@ -1,0 +1,84 @@
+"""Stage 4: place the slabs of each block into the block ``(rows, cols, n_ffis, layers)``.
+
+When an input layer is big-endian float32 without scaling (SPOC and TICA FFIs), its
+bytes are the cube's bytes: they are copied into place with no byte swap and no float
+conversion.  Other BITPIX/BSCALE/BZERO/BLANK inputs are decoded to float32 as astropy
+decodes them, so that the cube equals astrocut's.
+
+Copies run in a worker thread: numpy releases the GIL while copying, so assembly
+overlaps with reading and writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import numpy as np
+
+from .fetch import Slab
+from .plan import CubePlan
+from .scan import ImageLayout
+
+__all__ = ["decode", "place", "assemble_blocks", "Block"]
+
+#: (block index, first row, stop row, buffer) handed to the writer.
+Block = tuple[int, int, int, np.ndarray]
+
+
+def decode(raw: np.ndarray, layout: ImageLayout) -> np.ndarray:
+    """Pixel values of ``raw`` (the file's bytes, as ``layout.dtype``) ready for a float32 cube.
+
+    Follows astropy: unscaled data is returned as stored (cast on assignment);
+    scaled data is computed in float32 for 8- and 16-bit and float32 input, in
+    float64 otherwise (``x * BSCALE + BZERO``), and BLANK integers become NaN.
+    """
+    if layout.bscale == 1.0 and layout.bzero == 0.0:
+        return raw
+    work = np.float32 if layout.bitpix in (8, 16, -32) else np.float64
+    values = raw.astype(work)
+    if layout.bscale != 1.0:
+        values *= work(layout.bscale)
+    if layout.bzero != 0.0:
+        values += work(layout.bzero)
+    if layout.blank is not None:
+        values[raw == layout.blank] = np.nan
+    return values
+
+
+def place(block: np.ndarray, slab: Slab, layers: tuple[ImageLayout, ...]) -> None:
+    """Copy one slab into ``block[:, :, slab.ffi, :]``."""
+    offset = 0
+    for index, layout in enumerate(layers):
+        nbytes = slab.rows * layout.cols * layout.itemsize
+        raw = slab.buffer[offset : offset + nbytes].view(layout.dtype).reshape(slab.rows, layout.cols)
+        block[: slab.rows, :, slab.ffi, index] = decode(raw, layout)
+        offset += nbytes
+
+
+async def assemble_blocks(
+    plan: CubePlan,
+    ready: asyncio.Queue[Slab],
+    free_slabs: asyncio.Queue[Slab],
+    free_blocks: asyncio.Queue[np.ndarray],
+    full_blocks: asyncio.Queue[Block | None],
+) -> None:
+    """Fill block buffers in order and pass each, complete, to the writer.
+
+    Ends by putting ``None`` on ``full_blocks``.
+    """
+    early: dict[int, list[Slab]] = defaultdict(list)  # slabs of blocks not started yet
+    for index, (start, stop) in enumerate(plan.blocks):
+        block = await free_blocks.get()
+        pending = early.pop(index, [])
+        placed = 0
+        while placed < plan.n_ffis:
+            slab = pending.pop() if pending else await ready.get()
+            if slab.block != index:
+                early[slab.block].append(slab)
+                continue
+            await asyncio.to_thread(place, block, slab, plan.files[slab.ffi].layers)
+            free_slabs.put_nowait(slab)
+            placed += 1
+        await full_blocks.put((index, start, stop, block))
+    await full_blocks.put(None)

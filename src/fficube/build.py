@@ -1,0 +1,234 @@
+"""The async API: resolve inputs, scan, plan, then run fetch -> assemble -> write.
+
+:func:`build_cube` is the whole build; :func:`execute` runs a plan.  One
+``asyncio.TaskGroup`` owns the three stage tasks, connected by queues:
+
+* ``free_slabs`` / ``ready``: the slab pool (bounded by the plan), fetch -> assemble;
+* ``free_blocks`` / ``full_blocks``: one or two block buffers, assemble -> write.
+
+Buffers circulate instead of being allocated per block, so what the pipeline holds is
+fixed by the plan: ``plan.memory.total`` bytes at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._aio import run_tasks
+from .assemble import Block, assemble_blocks
+from .errors import InputError, OutputExistsError
+from .fetch import fetch_slabs, new_slab_pool
+from .inputs import InputsLike, resolve_inputs
+from .plan import CubePlan, make_plan
+from .products import get_product
+from .scan import scan
+from .storage import ByteSource, LocalSource
+from .units import format_bytes, parse_size
+from .write import CubeSink, LocalSink, write_cube
+
+__all__ = ["build_cube", "execute", "BuildResult", "Progress", "DEFAULT_CONCURRENCY"]
+
+log = logging.getLogger("fficube")
+
+#: Reads in flight for local files: a few keep a disk busy; more only add seeks.
+DEFAULT_CONCURRENCY = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A progress report, passed to the ``progress`` callback.
+
+    ``stage`` is ``"scan"`` (``done``/``total`` count files) or ``"write"``
+    (``done``/``total`` count blocks).
+    """
+
+    stage: str
+    done: int
+    total: int
+    bytes_read: int
+    bytes_written: int
+    total_bytes: int  #: size of the finished cube (0 while scanning)
+    elapsed: float
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """What a build did."""
+
+    output: str
+    shape: tuple[int, int, int, int]  #: (rows, cols, n_ffis, layers)
+    n_ffis: int
+    blocks: int
+    bytes_read: int
+    bytes_written: int
+    requests: int
+    seconds: float
+    product: str
+
+    @property
+    def read_rate(self) -> float:
+        """Bytes read per second."""
+        return self.bytes_read / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line for people."""
+        rows, cols, n, layers = self.shape
+        return (
+            f"{self.output}: {self.product.upper()} cube {rows}x{cols}x{n}x{layers} "
+            f"({format_bytes(self.bytes_written)}) from {self.n_ffis} FFIs in {self.seconds:.1f} s, "
+            f"{self.blocks} block(s); read {format_bytes(self.bytes_read)} in {self.requests} requests "
+            f"({format_bytes(self.read_rate)}/s)"
+        )
+
+
+async def execute(
+    plan: CubePlan,
+    source: ByteSource,
+    sink: CubeSink,
+    *,
+    on_block: Callable[[int], None] | None = None,
+) -> None:
+    """Run a plan: read, assemble and write the cube into ``sink``, then commit it.
+
+    On any error or cancellation the sink is aborted (no partial output is left).
+    """
+    rows, cols, n, layers = plan.shape
+    free_blocks: asyncio.Queue[np.ndarray] = asyncio.Queue()
+    for _ in range(plan.memory.block_buffers):
+        free_blocks.put_nowait(np.empty((plan.block_rows, cols, n, layers), dtype=">f4"))
+    full_blocks: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=1)
+    free_slabs = new_slab_pool(plan)
+    ready: asyncio.Queue = asyncio.Queue()
+
+    await sink.open()
+    try:
+        await run_tasks(
+            [
+                fetch_slabs(plan, source, free_slabs, ready),
+                assemble_blocks(plan, ready, free_slabs, free_blocks, full_blocks),
+                write_cube(plan, sink, full_blocks, free_blocks, on_block),
+            ]
+        )
+        await sink.commit()
+    except BaseException:
+        await asyncio.shield(sink.abort())
+        raise
+
+
+def _check_output(output: str, inputs: list[str], overwrite: bool) -> str:
+    output = os.fspath(output)
+    real = os.path.realpath(output)
+    for path in inputs:
+        if os.path.realpath(path) == real:
+            raise InputError("the output is one of the inputs; choose another output path", path=output)
+    if os.path.isdir(output):
+        raise OutputExistsError("is a directory; give the cube's file name", path=output)
+    if os.path.exists(output) and not overwrite:
+        raise OutputExistsError("already exists; use overwrite=True (--overwrite) to replace it", path=output)
+    return output
+
+
+async def build_cube(
+    inputs: InputsLike,
+    output: str | os.PathLike[str],
+    *,
+    product: str = "auto",
+    sector: int | None = None,
+    max_memory: int | float | str = "4GB",
+    concurrency: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+) -> BuildResult:
+    """Build an FFI cube.
+
+    Parameters
+    ----------
+    inputs
+        FFI files, directories (their ``*ffic.fits`` / ``*_img.fits`` files) or glob
+        patterns, or a list of them.
+    output
+        The cube file to write.
+    product
+        ``"spoc"``, ``"tica"`` or ``"auto"`` (detected from each file's headers).
+    sector
+        Sector number for the primary header's ``SECTOR`` (undefined if ``None``).
+    max_memory
+        What the pipeline may hold: bytes, or a size such as ``"4GB"``.
+    concurrency
+        Reads in flight at most (default 4 for local files).
+    overwrite
+        Replace an existing output.
+    progress
+        Called with a :class:`Progress` after each file scanned and each block written.
+
+    Returns
+    -------
+    BuildResult
+
+    Raises
+    ------
+    InputError
+        Bad or inconsistent inputs (a subclass names the problem).
+    MemoryBudgetError
+        ``max_memory`` cannot hold one row of the cube.
+    ReadError, OutputError
+        Reading an input or writing the output failed.
+    """
+    started = time.monotonic()
+    wanted = get_product(product)
+    budget = parse_size(max_memory)
+    concurrency = concurrency or DEFAULT_CONCURRENCY
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+    paths = resolve_inputs(inputs, wanted)
+    output = _check_output(os.fspath(output), paths, overwrite)
+    source = LocalSource(concurrency)
+    sink = LocalSink(output, overwrite=overwrite)
+
+    def report(stage: str, done: int, total: int, total_bytes: int) -> None:
+        if progress is not None:
+            progress(
+                Progress(
+                    stage, done, total, source.stats.bytes_read, sink.bytes_written, total_bytes,
+                    time.monotonic() - started,
+                )
+            )
+
+    try:
+        log.info("scanning %d file(s)", len(paths))
+        ffis = await scan(
+            paths, source, product=wanted, workers=concurrency * 2,
+            on_scanned=lambda done: report("scan", done, len(paths), 0),
+        )
+        plan = make_plan(ffis, max_memory=budget, sector=sector, read_ahead=2 * concurrency)
+        log.info(
+            "%s cube %s from %d FFIs in %d block(s) of %d row(s); template %s; memory %s of %s",
+            plan.product.name.upper(), "x".join(map(str, plan.shape)), plan.n_ffis, len(plan.blocks),
+            plan.block_rows, plan.template.name, format_bytes(plan.memory.total), format_bytes(budget),
+        )
+        n_blocks = len(plan.blocks)
+        report("write", 0, n_blocks, plan.total_bytes)
+        await execute(
+            plan, source, sink,
+            on_block=lambda index: report("write", index + 1, n_blocks, plan.total_bytes),
+        )
+    finally:
+        await asyncio.shield(source.aclose())
+    return BuildResult(
+        output=output,
+        shape=plan.shape,
+        n_ffis=plan.n_ffis,
+        blocks=n_blocks,
+        bytes_read=source.stats.bytes_read,
+        bytes_written=sink.bytes_written,
+        requests=source.stats.requests,
+        seconds=time.monotonic() - started,
+        product=plan.product.name,
+    )

@@ -1,0 +1,86 @@
+"""Exceptions raised by fficube.
+
+Every error is an :class:`FficubeError` and also inherits the builtin that a caller
+would catch without knowing fficube (``ValueError`` for bad input, ``OSError`` for
+I/O, ``FileExistsError`` for an output that is already there), so both
+``except fficube.FficubeError`` and ``except ValueError`` work.
+
+Errors that concern one input file carry its ``path`` and, where known, the byte
+``range`` that was being read, and put both in the message.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FficubeError",
+    "InputError",
+    "NoInputsError",
+    "FitsFormatError",
+    "MixedInputError",
+    "ReadError",
+    "OutputError",
+    "OutputExistsError",
+    "MemoryBudgetError",
+    "EventLoopError",
+]
+
+
+class FficubeError(Exception):
+    """Base class of every error fficube raises on purpose."""
+
+
+class InputError(FficubeError, ValueError):
+    """The inputs cannot make a cube (bad file, bad combination of files, bad option)."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class NoInputsError(InputError):
+    """No input was given, or a path, directory or pattern matched no FFI."""
+
+
+class FitsFormatError(InputError):
+    """A file is not a FITS file of the expected layout (truncated, wrong HDUs, ...)."""
+
+    def __init__(
+        self, message: str, *, path: str, byte_range: tuple[int, int] | None = None
+    ) -> None:
+        self.range = byte_range
+        where = f" (bytes {byte_range[0]}-{byte_range[1]})" if byte_range else ""
+        super().__init__(message + where, path=path)
+
+
+class MixedInputError(InputError):
+    """The inputs do not belong to one cube (products, cameras, CCDs or shapes differ)."""
+
+
+class MemoryBudgetError(FficubeError, ValueError):
+    """``max_memory`` is too small to hold even one row of the cube."""
+
+
+class ReadError(FficubeError, OSError):
+    """Reading an input failed (the file vanished, was cut short, or the backend failed)."""
+
+    def __init__(self, message: str, *, path: str, byte_range: tuple[int, int] | None = None) -> None:
+        self.path = path
+        self.range = byte_range
+        where = f" (bytes {byte_range[0]}-{byte_range[1]})" if byte_range else ""
+        super().__init__(f"{path}{where}: {message}")
+
+
+class OutputError(FficubeError, OSError):
+    """The cube cannot be written where it was asked to go."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """The output exists and ``overwrite`` was not given."""
+
+
+class EventLoopError(FficubeError, RuntimeError):
+    """A synchronous function was called from a running event loop."""

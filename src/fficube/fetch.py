@@ -1,0 +1,70 @@
+"""Stage 3: read the rows of each block from every FFI, ahead of assembly.
+
+For a block of rows ``start:stop`` the bytes of those rows are contiguous in each image
+layer of each FFI, so one FFI costs one request per layer per block, and over a whole
+build every data byte is read once.  Reads fill *slabs*, buffers taken from a fixed
+pool: the pool's size is what bounds the memory held by reads in flight and by slabs
+waiting for the assembler, however many FFIs there are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+
+from .plan import CubePlan
+from .storage import ByteSource
+
+__all__ = ["Slab", "new_slab_pool", "fetch_slabs"]
+
+
+@dataclass(slots=True, eq=False)
+class Slab:
+    """One FFI's rows of one block, every layer, as the bytes in the file."""
+
+    buffer: np.ndarray  #: uint8, large enough for the biggest block
+    block: int = -1
+    ffi: int = -1
+    rows: int = 0
+
+
+def new_slab_pool(plan: CubePlan) -> asyncio.Queue[Slab]:
+    """A queue holding the plan's slab buffers, all free."""
+    pool: asyncio.Queue[Slab] = asyncio.Queue()
+    for _ in range(plan.memory.slabs):
+        pool.put_nowait(Slab(np.empty(plan.memory.slab_bytes, dtype=np.uint8)))
+    return pool
+
+
+async def _fill(slab: Slab, plan: CubePlan, source: ByteSource, start: int, stop: int) -> None:
+    ffi = plan.files[slab.ffi]
+    view = memoryview(slab.buffer)
+    offset = 0
+    for layout in ffi.layers:
+        first, last = layout.row_range(start, stop)
+        await source.readinto(ffi.path, first, view[offset : offset + last - first])
+        offset += last - first
+
+
+async def fetch_slabs(
+    plan: CubePlan, source: ByteSource, free: asyncio.Queue[Slab], ready: asyncio.Queue[Slab]
+) -> None:
+    """Read every block's rows of every FFI, in block order, into slabs put on ``ready``.
+
+    All reads of a block are started before any read of the next block, so the
+    assembler always gets the slabs of its current block: slabs of the next block
+    that arrive early wait, and the pool cannot run dry while a block is incomplete.
+    """
+
+    async def read(slab: Slab, start: int, stop: int) -> None:
+        await _fill(slab, plan, source, start, stop)
+        ready.put_nowait(slab)
+
+    async with asyncio.TaskGroup() as tg:
+        for block, (start, stop) in enumerate(plan.blocks):
+            for ffi in range(plan.n_ffis):
+                slab = await free.get()
+                slab.block, slab.ffi, slab.rows = block, ffi, stop - start
+                tg.create_task(read(slab, start, stop))

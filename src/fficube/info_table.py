@@ -1,0 +1,143 @@
+"""The cube's third HDU: one row of header values per FFI.
+
+Pure functions: header text in, the encoded ``BinTableHDU`` out.  The layout follows
+astrocut (one column per card of the template's image header, first occurrence only,
+typed from the template's value, then ``FFI_FILE``; the table header gets one card per
+column whose value is the template card's comment).  One deliberate difference:
+string columns are as wide as the longest value over all FFIs, so nothing is cut.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from astropy.io import fits
+
+__all__ = ["ColumnSpec", "template_columns", "column_values", "encode_info_table", "FILE_COLUMN"]
+
+log = logging.getLogger("fficube")
+
+FILE_COLUMN = "FFI_FILE"
+#: Structural keywords of a binary table: their cards are not overwritten with comments.
+STRUCTURAL = frozenset(("XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "TFIELDS"))
+COMMENTARY = frozenset(("COMMENT", "HISTORY"))
+INT32 = np.iinfo(np.int32)
+
+Kind = Literal["A", "J", "D"]
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSpec:
+    """One info-table column: the header keyword, its FITS type, the template's comment."""
+
+    name: str
+    kind: Kind
+    comment: str
+
+
+def template_columns(template: fits.Header) -> list[ColumnSpec]:
+    """Columns of the info table, in the template header's card order.
+
+    The type comes from the template's value: ``str`` gives a string column, ``int``
+    and ``bool`` a 32-bit integer one, anything else (floats, undefined values) a
+    double.
+    """
+    columns: list[ColumnSpec] = []
+    seen: set[str] = set()
+    for card in template.cards:
+        key = card.keyword
+        if not key or key in seen:  # blank cards carry no value; repeats: first wins
+            continue
+        seen.add(key)
+        value = card.value
+        kind: Kind = "A" if isinstance(value, str) else "J" if isinstance(value, int) else "D"
+        columns.append(ColumnSpec(key, kind, card.comment))
+    return columns
+
+
+def _header_value(header: fits.Header, key: str) -> Any:
+    if key in COMMENTARY:
+        # All the cards' text, joined: a COMMENT column holds every comment line.
+        return "\n".join(str(v) for v in header[key]) if key in header else None
+    value = header.get(key)
+    return None if isinstance(value, fits.card.Undefined) else value
+
+
+def _to_text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _to_int(value: Any, key: str, name: str) -> int:
+    if value is None:
+        return 0
+    try:
+        return int(value) if not isinstance(value, float) or math.isfinite(value) else 0
+    except (TypeError, ValueError):
+        log.warning("%s: %s = %r is not an integer; the info table holds 0", name, key, value)
+        return 0
+
+
+def _to_float(value: Any, key: str, name: str) -> float:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        log.warning("%s: %s = %r is not a number; the info table holds NaN", name, key, value)
+        return math.nan
+
+
+def column_values(
+    columns: Sequence[ColumnSpec], headers: Sequence[fits.Header], names: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The table's columns as numpy arrays, one row per header (plus ``FFI_FILE``).
+
+    A keyword missing from a header gives ``''``, ``0`` or ``NaN``.  String columns
+    are as wide as their longest value (at least one character).  An integer column
+    whose values do not fit 32 bits becomes 64-bit rather than wrapping.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for col in columns:
+        raw = [_header_value(h, col.name) for h in headers]
+        if col.kind == "A":
+            text = [_to_text(v).encode("ascii", "replace") for v in raw]
+            arrays[col.name] = np.array(text, dtype=f"S{max([1, *map(len, text)])}")
+        elif col.kind == "J":
+            ints = [_to_int(v, col.name, n) for v, n in zip(raw, names)]
+            fits32 = all(INT32.min <= i <= INT32.max for i in ints)
+            arrays[col.name] = np.array(ints, dtype=np.int32 if fits32 else np.int64)
+        else:
+            arrays[col.name] = np.array([_to_float(v, col.name, n) for v, n in zip(raw, names)], dtype=np.float64)
+    files = [n.encode("ascii", "replace") for n in names]
+    arrays[FILE_COLUMN] = np.array(files, dtype=f"S{max([1, *map(len, files)])}")
+    return arrays
+
+
+def _fits_format(array: np.ndarray) -> str:
+    if array.dtype.kind == "S":
+        return f"A{array.dtype.itemsize}"
+    return {np.dtype(np.int32): "J", np.dtype(np.int64): "K"}.get(array.dtype, "D")
+
+
+def encode_info_table(columns: Sequence[ColumnSpec], arrays: dict[str, np.ndarray]) -> bytes:
+    """Encode the table HDU (header and padded data) as it stands in the cube file."""
+    comments = {c.name: c.comment for c in columns}
+    hdu = fits.BinTableHDU.from_columns(
+        [fits.Column(name=name, format=_fits_format(arr), array=arr) for name, arr in arrays.items()]
+    )
+    for name in arrays:
+        if name not in STRUCTURAL:
+            hdu.header[name] = comments.get(name, "")
+    # A table cannot be written on its own; write it after an empty primary HDU and
+    # keep only the table's bytes.
+    primary = fits.PrimaryHDU()
+    skip = len(primary.header.tostring())
+    buf = io.BytesIO()
+    fits.HDUList([primary, hdu]).writeto(buf)
+    return buf.getvalue()[skip:]

@@ -1,0 +1,320 @@
+"""Stage 2: turn scanned headers and limits into a frozen build plan.
+
+No I/O happens here.  :func:`make_plan` decides the time order, the template, the
+cube's shape, how many rows each block holds within ``max_memory``, and encodes the
+three header/table pieces that are written around the data.  Everything the later
+stages do is fixed by the plan, which makes the plan the thing to test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import math
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+
+from .errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError
+from .info_table import column_values, encode_info_table, template_columns
+from .products import PRODUCTS, Product
+from .scan import BLOCK, FfiInfo, header_end, padded
+from .units import format_bytes
+
+__all__ = ["CubePlan", "MemoryUse", "make_plan"]
+
+#: Bytes per cube value: the cube is always float32.
+VALUE_BYTES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryUse:
+    """How the plan spends ``max_memory``."""
+
+    budget: int
+    fixed: int  #: headers kept for the plan, the encoded info table
+    block_bytes: int  #: one block buffer
+    block_buffers: int  #: 2 when assembling overlaps writing, else 1
+    slab_bytes: int  #: one FFI's rows of one block, all layers, as read
+    slabs: int  #: slab buffers in the pool (fetched ahead of assembly)
+    decode_bytes: int  #: scratch for decoding scaled or non-float32 input
+
+    @property
+    def total(self) -> int:
+        return (
+            self.fixed
+            + self.block_bytes * self.block_buffers
+            + self.slab_bytes * self.slabs
+            + self.decode_bytes
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CubePlan:
+    """Everything needed to write one cube, decided before any data is read."""
+
+    product: Product
+    files: tuple[FfiInfo, ...]  #: in time order
+    template: FfiInfo
+    shape: tuple[int, int, int, int]  #: (rows, cols, n_ffis, layers)
+    block_rows: int
+    memory: MemoryUse
+    primary_header: bytes  #: HDU 0, padded
+    cube_header: bytes  #: HDU 1's header, padded
+    info_table: bytes  #: HDU 2, header and padded data
+
+    @property
+    def n_ffis(self) -> int:
+        return self.shape[2]
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one cube row (all columns, FFIs and layers): contiguous in the file."""
+        rows, cols, n, layers = self.shape
+        return cols * n * layers * VALUE_BYTES
+
+    @property
+    def blocks(self) -> list[tuple[int, int]]:
+        """Row ranges ``(start, stop)`` of the blocks, in file order."""
+        rows = self.shape[0]
+        return [(r, min(r + self.block_rows, rows)) for r in range(0, rows, self.block_rows)]
+
+    @property
+    def data_bytes(self) -> int:
+        return self.shape[0] * self.row_bytes
+
+    @property
+    def data_offset(self) -> int:
+        """Byte offset of the first cube value in the output."""
+        return len(self.primary_header) + len(self.cube_header)
+
+    @property
+    def table_offset(self) -> int:
+        return self.data_offset + padded(self.data_bytes)
+
+    @property
+    def total_bytes(self) -> int:
+        """Size of the finished cube file."""
+        return self.table_offset + len(self.info_table)
+
+    @property
+    def input_bytes(self) -> int:
+        """Bytes of image data the build reads (each once)."""
+        return sum(lay.rows * lay.cols * lay.itemsize for f in self.files for lay in f.layers)
+
+    def primary(self) -> fits.Header:
+        """The cube's primary header, parsed (for display and tests)."""
+        return fits.Header.fromstring(self.primary_header.decode("ascii"))
+
+
+# ----------------------------------------------------------------------------------
+# Checks
+
+
+def _names(ffis: Sequence[FfiInfo], most: int = 3) -> str:
+    shown = ", ".join(f.name for f in ffis[:most])
+    return shown + (f" and {len(ffis) - most} more" if len(ffis) > most else "")
+
+
+def refuse_mixed(ffis: Sequence[FfiInfo], what: str, key: Callable[[FfiInfo], Hashable]) -> None:
+    """Raise MixedInputError when ``key`` differs between FFIs, naming the files."""
+    groups: dict[Hashable, list[FfiInfo]] = defaultdict(list)
+    for f in ffis:
+        groups[key(f)].append(f)
+    if len(groups) > 1:
+        ranked = sorted(groups.items(), key=lambda kv: -len(kv[1]))
+        parts = "; ".join(f"{value}: {len(fs)} file(s) ({_names(fs)})" for value, fs in ranked)
+        raise MixedInputError(f"the inputs do not make one cube: their {what} differ ({parts})")
+
+
+def _check_inputs(ffis: Sequence[FfiInfo]) -> None:
+    if not ffis:
+        raise NoInputsError("no FFIs to build a cube from")
+    refuse_mixed(ffis, "products", lambda f: f.product.upper())
+    refuse_mixed(ffis, "cameras", lambda f: f.camera)
+    refuse_mixed(ffis, "CCDs", lambda f: f.ccd)
+    refuse_mixed(ffis, "image shapes", lambda f: "x".join(map(str, f.shape)))
+    by_start: dict[float, FfiInfo] = {}
+    for f in ffis:
+        other = by_start.setdefault(f.start, f)
+        if other is not f:
+            key = PRODUCTS[f.product].time_keyword
+            raise InputError(
+                f"{other.path} and {f.path} have the same {key} = {f.start!r}: "
+                "two FFIs cannot share a start time (is one a copy of the other?)"
+            )
+
+
+# ----------------------------------------------------------------------------------
+# Headers
+
+
+def _card(header: fits.Header, key: str, ffi: FfiInfo, hdu: int) -> tuple[object, str]:
+    if key not in header:
+        raise InputError(f"HDU {hdu} has no {key}, which the cube's primary header needs", path=ffi.path)
+    return header[key], header.comments[key]
+
+
+def primary_header(
+    product: Product, earliest: FfiInfo, latest: FfiInfo, sector: int | None, now: dt.datetime
+) -> bytes:
+    """HDU 0 of the cube: the earliest FFI's primary header with astrocut's edits."""
+    header = fits.Header.fromstring(earliest.primary_header)
+    first_image = fits.Header.fromstring(earliest.image_header)
+    last_image = fits.Header.fromstring(latest.image_header)
+    header.remove("CHECKSUM", ignore_missing=True)
+    header["ORIGIN"] = "STScI/MAST"
+    header["DATE"] = now.date().isoformat()
+    for key in product.camera_keywords:
+        header[key] = _card(first_image, key, earliest, product.image_hdu)
+    header["SECTOR"] = (sector, "Observing sector")
+    for key in product.last_file_keywords:
+        header[key] = _card(last_image, key, latest, product.image_hdu)
+    header["EXTNAME"] = "PRIMARY"
+    # Let astropy normalise the header as it does for a data-less primary HDU followed
+    # by extensions (for TICA: NAXIS = 0; EXTEND = T when missing), then keep its bytes.
+    hdu = fits.PrimaryHDU(header=header)
+    if "DATASUM" in header:
+        # The kept DATASUM describes this HDU's (empty) data; astropy refreshes it, with
+        # its time stamp, whenever it rewrites such a header, and so astrocut's cubes
+        # carry the build time here.
+        hdu.add_datasum(when=f"data unit checksum updated {now:%Y-%m-%dT%H:%M:%S}")
+    buf = io.BytesIO()
+    fits.HDUList([hdu, fits.ImageHDU()]).writeto(buf)
+    raw = buf.getvalue()
+    end = header_end(raw, 0)
+    assert end is not None
+    return raw[: padded(end)]
+
+
+def cube_header(shape: tuple[int, int, int, int]) -> bytes:
+    """HDU 1's header: a 4-D float32 image extension of ``shape``."""
+    header = fits.ImageHDU(data=np.zeros((1, 1, 1, 1), dtype=np.float32)).header
+    header["NAXIS4"], header["NAXIS3"], header["NAXIS2"], header["NAXIS1"] = shape
+    return header.tostring().encode("ascii")
+
+
+# ----------------------------------------------------------------------------------
+# Memory
+
+
+def plan_memory(
+    shape: tuple[int, int, int, int], files: Sequence[FfiInfo], fixed: int, budget: int, slabs: int
+) -> tuple[int, MemoryUse]:
+    """Choose the rows per block that fit ``budget``; return them with the accounting.
+
+    Per row of a block the pipeline holds: the row in each block buffer (two, so that
+    one is assembled while the other is written), the row of every slab in the pool,
+    and decoding scratch when the input is not raw float32.
+    """
+    rows, cols, n, layers = shape
+    row_bytes = cols * n * layers * VALUE_BYTES
+    slab_row = cols * sum(max(f.layers[i].itemsize for f in files) for i in range(layers))
+    needs_decode = any(not lay.is_raw_float32 for f in files for lay in f.layers)
+    decode_row = cols * 8 if needs_decode else 0  # one layer, as float64 at most
+    slabs = min(slabs, n)
+
+    def use(block_rows: int, buffers: int) -> MemoryUse:
+        return MemoryUse(
+            budget=budget,
+            fixed=fixed,
+            block_bytes=block_rows * row_bytes,
+            block_buffers=buffers,
+            slab_bytes=block_rows * slab_row,
+            slabs=slabs,
+            decode_bytes=block_rows * decode_row,
+        )
+
+    available = budget - fixed
+    per_row_single = use(1, 1).total - fixed
+    if available < per_row_single:
+        raise MemoryBudgetError(
+            f"max_memory = {format_bytes(budget)} cannot hold one row of this cube: a row takes "
+            f"{format_bytes(row_bytes)} ({cols} columns x {n} FFIs x {layers} layer(s) x 4 bytes), "
+            f"{format_bytes(per_row_single)} with {slabs} read buffer(s), plus "
+            f"{format_bytes(fixed)} of headers and info table; give at least "
+            f"{format_bytes(fixed + per_row_single)}"
+        )
+    if rows * per_row_single <= available:
+        return rows, use(rows, 1)  # one block: nothing to overlap with
+    per_row_double = use(1, 2).total - fixed
+    buffers = 2 if available >= per_row_double else 1
+    block_rows = available // (per_row_double if buffers == 2 else per_row_single)
+    # Even out the blocks, so that the last one is not a sliver.
+    n_blocks = math.ceil(rows / block_rows)
+    block_rows = math.ceil(rows / n_blocks)
+    return block_rows, use(block_rows, buffers)
+
+
+# ----------------------------------------------------------------------------------
+
+
+def make_plan(
+    ffis: Sequence[FfiInfo],
+    *,
+    max_memory: int,
+    sector: int | None = None,
+    read_ahead: int = 8,
+    now: dt.datetime | None = None,
+) -> CubePlan:
+    """Plan a cube from scanned FFIs.
+
+    Parameters
+    ----------
+    ffis
+        Scan results, in input order (the template is the first that qualifies).
+    max_memory
+        Bytes the pipeline may hold.
+    sector
+        Written as ``SECTOR`` in the primary header (undefined when ``None``).
+    read_ahead
+        Slab buffers: how many FFI reads may run ahead of assembly.
+    now
+        The build time, for ``DATE`` and the DATASUM stamp (now when ``None``).
+
+    Raises
+    ------
+    NoInputsError, MixedInputError, InputError
+        If the FFIs do not make one cube.
+    MemoryBudgetError
+        If ``max_memory`` cannot hold even one row; the message has the numbers.
+    """
+    _check_inputs(ffis)
+    product = PRODUCTS[ffis[0].product]
+    # Stable sort: equal times cannot happen (refused above), but keep input order anyway.
+    files = tuple(sorted(ffis, key=lambda f: f.start))
+    template = next((f for f in ffis if f.is_template), None)
+    if template is None:
+        raise InputError(
+            f"none of the {len(ffis)} FFIs can serve as the info-table template: "
+            f"none has {product.template_rule} in HDU {product.image_hdu} (no WCS?)"
+        )
+    rows, cols = files[0].shape
+    shape = (rows, cols, len(files), product.layers)
+
+    columns = template_columns(fits.Header.fromstring(template.image_header))
+    arrays = column_values(
+        columns, [fits.Header.fromstring(f.image_header) for f in files], [f.name for f in files]
+    )
+    table = encode_info_table(columns, arrays)
+    primary = primary_header(product, files[0], files[-1], sector, now or dt.datetime.now())
+    cube = cube_header(shape)
+
+    # The plan keeps every FFI's header text: count it, with the encoded pieces.
+    fixed = sum(len(f.primary_header) + len(f.image_header) for f in files) + len(table) + len(primary)
+    block_rows, memory = plan_memory(shape, files, fixed, max_memory, read_ahead)
+    assert len(primary) % BLOCK == 0 and len(cube) % BLOCK == 0
+    return CubePlan(
+        product=product,
+        files=files,
+        template=template,
+        shape=shape,
+        block_rows=block_rows,
+        memory=memory,
+        primary_header=primary,
+        cube_header=cube,
+        info_table=table,
+    )

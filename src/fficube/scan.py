@@ -1,0 +1,371 @@
+"""Stage 1: learn each FFI's layout from its headers, with small ranged reads.
+
+A file is never opened with ``astropy.io.fits.open`` and never read whole: the scanner
+reads the first header blocks, walks the HDU chain by computing each data size from
+its header, and reads a later header (SPOC's HDU 2) at its computed offset.  Headers
+are parsed with the public ``Header.fromstring``.
+
+The result per file is a frozen :class:`FfiInfo`: where each image layer's bytes are,
+how to decode them, the raw header text the plan needs, and the sort key.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+
+from ._aio import run_tasks
+from .errors import FitsFormatError
+from .products import PRODUCTS, SPOC, TICA, Product
+from .storage import ByteSource
+
+__all__ = ["FfiInfo", "ImageLayout", "scan", "scan_file", "BLOCK"]
+
+BLOCK = 2880
+CARD = 80
+#: First read of a file: eight blocks hold the primary and image headers of almost all
+#: SPOC FFIs (their science data starts at byte 14400 or 20160), so one request usually
+#: suffices, and little data is read twice.
+FIRST_READ = 8 * BLOCK
+#: BITPIX values FITS allows for images, and the numpy dtype of each.
+BITPIX_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLayout:
+    """Where one image layer's pixels are in its file and how to decode them."""
+
+    hdu: int
+    offset: int  #: byte offset of the first pixel
+    rows: int
+    cols: int
+    bitpix: int
+    bscale: float = 1.0
+    bzero: float = 0.0
+    blank: int | None = None
+
+    @property
+    def itemsize(self) -> int:
+        return abs(self.bitpix) // 8
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(BITPIX_DTYPES[self.bitpix])
+
+    @property
+    def is_raw_float32(self) -> bool:
+        """True when the bytes on disk are already the cube's big-endian float32."""
+        return self.bitpix == -32 and self.bscale == 1.0 and self.bzero == 0.0
+
+    def row_range(self, start: int, stop: int) -> tuple[int, int]:
+        """Byte range of rows ``start:stop`` in the file."""
+        row_bytes = self.cols * self.itemsize
+        return self.offset + start * row_bytes, self.offset + stop * row_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FfiInfo:
+    """Everything the plan and the fetchers need to know about one FFI."""
+
+    path: str
+    size: int
+    product: str
+    start: float  #: value of the product's time keyword
+    camera: object
+    ccd: object
+    layers: tuple[ImageLayout, ...]
+    primary_header: str  #: raw text of HDU 0's header, up to and including END
+    image_header: str  #: raw text of the image header (the same as primary for TICA)
+    header_bytes: int  #: bytes of the headers the scan needed (for the read budget)
+    is_template: bool  #: meets the product's template requirement
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path.rstrip("/"))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.layers[0].rows, self.layers[0].cols
+
+
+# ----------------------------------------------------------------------------------
+# Pure header walking
+
+
+def header_end(buf: bytes, start: int) -> int | None:
+    """Return the offset just past the END card of the header at ``start``.
+
+    ``None`` when ``buf`` ends before an END card is found.  Only whole 2880-byte
+    blocks are examined, as FITS headers are made of them.
+    """
+    pos = start
+    while pos + BLOCK <= len(buf):
+        for card in range(pos, pos + BLOCK, CARD):
+            if buf[card : card + 8] == b"END     ":
+                return card + CARD
+        pos += BLOCK
+    return None
+
+
+def padded(n: int) -> int:
+    """``n`` rounded up to whole FITS blocks."""
+    return -(-n // BLOCK) * BLOCK
+
+
+def parse_header(raw: bytes, *, path: str, offset: int) -> fits.Header:
+    """Parse header text, turning anything astropy dislikes into a FitsFormatError."""
+    try:
+        text = raw.decode("ascii")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", fits.verify.VerifyWarning)
+            header = fits.Header.fromstring(text)
+            # Cards are parsed lazily; touch the ones the layout depends on now.
+            for key in ("NAXIS", "BITPIX"):
+                header.get(key)
+    except (UnicodeDecodeError, ValueError, fits.verify.VerifyWarning, KeyError, IndexError) as exc:
+        raise FitsFormatError(
+            f"unreadable FITS header ({exc})", path=path, byte_range=(offset, offset + len(raw))
+        ) from exc
+    return header
+
+
+def _int_card(header: fits.Header, key: str, default: int | None, *, path: str, hdu: int) -> int:
+    value = header.get(key, default)
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise FitsFormatError(f"HDU {hdu}: {key} = {value!r} is not an integer", path=path)
+    return int(value)
+
+
+def data_bytes(header: fits.Header, *, path: str, hdu: int) -> int:
+    """Size in bytes of the HDU's data, without padding (FITS standard 4.4.1)."""
+    naxis = _int_card(header, "NAXIS", None, path=path, hdu=hdu)
+    if naxis == 0:
+        return 0
+    bitpix = _int_card(header, "BITPIX", None, path=path, hdu=hdu)
+    axes = [_int_card(header, f"NAXIS{i}", None, path=path, hdu=hdu) for i in range(1, naxis + 1)]
+    pcount = _int_card(header, "PCOUNT", 0, path=path, hdu=hdu)
+    gcount = _int_card(header, "GCOUNT", 1, path=path, hdu=hdu)
+    return abs(bitpix) // 8 * gcount * (pcount + math.prod(axes))
+
+
+def image_layout(header: fits.Header, data_offset: int, *, path: str, hdu: int) -> ImageLayout:
+    """Describe the 2-D image of one HDU, refusing what fficube would mis-read."""
+    if header.get("ZIMAGE") is True:
+        raise FitsFormatError(f"HDU {hdu} is a tile-compressed image, which fficube does not read", path=path)
+    if hdu > 0 and header.get("XTENSION") != "IMAGE":
+        raise FitsFormatError(
+            f"HDU {hdu} is a {header.get('XTENSION')!r} extension, not an image: not an FFI", path=path
+        )
+    naxis = _int_card(header, "NAXIS", None, path=path, hdu=hdu)
+    if naxis != 2:
+        kind = "a cube" if naxis > 2 else "not an image"
+        raise FitsFormatError(f"HDU {hdu} has NAXIS = {naxis} ({kind}); an FFI image has 2", path=path)
+    bitpix = _int_card(header, "BITPIX", None, path=path, hdu=hdu)
+    if bitpix not in BITPIX_DTYPES:
+        raise FitsFormatError(f"HDU {hdu}: BITPIX = {bitpix} is not a FITS image type", path=path)
+    scale: dict[str, float] = {}
+    for key, default in (("BSCALE", 1.0), ("BZERO", 0.0)):
+        value = header.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise FitsFormatError(f"HDU {hdu}: {key} = {value!r} is not a finite number", path=path)
+        scale[key] = float(value)
+    blank = header.get("BLANK") if bitpix > 0 else None
+    if blank is not None and (isinstance(blank, bool) or not isinstance(blank, int)):
+        raise FitsFormatError(f"HDU {hdu}: BLANK = {blank!r} is not an integer", path=path)
+    return ImageLayout(
+        hdu=hdu,
+        offset=data_offset,
+        rows=_int_card(header, "NAXIS2", None, path=path, hdu=hdu),
+        cols=_int_card(header, "NAXIS1", None, path=path, hdu=hdu),
+        bitpix=bitpix,
+        bscale=scale["BSCALE"],
+        bzero=scale["BZERO"],
+        blank=blank,
+    )
+
+
+def detect_product(primary: fits.Header, *, path: str) -> Product:
+    """Tell SPOC from TICA by where the image is: HDU 0 (TICA) or the extensions (SPOC)."""
+    naxis = primary.get("NAXIS")
+    if naxis == 0 and primary.get("EXTEND", False):
+        return SPOC
+    if naxis == 2:
+        return TICA
+    raise FitsFormatError(
+        f"not a SPOC or TICA FFI: HDU 0 has NAXIS = {naxis!r} (SPOC FFIs have no image in HDU 0, "
+        "TICA FFIs a 2-D one)",
+        path=path,
+    )
+
+
+def time_value(header: fits.Header, product: Product, *, path: str) -> float:
+    """The FFI's sort key, which must be a finite number."""
+    key = product.time_keyword
+    if key not in header:
+        raise FitsFormatError(
+            f"no {key} in HDU {product.image_hdu}: cannot place this FFI in time", path=path
+        )
+    value = header[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise FitsFormatError(f"{key} = {value!r} in HDU {product.image_hdu} is not a finite number", path=path)
+    return float(value)
+
+
+# ----------------------------------------------------------------------------------
+# Reading
+
+
+class _HeaderReader:
+    """Reads header text at given offsets, keeping the last window to avoid re-reads."""
+
+    def __init__(self, source: ByteSource, path: str, size: int) -> None:
+        self.source, self.path, self.size = source, path, size
+        self.window_start = 0
+        self.window = b""
+        self.bytes_used = 0
+
+    async def header_at(self, offset: int, guess: int) -> tuple[fits.Header, str, int]:
+        """Return (header, raw text, offset past the padded header) of the HDU at ``offset``."""
+        if offset + BLOCK > self.size:
+            raise FitsFormatError(
+                f"file ends at byte {self.size}, before the header expected at byte {offset}: truncated",
+                path=self.path,
+                byte_range=(offset, offset + BLOCK),
+            )
+        window_end = self.window_start + len(self.window)
+        if not self.window_start <= offset < window_end:
+            self.window_start, self.window = offset, b""
+            window_end = offset
+        chunk = max(guess, BLOCK)
+        while True:
+            end = header_end(self.window, offset - self.window_start)
+            if end is not None:
+                break
+            if window_end >= self.size:
+                raise FitsFormatError(
+                    "no END card before the end of the file: not a complete FITS header",
+                    path=self.path,
+                    byte_range=(offset, self.size),
+                )
+            more = await self.source.read(self.path, window_end, min(self.size, window_end + chunk))
+            self.window += more
+            window_end += len(more)
+            chunk *= 2  # a header larger than guessed: grow, so that the requests stay few
+        start = offset - self.window_start
+        raw = self.window[start:end]
+        self.bytes_used += padded(len(raw))
+        header = parse_header(raw, path=self.path, offset=offset)
+        return header, raw.decode("ascii"), offset + padded(len(raw))
+
+
+async def scan_file(source: ByteSource, path: str, product: Product | None = None) -> FfiInfo:
+    """Scan one FFI.
+
+    Parameters
+    ----------
+    source
+        Where to read from.
+    path
+        The file.
+    product
+        The expected product, or ``None`` to detect it from the headers.
+
+    Raises
+    ------
+    FitsFormatError
+        If the file is not a complete FFI of the product.
+    """
+    size = await source.size(path)
+    reader = _HeaderReader(source, path, size)
+    head = await source.read(path, 0, min(size, FIRST_READ))
+    reader.window = head
+    if not head.startswith(b"SIMPLE  =") or size < BLOCK:
+        raise FitsFormatError("not a FITS file (it does not start with a SIMPLE card)", path=path)
+    primary, primary_raw, offset = await reader.header_at(0, FIRST_READ)
+    detected = detect_product(primary, path=path)
+    if product is not None and detected is not product:
+        raise FitsFormatError(
+            f"this is a {detected.name.upper()} FFI, not {product.name.upper()} "
+            f"(use product={detected.name!r} or 'auto')",
+            path=path,
+        )
+    product = detected
+
+    headers = {0: (primary, primary_raw, offset)}
+    layers = []
+    hdu_offset = offset + padded(data_bytes(primary, path=path, hdu=0))
+    guess = FIRST_READ
+    for hdu in range(1, max(product.layer_hdus) + 1):
+        header, raw, data_offset = await reader.header_at(hdu_offset, guess)
+        headers[hdu] = (header, raw, data_offset)
+        guess = data_offset - hdu_offset  # the next header is most likely the same size
+        hdu_offset = data_offset + padded(data_bytes(header, path=path, hdu=hdu))
+    for hdu in product.layer_hdus:
+        header, _, data_offset = headers[hdu]
+        layout = image_layout(header, data_offset, path=path, hdu=hdu)
+        end = data_offset + layout.rows * layout.cols * layout.itemsize
+        if end > size:
+            raise FitsFormatError(
+                f"HDU {hdu} image needs bytes up to {end} but the file has {size}: truncated",
+                path=path,
+                byte_range=(data_offset, end),
+            )
+        layers.append(layout)
+    if any(lay.rows != layers[0].rows or lay.cols != layers[0].cols for lay in layers):
+        shapes = ", ".join(f"HDU {lay.hdu}: {lay.rows}x{lay.cols}" for lay in layers)
+        raise FitsFormatError(f"image layers differ in shape ({shapes})", path=path)
+
+    image, image_raw, _ = headers[product.image_hdu]
+    cam_key, ccd_key = product.camera_keywords
+    return FfiInfo(
+        path=path,
+        size=size,
+        product=product.name,
+        start=time_value(image, product, path=path),
+        camera=image.get(cam_key),
+        ccd=image.get(ccd_key),
+        layers=tuple(layers),
+        primary_header=primary_raw,
+        image_header=image_raw,
+        header_bytes=reader.bytes_used,
+        is_template=all(image.get(k) == v for k, v in product.template_requirements.items()),
+    )
+
+
+async def scan(
+    paths: Sequence[str],
+    source: ByteSource,
+    *,
+    product: Product | None = None,
+    workers: int = 8,
+    on_scanned: Callable[[int], None] | None = None,
+) -> list[FfiInfo]:
+    """Scan ``paths`` concurrently (``workers`` files at a time), results in input order.
+
+    ``on_scanned(count)`` is called after each file with the number scanned so far.
+    """
+    results: list[FfiInfo | None] = [None] * len(paths)
+    jobs = iter(enumerate(paths))
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        for i, path in jobs:
+            results[i] = await scan_file(source, path, product)
+            done += 1
+            if on_scanned is not None:
+                on_scanned(done)
+
+    await run_tasks(worker() for _ in range(max(1, min(workers, len(paths)))))
+    return [r for r in results if r is not None]
+
+
+def product_of(info: FfiInfo) -> Product:
+    return PRODUCTS[info.product]
+
