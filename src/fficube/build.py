@@ -66,6 +66,7 @@ class BuildResult:
     shape: tuple[int, int, int, int]  #: (rows, cols, n_ffis, layers)
     n_ffis: int
     blocks: int
+    block_rows: int
     bytes_read: int
     bytes_written: int
     requests: int
@@ -226,6 +227,7 @@ async def build_cube(
         shape=plan.shape,
         n_ffis=plan.n_ffis,
         blocks=n_blocks,
+        block_rows=plan.block_rows,
         bytes_read=source.stats.bytes_read,
         bytes_written=sink.bytes_written,
         requests=source.stats.requests,

@@ -1,0 +1,179 @@
+"""The ``fficube`` command: build, inspect, demo.
+
+The CLI is the one place that prints and configures logging.  Errors print one line
+(``fficube: error: ...``) and exit 1; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from typing import TextIO
+
+from . import __version__
+from .build import DEFAULT_CONCURRENCY, BuildResult, Progress, build_cube
+from .cubeinfo import describe_cube
+from .errors import FficubeError
+from .units import format_bytes
+
+__all__ = ["main", "ProgressBar"]
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class ProgressBar:
+    """Draws build progress on a terminal (redrawn in place) or as occasional lines."""
+
+    WIDTH = 28
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last_draw = 0.0
+        self._last_fraction = -1.0
+        self._stage = ""
+
+    def __call__(self, p: Progress) -> None:
+        if p.stage != self._stage:
+            self._stage, self._last_fraction = p.stage, -1.0
+        fraction = p.done / p.total if p.total else 1.0
+        now = time.monotonic()
+        final = p.done == p.total
+        if self.tty:
+            if not final and now - self._last_draw < 0.1:
+                return
+        elif not final and fraction - self._last_fraction < 0.1:
+            return  # a log file gets about ten lines per stage
+        self._last_draw, self._last_fraction = now, fraction
+        filled = int(self.WIDTH * fraction)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        if p.stage == "scan":
+            text = f"scan  [{bar}] {p.done}/{p.total} files"
+        else:
+            rate = p.bytes_read / p.elapsed if p.elapsed > 0 else 0.0
+            eta = ""
+            if 0 < p.bytes_written < p.total_bytes:
+                left = p.elapsed * (p.total_bytes - p.bytes_written) / p.bytes_written
+                eta = f"  ETA {int(left) // 60}:{int(left) % 60:02d}"
+            text = (
+                f"build [{bar}] {p.done}/{p.total} blocks  {format_bytes(p.bytes_written)}"
+                f"/{format_bytes(p.total_bytes)}  {format_bytes(rate)}/s{eta}"
+            )
+        if self.tty:
+            self.stream.write("\r" + text.ljust(100)[:100] + ("\n" if final else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fficube", description="Build TESS FFI cubes.")
+    parser.add_argument("--version", action="version", version=f"fficube {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build", help="build a cube from FFIs")
+    build.add_argument("inputs", nargs="+", help="FFI files, directories or glob patterns")
+    build.add_argument("-o", "--output", required=True, help="the cube file to write")
+    build.add_argument("--product", choices=["auto", "spoc", "tica"], default="auto")
+    build.add_argument("--sector", type=int, help="sector number for the SECTOR keyword")
+    build.add_argument("--max-memory", default="4GB", help="memory budget, e.g. 4GB, 512MB (default 4GB)")
+    build.add_argument(
+        "--concurrency", type=int, default=None,
+        help=f"reads in flight at most (default {DEFAULT_CONCURRENCY} for local files)",
+    )
+    build.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    build.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+
+    inspect = sub.add_parser("inspect", help="describe a cube")
+    inspect.add_argument("cube")
+
+    demo = sub.add_parser("demo", help="make a small synthetic sector, build its cube, inspect it")
+    demo.add_argument("directory", nargs="?", default="fficube-demo")
+    demo.add_argument("--product", choices=["spoc", "tica"], default="spoc")
+    demo.add_argument("--n-ffis", type=int, default=24)
+    return parser
+
+
+def _print_table(rows: Sequence[tuple[str, str]], out: TextIO) -> None:
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        out.write(f"  {label.ljust(width)}  {value}\n")
+
+
+async def _build(args: argparse.Namespace, out: TextIO, err: TextIO) -> BuildResult:
+    return await build_cube(
+        args.inputs, args.output, product=args.product, sector=args.sector,
+        max_memory=args.max_memory, concurrency=args.concurrency, overwrite=args.overwrite,
+        progress=None if args.quiet else ProgressBar(err),
+    )
+
+
+def _cmd_build(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    result = asyncio.run(_build(args, out, err))
+    if not args.quiet:
+        out.write(f"wrote {result.summary()}\n")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    _print_table(describe_cube(args.cube).rows(), out)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .synthetic import SectorSpec, make_sector
+
+    spec = SectorSpec(
+        n_ffis=args.n_ffis, product=args.product, shape=(96, 120),
+        sector=1 if args.product == "spoc" else 27, no_wcs=(0, 3),
+    )
+    ffi_dir = os.path.join(args.directory, "ffis")
+    out.write(f"writing {spec.n_ffis} synthetic {args.product.upper()} FFIs "
+              f"({spec.shape[0]}x{spec.shape[1]}, shuffled, 2 without WCS) to {ffi_dir}\n")
+    paths = make_sector(ffi_dir, spec)
+    cube = os.path.join(args.directory, f"tess-s{spec.sector:04d}-{spec.camera}-{spec.ccd}-cube.fits")
+    # A small budget, so that the demo streams the cube in several blocks.
+    build_args = argparse.Namespace(
+        inputs=paths, output=cube, product=args.product, sector=spec.sector, max_memory="1.5MB",
+        concurrency=None, overwrite=True, quiet=False,
+    )
+    out.write(f"building {cube} with max_memory=1.5MB\n")
+    _cmd_build(build_args, out, err)
+    out.write(f"fficube inspect {cube}\n")
+    _print_table(describe_cube(cube).rows(), out)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run the command line; return the exit status."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="fficube: %(levelname)s: %(message)s", stream=err,
+    )
+    warnings.formatwarning = lambda message, category, *a, **k: f"fficube: warning: {message}\n"
+    command = {"build": _cmd_build, "inspect": _cmd_inspect, "demo": _cmd_demo}[args.command]
+    try:
+        return command(args, out, err)
+    except KeyboardInterrupt:
+        err.write("\nfficube: interrupted; no partial output was left\n")
+        return EXIT_INTERRUPTED
+    except (FficubeError, OSError, ValueError) as exc:
+        if args.debug:
+            raise
+        err.write(f"fficube: error: {exc}\n")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

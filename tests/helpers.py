@@ -1,0 +1,62 @@
+"""Helpers for tests that need a plan or a rewritten FFI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from astropy.io import fits
+
+from fficube.plan import CubePlan, make_plan
+from fficube.scan import scan
+from fficube.storage import LocalSource
+
+
+def scan_paths(paths: list[str]):
+    async def run():
+        source = LocalSource(4)
+        try:
+            return await scan(paths, source)
+        finally:
+            await source.aclose()
+
+    return asyncio.run(run())
+
+
+def plan_of(paths: list[str], max_memory: int, **kw) -> CubePlan:
+    return make_plan(scan_paths(paths), max_memory=max_memory, **kw)
+
+
+def budget_for_rows(paths: list[str], rows: int, **kw) -> int:
+    """The smallest max_memory whose plan uses blocks of exactly ``rows`` rows, found by bisection."""
+    ffis = scan_paths(paths)
+    lo, hi = 1, 1 << 40
+    while lo < hi:
+        mid = (lo + hi) // 2
+        try:
+            got = make_plan(ffis, max_memory=mid, **kw).block_rows
+        except ValueError:
+            got = 0
+        if got >= rows:
+            hi = mid
+        else:
+            lo = mid + 1
+    assert make_plan(ffis, max_memory=lo, **kw).block_rows == rows, "no budget gives that block size"
+    return lo
+
+
+def rewrite_ffi(path: str, new_path: str, *, image_cards: dict | None = None, scale: dict | None = None) -> str:
+    """Copy an FFI, changing image-header cards (both layers) or storing the layers scaled.
+
+    ``scale`` is passed to ``ImageHDU.scale`` (``type``, ``bscale``, ``bzero``).
+    """
+    with fits.open(path) as hdus:
+        for hdu in hdus[1:]:
+            for key, value in (image_cards or {}).items():
+                hdu.header[key] = value
+            if scale:
+                hdu.scale(**scale)
+        hdus.writeto(new_path, checksum=True, overwrite=True)
+    if new_path != path and os.path.exists(path):
+        os.remove(path)
+    return new_path
