@@ -29,10 +29,10 @@ __all__ = ["FfiInfo", "ImageLayout", "scan", "scan_file", "BLOCK"]
 
 BLOCK = 2880
 CARD = 80
-#: First read of a file: eight blocks hold the primary and image headers of almost all
-#: SPOC FFIs (their science data starts at byte 14400 or 20160), so one request usually
-#: suffices, and little data is read twice.
-FIRST_READ = 8 * BLOCK
+#: First read of a file: seven blocks are exactly the primary and image headers of 98 %
+#: of SPOC FFIs (their science data starts at byte 20160; 14400 without WCS), so one
+#: request usually suffices and no data byte is read twice.
+FIRST_READ = 7 * BLOCK
 #: BITPIX values FITS allows for images, and the numpy dtype of each.
 BITPIX_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
@@ -298,27 +298,36 @@ async def scan_file(source: ByteSource, path: str, product: Product | None = Non
     product = detected
 
     headers = {0: (primary, primary_raw, offset)}
-    layers = []
+    layers: dict[int, ImageLayout] = {}
     hdu_offset = offset + padded(data_bytes(primary, path=path, hdu=0))
     guess = FIRST_READ
-    for hdu in range(1, max(product.layer_hdus) + 1):
-        header, raw, data_offset = await reader.header_at(hdu_offset, guess)
-        headers[hdu] = (header, raw, data_offset)
-        guess = data_offset - hdu_offset  # the next header is most likely the same size
-        hdu_offset = data_offset + padded(data_bytes(header, path=path, hdu=hdu))
-    for hdu in product.layer_hdus:
-        header, _, data_offset = headers[hdu]
-        layout = image_layout(header, data_offset, path=path, hdu=hdu)
-        end = data_offset + layout.rows * layout.cols * layout.itemsize
-        if end > size:
-            raise FitsFormatError(
-                f"HDU {hdu} image needs bytes up to {end} but the file has {size}: truncated",
-                path=path,
-                byte_range=(data_offset, end),
-            )
-        layers.append(layout)
-    if any(lay.rows != layers[0].rows or lay.cols != layers[0].cols for lay in layers):
-        shapes = ", ".join(f"HDU {lay.hdu}: {lay.rows}x{lay.cols}" for lay in layers)
+    for hdu in range(max(product.layer_hdus) + 1):
+        if hdu > 0:
+            if hdu_offset >= size:
+                raise FitsFormatError(
+                    f"the file ends after HDU {hdu - 1}; a {product.name.upper()} FFI has an image in "
+                    f"HDU {hdu}", path=path,
+                )
+            header, raw, data_offset = await reader.header_at(hdu_offset, guess)
+            headers[hdu] = (header, raw, data_offset)
+            guess = data_offset - hdu_offset  # the next header is most likely the same size
+            hdu_offset = data_offset + padded(data_bytes(header, path=path, hdu=hdu))
+        if hdu in product.layer_hdus:
+            # Judge each image as soon as its header is known: a table or a cube in
+            # HDU 1 is reported as such, not as a missing HDU 2.
+            header, _, data_offset = headers[hdu]
+            layout = image_layout(header, data_offset, path=path, hdu=hdu)
+            end = data_offset + layout.rows * layout.cols * layout.itemsize
+            if end > size:
+                raise FitsFormatError(
+                    f"HDU {hdu} image needs bytes up to {end} but the file has {size}: truncated",
+                    path=path,
+                    byte_range=(data_offset, end),
+                )
+            layers[hdu] = layout
+    first = layers[product.layer_hdus[0]]
+    if any((lay.rows, lay.cols) != (first.rows, first.cols) for lay in layers.values()):
+        shapes = ", ".join(f"HDU {lay.hdu}: {lay.rows}x{lay.cols}" for lay in layers.values())
         raise FitsFormatError(f"image layers differ in shape ({shapes})", path=path)
 
     image, image_raw, _ = headers[product.image_hdu]
@@ -330,7 +339,7 @@ async def scan_file(source: ByteSource, path: str, product: Product | None = Non
         start=time_value(image, product, path=path),
         camera=image.get(cam_key),
         ccd=image.get(ccd_key),
-        layers=tuple(layers),
+        layers=tuple(layers[h] for h in product.layer_hdus),
         primary_header=primary_raw,
         image_header=image_raw,
         header_bytes=reader.bytes_used,

@@ -1,0 +1,103 @@
+"""The fficube command: exit codes, one-line errors, progress and summary."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+from fficube.cli import main
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def paths(sector):
+    return sector(n_ffis=5, shape=(30, 36), no_wcs=(0,))
+
+
+def test_build_prints_progress_and_summary(paths, tmp_path: Path) -> None:
+    out_file = tmp_path / "cube.fits"
+    code, out, err = run("build", *paths, "-o", str(out_file), "--sector", "4", "--max-memory", "200kB")
+    assert code == 0
+    assert out.startswith(f"wrote {out_file}: SPOC cube 30x36x5x2") and "from 5 FFIs" in out
+    assert "scan  [" in err and "5/5 files" in err and "blocks" in err
+    assert fits.getheader(out_file)["SECTOR"] == 4
+
+
+def test_quiet_build_prints_nothing(paths, tmp_path: Path) -> None:
+    assert run("build", *paths, "-o", str(tmp_path / "c.fits"), "--quiet") == (0, "", "")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-memory", "1kB"], "fficube: error: max_memory = 1.0 kB cannot hold one row"),
+        (["--max-memory", "lots"], "fficube: error: not a size: 'lots'"),
+        (["--product", "tica"], "this is a SPOC FFI, not TICA"),
+    ],
+)
+def test_errors_are_one_line(paths, tmp_path: Path, args: list[str], message: str) -> None:
+    code, out, err = run("build", *paths, "-o", str(tmp_path / "c.fits"), "--quiet", *args)
+    assert code == 1 and out == ""
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "c.fits").exists()
+
+
+def test_existing_output_and_bad_file(paths, tmp_path: Path) -> None:
+    out_file = tmp_path / "c.fits"
+    out_file.write_text("mine")
+    code, _, err = run("build", *paths, "-o", str(out_file), "-q")
+    assert code == 1 and f"{out_file}: already exists; use overwrite" in err
+    assert out_file.read_text() == "mine"
+    junk = tmp_path / "junk-s_ffic.fits"
+    junk.write_text("not fits at all" * 300)
+    code, _, err = run("build", *paths, str(junk), "-o", str(tmp_path / "d.fits"), "-q")
+    assert code == 1 and f"{junk}: not a FITS file" in err
+
+
+def test_debug_shows_the_traceback(paths, tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="cannot hold one row"):
+        run("--debug", "build", *paths, "-o", str(tmp_path / "c.fits"), "--max-memory", "1kB")
+
+
+def test_inspect(paths, tmp_path: Path) -> None:
+    cube = tmp_path / "c.fits"
+    assert run("build", *paths, "-o", str(cube), "-q", "--sector", "9")[0] == 0
+    code, out, _ = run("inspect", str(cube))
+    assert code == 0
+    lines = dict(line.split(None, 1) if not line.strip().startswith("camera") else ("camera/CCD", line.split()[-1])
+                 for line in out.strip().splitlines())
+    assert "30 rows x 36 cols x 5 FFIs x 2 layer(s)" in out
+    assert lines["sector"].strip() == "9" and lines["camera/CCD"] == "1/1"
+    assert lines["product"].strip() == "SPOC" and lines["FFIs"].strip() == "5"
+    code, _, err = run("inspect", paths[0])
+    assert code == 1 and "not an FFI cube" in err
+
+
+def test_demo_in_a_subprocess(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fficube.cli", "demo", str(tmp_path / "demo"), "--n-ffis", "8"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    cube = tmp_path / "demo" / "tess-s0001-1-1-cube.fits"
+    assert cube.exists() and f"wrote {cube}" in done.stdout and "template" in done.stdout
+    with fits.open(cube) as hdus:
+        assert hdus[1].data.shape == (96, 120, 8, 2) and len(hdus[2].data) == 8
+    assert len(os.listdir(tmp_path / "demo" / "ffis")) == 8
+
+
+def test_usage_error_exits_2(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["build"])
+    assert info.value.code == 2

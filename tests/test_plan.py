@@ -1,0 +1,93 @@
+"""The pure planner: order, template, blocks within the budget, refusals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+from astropy.io import fits
+
+from fficube.errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError
+from fficube.plan import make_plan
+from helpers import scan_paths
+
+
+@pytest.fixture
+def ffis(sector):
+    return scan_paths(sector(n_ffis=10, shape=(37, 24), no_wcs=(0, 6)))
+
+
+def test_time_order_and_template(ffis) -> None:
+    plan = make_plan(ffis, max_memory=10**9)
+    starts = [f.start for f in plan.files]
+    assert starts == sorted(starts) and len(set(starts)) == 10
+    # The template is the first *input* with WCS, whatever its time.
+    expected = next(f for f in ffis if f.is_template)
+    assert plan.template is expected
+    assert "WCSAXES" in fits.Header.fromstring(expected.image_header)
+    assert plan.shape == (37, 24, 10, 2)
+
+
+def test_primary_header_from_earliest_and_latest(ffis) -> None:
+    now = dt.datetime(2030, 1, 2, 3, 4, 5)
+    plan = make_plan(ffis, max_memory=10**9, sector=7, now=now)
+    header = plan.primary()
+    earliest = fits.Header.fromstring(plan.files[0].primary_header)
+    latest_image = fits.Header.fromstring(plan.files[-1].image_header)
+    assert header["TSTART"] == earliest["TSTART"]
+    assert header["TSTOP"] == latest_image["TSTOP"] and header["DATE-END"] == latest_image["DATE-END"]
+    assert header["DATE"] == "2030-01-02" and header["ORIGIN"] == "STScI/MAST"
+    assert header["SECTOR"] == 7 and header.comments["SECTOR"] == "Observing sector"
+    assert "CHECKSUM" not in header and header.comments["DATASUM"].endswith("2030-01-02T03:04:05")
+    assert len(plan.primary_header) == 2880  # one block, as tesscube expects
+
+
+@pytest.mark.parametrize("budget", [2 * 10**5, 3 * 10**5, 6 * 10**5, 10**9])
+def test_blocks_fit_the_budget_and_cover_every_row(ffis, budget: int) -> None:
+    plan = make_plan(ffis, max_memory=budget)
+    assert plan.memory.total <= budget
+    blocks = plan.blocks
+    assert blocks[0][0] == 0 and blocks[-1][1] == 37
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    assert max(stop - start for start, stop in blocks) == plan.block_rows
+    # The budget is used, not wasted: one block fewer would not fit.
+    if len(blocks) > 1:
+        per_row = (plan.memory.total - plan.memory.fixed) / plan.block_rows
+        fewer_rows = math.ceil(37 / (len(blocks) - 1))
+        assert plan.memory.fixed + fewer_rows * per_row > budget
+
+
+def test_budget_too_small_names_the_numbers(ffis) -> None:
+    with pytest.raises(MemoryBudgetError) as info:
+        make_plan(ffis, max_memory=50_000)
+    message = str(info.value)
+    assert "max_memory = 50.0 kB" in message and "24 columns x 10 FFIs x 2 layer(s)" in message
+    assert "give at least" in message
+
+
+def test_refuses_mixed_cameras_shapes_and_products(sector) -> None:
+    a = scan_paths(sector(n_ffis=3, shape=(16, 20), seed=1))
+    cam2 = scan_paths(sector(n_ffis=2, shape=(16, 20), camera=2, seed=2, first_start=1330.0))
+    with pytest.raises(MixedInputError, match=r"cameras differ \(1: 3 file\(s\).*2: 2 file\(s\)"):
+        make_plan(a + cam2, max_memory=10**9)
+    other_shape = scan_paths(sector(n_ffis=1, shape=(16, 24), seed=3, first_start=1331.0))
+    with pytest.raises(MixedInputError, match="image shapes differ.*16x20.*16x24"):
+        make_plan(a + other_shape, max_memory=10**9)
+    tica = scan_paths(sector(n_ffis=1, shape=(16, 20), product="tica", seed=4, first_start=1332.0))
+    with pytest.raises(MixedInputError, match="products differ.*SPOC.*TICA"):
+        make_plan(a + tica, max_memory=10**9)
+
+
+def test_refuses_two_files_with_one_start_time(sector, tmp_path) -> None:
+    first = scan_paths(sector(n_ffis=2, shape=(16, 20), seed=1))
+    again = scan_paths(sector(n_ffis=1, shape=(16, 20), seed=2))  # same first start time
+    with pytest.raises(InputError, match="same TSTART"):
+        make_plan(first + again, max_memory=10**9)
+
+
+def test_refuses_no_template_and_no_input(sector) -> None:
+    with pytest.raises(InputError, match=r"template.*WCSAXES = 2"):
+        make_plan(scan_paths(sector(n_ffis=3, shape=(16, 20), no_wcs=(0, 1, 2))), max_memory=10**9)
+    with pytest.raises(NoInputsError):
+        make_plan([], max_memory=10**9)

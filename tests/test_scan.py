@@ -1,0 +1,125 @@
+"""The header scanner: layouts from ranged reads, and malformed files refused."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from fficube.errors import FitsFormatError
+from fficube.products import SPOC, TICA
+from fficube.scan import scan_file
+from fficube.storage import LocalSource
+from fficube.synthetic import write_spoc_ffi, write_tica_ffi
+
+
+def scan_one(path, product=None):
+    async def run():
+        source = LocalSource(2)
+        try:
+            return await scan_file(source, str(path), product), source.stats
+        finally:
+            await source.aclose()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("wcs", [True, False])
+def test_spoc_layout_matches_astropy(tmp_path: Path, wcs: bool) -> None:
+    path = write_spoc_ffi(tmp_path / "a.fits", start=1400.0, shape=(20, 30), wcs=wcs)
+    info, stats = scan_one(path)
+    with fits.open(path) as hdus:
+        for layout, hdu in zip(info.layers, (1, 2)):
+            assert layout.offset == hdus.fileinfo(hdu)["datLoc"]
+            assert (layout.rows, layout.cols, layout.bitpix) == (20, 30, -32)
+        assert info.start == hdus[1].header["TSTART"]
+        assert info.is_template is wcs
+        assert fits.Header.fromstring(info.image_header) == hdus[1].header
+    assert info.product == "spoc" and (info.camera, info.ccd) == (1, 1)
+    # Headers only: far fewer bytes than the file, in a few requests.
+    assert stats.bytes_read < 2 * info.layers[0].offset + 2880 * 2
+    assert stats.requests <= 3
+
+
+def test_tica_layout_ignores_the_star_table(tmp_path: Path) -> None:
+    path = write_tica_ffi(tmp_path / "t.fits", start=2000.5, shape=(20, 30))
+    info, _ = scan_one(path)
+    with fits.open(path) as hdus:
+        assert [lay.offset for lay in info.layers] == [hdus.fileinfo(0)["datLoc"]]
+        assert info.start == hdus[0].header["STARTTJD"]
+    assert info.product == "tica" and (info.camera, info.ccd) == (1, 1)
+
+
+def test_forced_product_mismatch(tmp_path: Path) -> None:
+    path = write_tica_ffi(tmp_path / "t.fits", start=2000.5, shape=(8, 8))
+    with pytest.raises(FitsFormatError, match="TICA FFI, not SPOC"):
+        scan_one(path, SPOC)
+    spoc = write_spoc_ffi(tmp_path / "s.fits", start=2000.5, shape=(8, 8))
+    with pytest.raises(FitsFormatError, match="SPOC FFI, not TICA"):
+        scan_one(spoc, TICA)
+
+
+def _replace_card(path: Path, key: str, card: str, hdu_start: int) -> None:
+    data = bytearray(path.read_bytes())
+    at = data.index(f"{key:<8}=".encode(), hdu_start)
+    data[at : at + 80] = card.ljust(80).encode()
+    path.write_bytes(bytes(data))
+
+
+BAD = {
+    "not fits": (lambda p: p.write_bytes(b"hello world" * 400), "not a FITS file"),
+    "empty": (lambda p: p.write_bytes(b""), "not a FITS file"),
+    "truncated data": (lambda p: p.write_bytes(p.read_bytes()[:-5000]), r"truncated \(bytes"),
+    "truncated header": (lambda p: p.write_bytes(p.read_bytes()[:4000]), "no END card|truncated"),
+    "no TSTART": (lambda p: _replace_card(p, "TSTART", "TSTARX  = 1.0", 2880), "no TSTART in HDU 1"),
+    "TSTART not a number": (
+        lambda p: _replace_card(p, "TSTART", "TSTART  = 'nan'", 2880), "TSTART = 'nan' in HDU 1 is not a finite"
+    ),
+    "bad NAXIS1": (lambda p: _replace_card(p, "NAXIS1", "NAXIS1  = 'wide'", 2880), "NAXIS1 = 'wide' is not an integer"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_malformed_files_are_refused_with_their_name(tmp_path: Path, case: str) -> None:
+    path = Path(write_spoc_ffi(tmp_path / "bad.fits", start=1400.0, shape=(40, 30)))
+    damage, message = BAD[case]
+    damage(path)
+    with pytest.raises(FitsFormatError, match=message) as info:
+        scan_one(path)
+    assert str(path) in str(info.value) and info.value.path == str(path)
+
+
+def test_tpf_cube_and_compressed_are_not_ffis(tmp_path: Path) -> None:
+    tpf = tmp_path / "tpf.fits"
+    fits.HDUList(
+        [fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column(name="TIME", format="D", array=np.zeros(3))])]
+    ).writeto(tpf)
+    with pytest.raises(FitsFormatError, match="HDU 1 is a 'BINTABLE' extension, not an image"):
+        scan_one(tpf)
+
+    cube = tmp_path / "cube.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((2, 3, 4, 5), np.float32)), fits.ImageHDU()]).writeto(cube)
+    with pytest.raises(FitsFormatError, match=r"HDU 1 has NAXIS = 4 \(a cube\)"):
+        scan_one(cube)
+
+    packed = tmp_path / "packed.fits"
+    image = np.ones((16, 16), np.float32)
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(image), fits.CompImageHDU(image)]).writeto(packed)
+    with pytest.raises(FitsFormatError, match="tile-compressed"):
+        scan_one(packed)
+
+
+def test_large_headers_are_read_in_growing_chunks(tmp_path: Path) -> None:
+    path = write_spoc_ffi(tmp_path / "a.fits", start=1400.0, shape=(10, 10))
+    with fits.open(path) as hdus:
+        for i in range(1, 3):
+            for n in range(400):  # about 11 more header blocks each
+                hdus[i].header[f"XTRA{n:04d}"] = n
+        hdus.writeto(tmp_path / "big.fits")
+    info, stats = scan_one(tmp_path / "big.fits")
+    with fits.open(tmp_path / "big.fits") as hdus:
+        assert [lay.offset for lay in info.layers] == [hdus.fileinfo(i)["datLoc"] for i in (1, 2)]
+    assert stats.requests <= 5
