@@ -1,0 +1,117 @@
+"""Local build benchmark: fficube vs astrocut vs the copy floor, on full-size FFIs.
+
+    python benchmarks/bench_local.py --n 100 --memory 1GB,4GB --repeat 3
+
+Writes ``--n`` synthetic SPOC FFIs (2078 x 2136, float32, about 35.5 MB each) once into
+``--data`` (reused on later runs), then runs, in alternation, ``--repeat`` times:
+
+* ``cat``: every input byte read once and every output byte written once
+  (``cat`` of all inputs into one file): the floor for this machine;
+* ``fficube`` at each ``--memory``;
+* astrocut's ``CubeFactory`` at each ``--memory`` (as its ``max_memory`` in GB).
+
+Each run is a separate process; wall time, CPU time (user + system) and peak RSS come
+from ``os.wait4``.  Prints a Markdown table of medians and ratios to ``cat``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FFICUBE = """
+import sys, json, fficube
+paths, out, budget = json.loads(sys.argv[1])
+fficube.make_cube(paths, out, max_memory=budget, overwrite=True)
+"""
+ASTROCUT = """
+import sys, json
+from astrocut import CubeFactory
+paths, out, budget = json.loads(sys.argv[1])
+CubeFactory().make_cube(paths, out, max_memory=budget / 1e9, verbose=False)
+"""
+
+
+def make_inputs(directory: Path, n: int) -> list[str]:
+    from fficube.synthetic import FULL_SHAPE, SectorSpec, make_sector
+
+    marker = directory / f"ready-{n}.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    shutil.rmtree(directory, ignore_errors=True)
+    paths = make_sector(directory, SectorSpec(n_ffis=n, shape=FULL_SHAPE, no_wcs=(1,)))
+    marker.write_text(json.dumps(paths))
+    return paths
+
+
+def run(argv: list[str]) -> dict:
+    """Run a command; wall seconds, CPU seconds and peak RSS (MB) of the process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {argv[:3]}")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--memory", default="1GB,4GB")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--tools", default="cat,fficube,astrocut")
+    parser.add_argument("--data", type=Path, default=Path("bench-data"))
+    args = parser.parse_args()
+
+    from fficube.units import parse_size
+
+    paths = make_inputs(args.data / f"ffis-{args.n}", args.n)
+    out = args.data / "cube.fits"
+    budgets = [parse_size(m) for m in args.memory.split(",")]
+    input_bytes = sum(os.path.getsize(p) for p in paths)
+    cases: list[tuple[str, list[str]]] = []
+    tools = args.tools.split(",")
+    if "cat" in tools:
+        cases.append(("cat", ["sh", "-c", 'cat "$@" > ' + str(out), "cat", *paths]))
+    for budget in budgets:
+        payload = json.dumps([paths, str(out), budget])
+        if "fficube" in tools:
+            cases.append((f"fficube {budget / 1e9:g} GB", [sys.executable, "-c", FFICUBE, payload]))
+        if "astrocut" in tools:
+            cases.append((f"astrocut {budget / 1e9:g} GB", [sys.executable, "-c", ASTROCUT, payload]))
+
+    results: dict[str, list[dict]] = {name: [] for name, _ in cases}
+    for round_ in range(args.repeat):
+        for name, argv in cases:  # alternate, so that drift hits every tool alike
+            if out.exists():
+                out.unlink()
+            subprocess.run(["sync"], check=True)
+            results[name].append(run(argv))
+            r = results[name][-1]
+            print(f"round {round_ + 1} {name}: {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, {r['rss']:.0f} MB",
+                  file=sys.stderr)
+    if out.exists():
+        out.unlink()
+
+    floor = statistics.median(r["wall"] for r in results["cat"]) if "cat" in results else None
+    print(f"\n{args.n} FFIs ({input_bytes / 1e9:.2f} GB in), {os.cpu_count()} cores, medians of {args.repeat}\n")
+    print("| run | wall s | CPU s | peak RSS MB | x cat |")
+    print("|---|---:|---:|---:|---:|")
+    for name, runs in results.items():
+        wall = statistics.median(r["wall"] for r in runs)
+        cpu = statistics.median(r["cpu"] for r in runs)
+        rss = max(r["rss"] for r in runs)
+        ratio = f"{wall / floor:.2f}" if floor else "-"
+        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {rss:.0f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
