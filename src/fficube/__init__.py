@@ -7,7 +7,7 @@ the cube) and :mod:`~fficube.info_table`.  :func:`build_cube` runs them; :func:`
 is its synchronous twin.
 """
 
-from .astrocut_compat import CubeFactory
+from .astrocut_compat import CubeFactory, TicaCubeFactory
 from .build import BuildResult, Progress, build_cube
 from .errors import (
     EventLoopError,
@@ -21,7 +21,7 @@ from .errors import (
     OutputExistsError,
     ReadError,
 )
-from .inputs import DuplicateInputWarning, FficubeWarning
+from .inputs import DuplicateInputWarning, FficubeWarning, TemplateWarning
 from .sync import make_cube
 
 __version__ = "0.1.0"
@@ -30,6 +30,7 @@ __all__ = [
     "build_cube",
     "make_cube",
     "CubeFactory",
+    "TicaCubeFactory",
     "BuildResult",
     "Progress",
     "FficubeError",
@@ -44,4 +45,5 @@ __all__ = [
     "EventLoopError",
     "FficubeWarning",
     "DuplicateInputWarning",
+    "TemplateWarning",
 ]

@@ -1,4 +1,4 @@
-"""Drop-in replacements for astrocut's cube factories.
+"""Drop-in replacements for astrocut's cube factories (``TicaCubeFactory`` as in astrocut 1.2).
 
 ``fficube.CubeFactory().make_cube(file_list, cube_file, sector, max_memory, verbose)``
 takes astrocut's arguments (``max_memory`` in GB) and returns the cube's path, so
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .sync import make_cube
 
-__all__ = ["CubeFactory"]
+__all__ = ["CubeFactory", "TicaCubeFactory"]
 
 log = logging.getLogger("fficube")
 
@@ -52,3 +52,9 @@ class CubeFactory:
         )
         log.log(logging.INFO if verbose else logging.DEBUG, "%s", result.summary())
         return result.output
+
+
+class TicaCubeFactory(CubeFactory):
+    """astrocut-compatible factory for TICA cubes (astrocut removed its own after 1.2)."""
+
+    product = "tica"

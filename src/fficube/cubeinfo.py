@@ -30,6 +30,7 @@ class CubeDescription:
     first_file: str
     last_file: str
     template: str | None  #: the earliest FFI meeting the template rule (input order is not recorded)
+    template_rule: str
     date: str
 
     def rows(self) -> list[tuple[str, str]]:
@@ -46,7 +47,8 @@ class CubeDescription:
             ("camera/CCD", f"{self.camera}/{self.ccd}"),
             ("first FFI", self.first_file),
             ("last FFI", self.last_file),
-            ("template", self.template or "none (no FFI with WCS)"),
+            ("template", f"{self.template} (earliest meeting {self.template_rule})" if self.template
+             else f"none ({self.template_rule} in no FFI)"),
             ("built", self.date),
         ]
 
@@ -94,6 +96,7 @@ def describe_cube(path: str | os.PathLike[str]) -> CubeDescription:
                 first_file=files[0] if files else "",
                 last_file=files[-1] if files else "",
                 template=template,
+                template_rule=product.template_rule,
                 date=str(primary.get("DATE", "")),
             )
     except (OSError, IndexError, KeyError, TypeError) as exc:

@@ -11,7 +11,7 @@ from typing import Union
 from .errors import InputError, NoInputsError
 from .products import PRODUCTS, Product
 
-__all__ = ["InputsLike", "resolve_inputs", "DuplicateInputWarning", "FficubeWarning"]
+__all__ = ["InputsLike", "resolve_inputs", "DuplicateInputWarning", "FficubeWarning", "TemplateWarning"]
 
 InputsLike = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
 
@@ -22,6 +22,10 @@ class FficubeWarning(UserWarning):
 
 class DuplicateInputWarning(FficubeWarning):
     """The same file was given more than once; it is used once."""
+
+
+class TemplateWarning(FficubeWarning):
+    """The info-table template has no WCS, so cutout tools will find none in the cube."""
 
 
 def _is_pattern(text: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 from astropy.io import fits
 
 from .errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError
+from .inputs import TemplateWarning
 from .info_table import column_values, encode_info_table, template_columns
 from .products import PRODUCTS, Product
 from .scan import BLOCK, FfiInfo, header_end, padded
@@ -295,7 +297,17 @@ def make_plan(
     rows, cols = files[0].shape
     shape = (rows, cols, len(files), product.layers)
 
-    columns = template_columns(fits.Header.fromstring(template.image_header))
+    template_header = fits.Header.fromstring(template.image_header)
+    if "CTYPE2" not in template_header:
+        # TICA's rule (NAXIS = 2) accepts any FFI; a template without WCS makes a cube
+        # that astrocut's cutout code cannot use, so say so.
+        warnings.warn(
+            f"{template.path}: the info-table template (first input meeting {product.template_rule}) "
+            "has no WCS; cutout tools will find no WCS in this cube. Put an FFI with WCS first.",
+            TemplateWarning,
+            stacklevel=2,
+        )
+    columns = template_columns(template_header)
     arrays = column_values(
         columns, [fits.Header.fromstring(f.image_header) for f in files], [f.name for f in files]
     )

@@ -9,6 +9,7 @@ with a reference-star table in HDU 1.  Pixel values are deterministic in ``seed`
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,22 @@ __all__ = ["SectorSpec", "write_spoc_ffi", "write_tica_ffi", "make_sector", "spo
 FULL_SHAPE = (2078, 2136)  #: rows, cols of a real FFI
 CADENCE_DAYS = 30.0 / 1440.0  #: prime-mission FFI cadence
 TJD_OFFSET = 2457000.0
+
+
+#: Time written into CHECKSUM/DATASUM comments, so that a file's bytes depend only on
+#: its arguments (golden test files are regenerated bit for bit).
+CHECKSUM_STAMP = "2026-01-01T00:00:00"
+WCS_PREFIXES = ("WCSAXES", "CTYPE", "CRPIX", "CRVAL", "CD1_", "CD2_", "A_", "B_", "AP_", "BP_")
+
+
+def _write(hdus: fits.HDUList, path: str | os.PathLike[str]) -> str:
+    """Write with valid, deterministic CHECKSUM and DATASUM cards in every HDU."""
+    hdus.update_extend()
+    for hdu in hdus:
+        hdu.add_datasum(when=f"data unit checksum updated {CHECKSUM_STAMP}")
+        hdu.add_checksum(when=f"HDU checksum updated {CHECKSUM_STAMP}", override_datasum=True)
+    hdus.writeto(path, overwrite=True, checksum=False)
+    return os.fspath(path)
 
 
 def _iso(tjd: float) -> str:
@@ -196,15 +213,19 @@ def write_spoc_ffi(
             fits.ImageHDU(uncertainty, header=uncert_header),
         ]
     )
-    hdus.writeto(path, overwrite=True, checksum=True)
-    return os.fspath(path)
+    return _write(hdus, path)
+
+
+def tica_header_sample() -> fits.Header:
+    """The primary header of a real TICA FFI (sector 27, camera 1, CCD 4), as shipped."""
+    text = importlib.resources.files("fficube").joinpath("data/tica_header_sample.txt").read_text()
+    return fits.Header.fromstring("".join(line.ljust(80)[:80] for line in text.splitlines()))
 
 
 def write_tica_ffi(
     path: str | os.PathLike[str],
     *,
     start: float,
-    sector: int = 27,
     camera: int = 1,
     ccd: int = 1,
     shape: tuple[int, int] = (64, 80),
@@ -214,43 +235,31 @@ def write_tica_ffi(
     data: np.ndarray | None = None,
     stars: int = 20,
 ) -> str:
-    """Write a TICA FFI: the image and its header in HDU 0, reference stars in HDU 1."""
+    """Write a TICA FFI: the image and its header in HDU 0, reference stars in HDU 1.
+
+    The header is a real TICA header with this FFI's times, cadence, camera and CCD
+    (and without its WCS cards when ``wcs=False``).
+    """
     rng = np.random.default_rng(seed)
-    stop = start + 0.0069
-    header = fits.Header(
-        [
-            ("TICAVER", "0.2.1", "TICA version"),
-            ("CAMNUM", camera, "Camera number"),
-            ("CCDNUM", ccd, "CCD number"),
-            ("SECTOR", sector, "Sector number"),
-            ("ORBIT", 1, "Orbit number"),
-            ("CADENCE", cadence, "Cadence number of spacecraft since launch"),
-            ("STARTTJD", start, "Start TJD (TJD = BJD - 2457000)"),
-            ("MIDTJD", (start + stop) / 2, "Mid TJD (TJD = BJD - 2457000)"),
-            ("ENDTJD", stop, "End TJD (TJD = BJD - 2457000)"),
-            ("EXPTIME", 475.2, "Total frame exposure time in seconds"),
-            ("INT_TIME", 1.98, "[s] photon accumulation time per frame"),
-            ("QUAL_BIT", 0, "Quality flags"),
-            ("SPM", 2, "Spacecraft pointing mode"),
-            ("CRM", True, "Cosmic ray mitigation on"),
-            ("CRM_N", 10, "Exposures per CRM block"),
-            ("TJD_ZERO", 2457000.0, "TJD reference date"),
-            ("COMMENT", "***********************"),
-            ("COMMENT", "*   TICA calibration   *"),
-            ("GAIN_A", 5.22, "[e-/ADU] gain of output A"),
-            ("GAIN_B", 5.21, "[e-/ADU] gain of output B"),
-            ("GAIN_C", 5.21, "[e-/ADU] gain of output C"),
-            ("GAIN_D", 5.26, "[e-/ADU] gain of output D"),
-            ("FLATFILE", "flat_cam1_ccd1.fits", "Flat field file"),
-            ("BIASFILE", "bias_cam1_ccd1.fits", "2D bias file"),
-            ("HISTORY", f"TICA run on sector {sector} orbit 1"),
-        ]
-    )
-    if wcs:
-        header.append(("COMMENT", "*   WCS from reference stars   *"))
-        for key, value, comment in _wcs_cards(np.random.default_rng(sector * 100 + camera * 10 + ccd), camera, ccd, sector):
-            header.append((key, value, comment))
-        header.append(("RA_NOM", 107.27, "[deg] nominal RA of the boresight"))
+    header = tica_header_sample()
+    sample_start = header["STARTTJD"]
+    span = header["ENDTJD"] - header["STARTTJD"]
+    for key in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND"):
+        del header[key]  # the HDU sets these from the data
+    header["STARTTJD"] = start
+    header["MIDTJD"] = start + span / 2
+    header["ENDTJD"] = start + span
+    header["TIME"] = header["TIME"] + round((start - sample_start) * 86400.0, 2)
+    header["MJD-BEG"] = start + TJD_OFFSET - 2400000.5
+    header["MJD-END"] = start + span + TJD_OFFSET - 2400000.5
+    header["CADENCE"] = cadence
+    header["CAMNUM"] = camera
+    header["CCDNUM"] = ccd
+    header["QUAL_BIT"] = int(rng.integers(0, 2)) * 32
+    header["SC_ROLL"] = header["SC_ROLL"] + float(rng.normal(0.0, 1e-4))
+    if not wcs:
+        for key in [k for k in header if k.startswith(WCS_PREFIXES)]:
+            del header[key]
     image = data if data is not None else _image(rng, shape)[0]
     table = fits.BinTableHDU.from_columns(
         [
@@ -260,8 +269,7 @@ def write_tica_ffi(
             fits.Column(name="FLAG", format="I", array=np.zeros(stars, dtype=np.int16)),
         ]
     )
-    fits.HDUList([fits.PrimaryHDU(image, header=header), table]).writeto(path, overwrite=True, checksum=True)
-    return os.fspath(path)
+    return _write(fits.HDUList([fits.PrimaryHDU(image, header=header), table]), path)
 
 
 @dataclass(frozen=True)
@@ -275,9 +283,20 @@ class SectorSpec:
     ccd: int = 1
     shape: tuple[int, int] = (64, 80)
     no_wcs: Sequence[int] = (0, 5)  #: time indices of FFIs written without WCS
-    first_start: float = 1325.3131
+    first_start: float | None = None  #: TJD; default: sector 1 (SPOC) or 27 (TICA) start
     seed: int = 0
     shuffle: bool = True
+
+    @property
+    def cadence_days(self) -> float:
+        """30-minute FFIs for SPOC (prime mission), 10-minute ones for TICA (sector 27 on)."""
+        return CADENCE_DAYS if self.product == "spoc" else 10.0 / 1440.0
+
+    @property
+    def start(self) -> float:
+        if self.first_start is not None:
+            return self.first_start
+        return 1325.3131 if self.product == "spoc" else 2036.2795
 
 
 def make_sector(directory: str | os.PathLike[str], spec: SectorSpec = SectorSpec()) -> list[str]:
@@ -289,13 +308,13 @@ def make_sector(directory: str | os.PathLike[str], spec: SectorSpec = SectorSpec
     os.makedirs(directory, exist_ok=True)
     paths = []
     for i in range(spec.n_ffis):
-        start = spec.first_start + i * CADENCE_DAYS
+        start = spec.start + i * spec.cadence_days
         seed = spec.seed * 100003 + i
         wcs = i not in spec.no_wcs
         if spec.product == "tica":
             cadence = 117591 + i
             path = os.path.join(directory, tica_name(cadence, spec.sector, spec.camera, spec.ccd))
-            write_tica_ffi(path, start=start, sector=spec.sector, camera=spec.camera, ccd=spec.ccd,
+            write_tica_ffi(path, start=start, camera=spec.camera, ccd=spec.ccd,
                            shape=spec.shape, wcs=wcs, seed=seed, cadence=cadence)
         else:
             path = os.path.join(directory, spoc_name(start, spec.sector, spec.camera, spec.ccd))

@@ -1,0 +1,27 @@
+"""The TICA inputs behind the golden cubes: regenerated bit for bit by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fficube.synthetic import SectorSpec, make_sector
+
+CASES: dict[str, SectorSpec] = {
+    # Shuffled, two FFIs without WCS, 23 rows (prime: blocks divide unevenly).
+    "shuffled": SectorSpec(n_ffis=7, product="tica", sector=27, shape=(23, 30), no_wcs=(0, 3), seed=11),
+    # In time order, another camera/CCD, every FFI with WCS.
+    "ordered": SectorSpec(n_ffis=5, product="tica", sector=27, camera=2, ccd=3, shape=(20, 26), no_wcs=(),
+                          seed=12, shuffle=False),
+}
+SECTORS = {"shuffled": None, "ordered": 27}  # sector passed to make_cube
+
+
+def case_inputs(name: str, directory: Path) -> list[str]:
+    """Write the case's FFIs into ``directory``; the input order for make_cube."""
+    paths = make_sector(directory / name, CASES[name])
+    if name == "shuffled":
+        # First in input order: a later FFI with WCS (TICA's template is the first input;
+        # the earliest FFI, without WCS, comes second).
+        first, earliest = sorted(paths)[2], min(paths)
+        paths = [first, earliest, *(p for p in paths if p not in (first, earliest))]
+    return paths
