@@ -43,3 +43,54 @@ def astrocut_cube(paths: list[str], output: Path, sector: int | None = 1) -> byt
 
     CubeFactory().make_cube(list(paths), str(output), sector=sector, verbose=False)
     return output.read_bytes()
+
+
+# ------------------------------------------------------------------------------------
+# S3: a real moto server over HTTP on 127.0.0.1, a fresh bucket per test
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    import os
+
+    from moto.server import ThreadedMotoServer
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield host, port
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def s3(moto_server, request):
+    """A bucket on the moto server: ``s3.bucket``, ``s3.url``, ``s3.client``, ``s3.options``."""
+    import re
+    import types
+
+    import boto3
+
+    host, port = moto_server
+    url = f"http://{host}:{port}"
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+    bucket = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + "-bkt"
+    client.create_bucket(Bucket=bucket)
+
+    def upload(paths, prefix: str) -> list[str]:
+        urls = []
+        for path in paths:
+            key = f"{prefix.rstrip('/')}/{Path(path).name}"
+            client.upload_file(str(path), bucket, key)
+            urls.append(f"s3://{bucket}/{key}")
+        return urls
+
+    return types.SimpleNamespace(
+        bucket=bucket, url=url, client=client, options={"endpoint_url": url}, upload=upload, host=host, port=port
+    )

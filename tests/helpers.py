@@ -60,3 +60,16 @@ def rewrite_ffi(path: str, new_path: str, *, image_cards: dict | None = None, sc
     if new_path != path and os.path.exists(path):
         os.remove(path)
     return new_path
+
+
+def data_and_header_bytes(paths: list[str], hdus: tuple[int, ...] = (0, 1, 2)) -> tuple[int, int]:
+    """Image data bytes and header bytes of the HDUs a build reads, as astropy sees them."""
+    data = header = 0
+    for path in paths:
+        with fits.open(path) as hdul:
+            for i in hdus:
+                info = hdul.fileinfo(i)
+                header += info["datLoc"] - info["hdrLoc"]
+                if hdul[i].header.get("NAXIS") == 2:
+                    data += hdul[i].header["NAXIS1"] * hdul[i].header["NAXIS2"] * abs(hdul[i].header["BITPIX"]) // 8
+    return data, header

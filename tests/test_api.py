@@ -13,7 +13,7 @@ from astropy.io import fits
 
 import fficube
 from conftest import without_build_stamps
-from helpers import budget_for_rows
+from helpers import budget_for_rows, data_and_header_bytes
 
 SHAPE = (40, 48)
 
@@ -102,14 +102,7 @@ def test_reads_each_input_byte_once(sector, tmp_path: Path) -> None:
     budget = budget_for_rows(paths, 38)  # 16 blocks
     result = fficube.make_cube(paths, tmp_path / "c.fits", max_memory=budget)
     assert result.blocks == 16
-    data = header = 0
-    for path in paths:
-        with fits.open(path) as hdus:
-            for i in (1, 2):
-                info = hdus.fileinfo(i)
-                data += hdus[i].header["NAXIS1"] * hdus[i].header["NAXIS2"] * 4
-                header += info["datLoc"] - info["hdrLoc"]
-            header += hdus.fileinfo(0)["datLoc"]
+    data, header = data_and_header_bytes(paths)
     assert data <= result.bytes_read <= 1.01 * (data + header)
     # Two ranges per file per block, plus a few header reads per file.
     assert result.requests <= 2 * 5 * 16 + 3 * 5

@@ -101,3 +101,18 @@ def test_usage_error_exits_2(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["build"])
     assert info.value.code == 2
+
+
+def test_build_from_s3_with_cli_options(s3, paths, tmp_path: Path) -> None:
+    urls = s3.upload(paths, "cli")
+    out = tmp_path / "c.fits"
+    code, text, err = run("build", f"s3://{s3.bucket}/cli/", "-o", str(out),
+                          "--storage-option", f"endpoint_url={s3.url}", "--storage-option", "default_block_size=1048576")
+    assert code == 0, err
+    assert "from 5 FFIs" in text and "retried" in text
+    code, _, err = run("build", f"s3://{s3.bucket}/cli/nothing-*.fits", "-o", str(tmp_path / "d.fits"),
+                       "--storage-option", f"endpoint_url={s3.url}")
+    assert code == 1 and "the pattern matches no object" in err and urls
+    with pytest.raises(SystemExit) as info:
+        run("build", "x.fits", "-o", "y.fits", "--storage-option", "novalue")
+    assert info.value.code == 2

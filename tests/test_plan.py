@@ -58,6 +58,15 @@ def test_blocks_fit_the_budget_and_cover_every_row(ffis, budget: int) -> None:
         assert plan.memory.fixed + fewer_rows * per_row > budget
 
 
+def test_reserved_output_memory_shrinks_the_blocks(ffis) -> None:
+    free = make_plan(ffis, max_memory=6 * 10**5)
+    reserved = make_plan(ffis, max_memory=6 * 10**5, reserved=2 * 10**5)
+    assert reserved.block_rows < free.block_rows
+    assert reserved.memory.total <= 6 * 10**5 and reserved.memory.reserved == 2 * 10**5
+    with pytest.raises(MemoryBudgetError, match="of upload buffers"):
+        make_plan(ffis, max_memory=6 * 10**5, reserved=6 * 10**5)
+
+
 def test_budget_too_small_names_the_numbers(ffis) -> None:
     with pytest.raises(MemoryBudgetError) as info:
         make_plan(ffis, max_memory=50_000)

@@ -21,17 +21,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from collections.abc import Mapping
+from typing import Any
+
 from ._aio import run_tasks
 from .assemble import Block, assemble_blocks
-from .errors import InputError, OutputExistsError
+from .errors import InputError, OutputError, OutputExistsError
 from .fetch import fetch_slabs, new_slab_pool
 from .inputs import InputsLike, resolve_inputs
 from .plan import CubePlan, make_plan
 from .products import get_product
+from .remote import S3_PROTOCOLS, Filesystems, is_url, protocol_of
 from .scan import scan
-from .storage import ByteSource, LocalSource
+from .storage import ByteSource, FsspecSource, IOStats, LocalSource, fs_request
 from .units import format_bytes, parse_size
-from .write import CubeSink, LocalSink, write_cube
+from .write import CubeSink, LocalSink, S3Sink, write_cube
 
 __all__ = ["build_cube", "execute", "BuildResult", "Progress", "DEFAULT_CONCURRENCY"]
 
@@ -39,6 +43,8 @@ log = logging.getLogger("fficube")
 
 #: Reads in flight for local files: a few keep a disk busy; more only add seeks.
 DEFAULT_CONCURRENCY = 4
+#: Requests in flight for remote files: enough to hide tens of ms of latency.
+DEFAULT_REMOTE_CONCURRENCY = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +75,11 @@ class BuildResult:
     block_rows: int
     bytes_read: int
     bytes_written: int
-    requests: int
+    requests: int  #: read requests, retries included
+    retries: int  #: transient failures retried (reads and uploads)
     seconds: float
     product: str
+    max_in_flight: int = 0  #: most read requests in flight at once
 
     @property
     def read_rate(self) -> float:
@@ -85,7 +93,7 @@ class BuildResult:
             f"{self.output}: {self.product.upper()} cube {rows}x{cols}x{n}x{layers} "
             f"({format_bytes(self.bytes_written)}) from {self.n_ffis} FFIs in {self.seconds:.1f} s, "
             f"{self.blocks} block(s); read {format_bytes(self.bytes_read)} in {self.requests} requests "
-            f"({format_bytes(self.read_rate)}/s)"
+            f"({format_bytes(self.read_rate)}/s), {self.retries} retried"
         )
 
 
@@ -123,17 +131,25 @@ async def execute(
         raise
 
 
-def _check_output(output: str, inputs: list[str], overwrite: bool) -> str:
-    output = os.fspath(output)
+def _check_local_output(output: str, inputs: list[str], overwrite: bool) -> None:
     real = os.path.realpath(output)
-    for path in inputs:
-        if os.path.realpath(path) == real:
-            raise InputError("the output is one of the inputs; choose another output path", path=output)
+    if any(os.path.realpath(path) == real for path in inputs):
+        raise InputError("the output is one of the inputs; choose another output path", path=output)
     if os.path.isdir(output):
         raise OutputExistsError("is a directory; give the cube's file name", path=output)
     if os.path.exists(output) and not overwrite:
         raise OutputExistsError("already exists; use overwrite=True (--overwrite) to replace it", path=output)
-    return output
+
+
+async def _check_remote_output(output: str, inputs: list[str], overwrite: bool, filesystems: Filesystems) -> None:
+    protocol = protocol_of(output)
+    if protocol not in S3_PROTOCOLS:
+        raise OutputError(f"cannot write cubes to {protocol}://; give a local path or an s3:// URL", path=output)
+    if output in inputs:
+        raise InputError("the output is one of the inputs; choose another output path", path=output)
+    fs = await filesystems.get(protocol, output=True)
+    if not overwrite and await fs_request(fs, "exists", output, stats=filesystems.stats):
+        raise OutputExistsError("already exists; use overwrite=True (--overwrite) to replace it", path=output)
 
 
 async def build_cube(
@@ -146,16 +162,19 @@ async def build_cube(
     concurrency: int | None = None,
     overwrite: bool = False,
     progress: Callable[[Progress], None] | None = None,
+    anon: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> BuildResult:
     """Build an FFI cube.
 
     Parameters
     ----------
     inputs
-        FFI files, directories (their ``*ffic.fits`` / ``*_img.fits`` files) or glob
-        patterns, or a list of them.
+        FFI files, directories (their ``*ffic.fits`` / ``*_img.fits`` files), glob
+        patterns, or fsspec URLs (``s3://bucket/key``, prefixes, globs, ``https://``
+        objects), or a list of them; all local, or all of one protocol.
     output
-        The cube file to write.
+        The cube: a local path or an ``s3://`` URL (streamed as a multipart upload).
     product
         ``"spoc"``, ``"tica"`` or ``"auto"`` (detected from each file's headers).
     sector
@@ -163,11 +182,17 @@ async def build_cube(
     max_memory
         What the pipeline may hold: bytes, or a size such as ``"4GB"``.
     concurrency
-        Reads in flight at most (default 4 for local files).
+        Requests in flight at most (default 4 for local files, 32 for remote ones).
     overwrite
         Replace an existing output.
     progress
         Called with a :class:`Progress` after each file scanned and each block written.
+    anon
+        Read S3 inputs anonymously (public buckets such as ``stpubdata``); an S3
+        output is still written with your credentials.
+    storage_options
+        Passed to the fsspec filesystems (``endpoint_url``, ``requester_pays``,
+        ``profile``, ``client_kwargs={"region_name": ...}``, ...).
 
     Returns
     -------
@@ -180,48 +205,84 @@ async def build_cube(
     MemoryBudgetError
         ``max_memory`` cannot hold one row of the cube.
     ReadError, OutputError
-        Reading an input or writing the output failed.
+        Reading an input or writing the output failed (after retries, if transient).
     """
     started = time.monotonic()
     wanted = get_product(product)
     budget = parse_size(max_memory)
-    concurrency = concurrency or DEFAULT_CONCURRENCY
-    if concurrency < 1:
+    if concurrency is not None and concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
-    paths = resolve_inputs(inputs, wanted)
-    output = _check_output(os.fspath(output), paths, overwrite)
-    source = LocalSource(concurrency)
-    sink = LocalSink(output, overwrite=overwrite)
+    output = os.fspath(output)
+    filesystems = Filesystems(anon=anon, storage_options=storage_options)
+    try:
+        found = await resolve_inputs(inputs, wanted, filesystems)
+        remote_out = is_url(output)
+        if remote_out:
+            await _check_remote_output(output, found.paths, overwrite, filesystems)
+        else:
+            _check_local_output(output, found.paths, overwrite)
+        if found.protocol is None:
+            concurrency = concurrency or DEFAULT_CONCURRENCY
+            source: ByteSource = LocalSource(concurrency)
+        else:
+            concurrency = concurrency or DEFAULT_REMOTE_CONCURRENCY
+            source = FsspecSource(await filesystems.get(found.protocol), concurrency, sizes=found.sizes)
+        try:
+            return await _build(
+                found.paths, output, source, filesystems, wanted=wanted, budget=budget, sector=sector,
+                concurrency=concurrency, overwrite=overwrite, progress=progress, started=started,
+                remote_out=remote_out,
+            )
+        finally:
+            await asyncio.shield(source.aclose())
+    finally:
+        await asyncio.shield(filesystems.aclose())
+
+
+async def _build(
+    paths: list[str], output: str, source: ByteSource, filesystems: Filesystems, *, wanted, budget: int,
+    sector: int | None, concurrency: int, overwrite: bool, progress, started: float, remote_out: bool,
+) -> BuildResult:
+    sink: CubeSink | None = None
+    upload_stats = IOStats()
 
     def report(stage: str, done: int, total: int, total_bytes: int) -> None:
         if progress is not None:
             progress(
                 Progress(
-                    stage, done, total, source.stats.bytes_read, sink.bytes_written, total_bytes,
+                    stage, done, total, source.stats.bytes_read, sink.bytes_written if sink else 0, total_bytes,
                     time.monotonic() - started,
                 )
             )
 
-    try:
-        log.info("scanning %d file(s)", len(paths))
-        ffis = await scan(
-            paths, source, product=wanted, workers=concurrency * 2,
-            on_scanned=lambda done: report("scan", done, len(paths), 0),
-        )
-        plan = make_plan(ffis, max_memory=budget, sector=sector, read_ahead=2 * concurrency)
-        log.info(
-            "%s cube %s from %d FFIs in %d block(s) of %d row(s); template %s; memory %s of %s",
-            plan.product.name.upper(), "x".join(map(str, plan.shape)), plan.n_ffis, len(plan.blocks),
-            plan.block_rows, plan.template.name, format_bytes(plan.memory.total), format_bytes(budget),
-        )
-        n_blocks = len(plan.blocks)
-        report("write", 0, n_blocks, plan.total_bytes)
-        await execute(
-            plan, source, sink,
-            on_block=lambda index: report("write", index + 1, n_blocks, plan.total_bytes),
-        )
-    finally:
-        await asyncio.shield(source.aclose())
+    log.info("scanning %d file(s)", len(paths))
+    ffis = await scan(
+        paths, source, product=wanted, workers=concurrency * 2,
+        on_scanned=lambda done: report("scan", done, len(paths), 0),
+    )
+    reserved = estimate = 0
+    if remote_out and ffis:
+        rows, cols = ffis[0].shape
+        # The upload's part size follows the cube's size; headers and table are small.
+        estimate = rows * cols * len(ffis) * len(ffis[0].layers) * 4 + 64 * 2**20
+        reserved = S3Sink.memory(estimate)
+    plan = make_plan(ffis, max_memory=budget, sector=sector, read_ahead=2 * concurrency, reserved=reserved)
+    if remote_out:
+        sink = S3Sink(await filesystems.get(protocol_of(output), output=True), output, total_bytes=estimate,
+                      overwrite=overwrite, stats=upload_stats)
+    else:
+        sink = LocalSink(output, overwrite=overwrite)
+    log.info(
+        "%s cube %s from %d FFIs in %d block(s) of %d row(s); template %s; memory %s of %s",
+        plan.product.name.upper(), "x".join(map(str, plan.shape)), plan.n_ffis, len(plan.blocks),
+        plan.block_rows, plan.template.name, format_bytes(plan.memory.total), format_bytes(budget),
+    )
+    n_blocks = len(plan.blocks)
+    report("write", 0, n_blocks, plan.total_bytes)
+    await execute(
+        plan, source, sink,
+        on_block=lambda index: report("write", index + 1, n_blocks, plan.total_bytes),
+    )
     return BuildResult(
         output=output,
         shape=plan.shape,
@@ -231,6 +292,8 @@ async def build_cube(
         bytes_read=source.stats.bytes_read,
         bytes_written=sink.bytes_written,
         requests=source.stats.requests,
+        retries=source.stats.retries + upload_stats.retries + filesystems.stats.retries,
         seconds=time.monotonic() - started,
         product=plan.product.name,
+        max_in_flight=source.stats.max_in_flight,
     )

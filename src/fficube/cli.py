@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -73,6 +74,27 @@ class ProgressBar:
         self.stream.flush()
 
 
+def _storage_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as JSON when it is (true, 3, {...}), else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _storage_options(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    options: dict[str, object] = {}
+    for key, value in pairs:
+        if key == "region_name":  # botocore takes the region through client_kwargs
+            options.setdefault("client_kwargs", {})["region_name"] = value  # type: ignore[index]
+        else:
+            options[key] = value
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fficube", description="Build TESS FFI cubes.")
     parser.add_argument("--version", action="version", version=f"fficube {__version__}")
@@ -80,16 +102,21 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     build = sub.add_parser("build", help="build a cube from FFIs")
-    build.add_argument("inputs", nargs="+", help="FFI files, directories or glob patterns")
-    build.add_argument("-o", "--output", required=True, help="the cube file to write")
+    build.add_argument("inputs", nargs="+", help="FFI files, directories, globs, or s3://, https://... URLs")
+    build.add_argument("-o", "--output", required=True, help="the cube to write: a path or an s3:// URL")
     build.add_argument("--product", choices=["auto", "spoc", "tica"], default="auto")
     build.add_argument("--sector", type=int, help="sector number for the SECTOR keyword")
     build.add_argument("--max-memory", default="4GB", help="memory budget, e.g. 4GB, 512MB (default 4GB)")
     build.add_argument(
         "--concurrency", type=int, default=None,
-        help=f"reads in flight at most (default {DEFAULT_CONCURRENCY} for local files)",
+        help=f"requests in flight at most (default {DEFAULT_CONCURRENCY} for local files, 32 for remote)",
     )
     build.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    build.add_argument("--anon", action="store_true", help="access S3 anonymously (public buckets)")
+    build.add_argument(
+        "--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option,
+        help="fsspec option, repeatable: endpoint_url=..., requester_pays=true, profile=..., region_name=...",
+    )
     build.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
 
     inspect = sub.add_parser("inspect", help="describe a cube")
@@ -113,6 +140,8 @@ async def _build(args: argparse.Namespace, out: TextIO, err: TextIO) -> BuildRes
         args.inputs, args.output, product=args.product, sector=args.sector,
         max_memory=args.max_memory, concurrency=args.concurrency, overwrite=args.overwrite,
         progress=None if args.quiet else ProgressBar(err),
+        anon=True if getattr(args, "anon", False) else None,
+        storage_options=_storage_options(getattr(args, "storage_option", [])),
     )
 
 

@@ -1,4 +1,4 @@
-"""Turn what the user gave (paths, directories, glob patterns) into a list of files."""
+"""Turn what the user gave (paths, directories, globs, URLs, prefixes) into a list of files."""
 
 from __future__ import annotations
 
@@ -6,12 +6,18 @@ import glob
 import os
 import warnings
 from collections.abc import Iterable
-from typing import Union
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
 
 from .errors import InputError, NoInputsError
 from .products import PRODUCTS, Product
 
-__all__ = ["InputsLike", "resolve_inputs", "DuplicateInputWarning", "FficubeWarning", "TemplateWarning"]
+if TYPE_CHECKING:
+    from .remote import Filesystems
+
+__all__ = [
+    "InputsLike", "Inputs", "resolve_inputs", "DuplicateInputWarning", "FficubeWarning", "TemplateWarning",
+]
 
 InputsLike = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
 
@@ -43,25 +49,18 @@ def _directory_files(directory: str, product: Product | None) -> list[str]:
     return sorted(found)
 
 
-def resolve_inputs(inputs: InputsLike, product: Product | None = None) -> list[str]:
-    """Expand ``inputs`` into files, in the order given (patterns and directories sorted).
+@dataclass(frozen=True)
+class Inputs:
+    """The files of a build: local paths, or URLs of one protocol with their sizes."""
 
-    A directory contributes the files matching the product's name pattern
-    (``*ffic.fits`` for SPOC, ``*_img.fits`` for TICA).  A file given twice is used
-    once, with a :class:`DuplicateInputWarning`.
+    paths: list[str]
+    protocol: str | None = None  #: ``None`` for local files
+    sizes: dict[str, int] = field(default_factory=dict)
 
-    Raises
-    ------
-    NoInputsError
-        If nothing is given, or a pattern or directory yields no file.
-    InputError
-        If a named file does not exist.
-    """
-    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    if not items:
-        raise NoInputsError("no inputs given")
+
+def _local_files(items: list[str], product: Product | None) -> list[str]:
     files: list[str] = []
-    for item in map(os.fspath, items):
+    for item in items:
         if os.path.isdir(item):
             files.extend(_directory_files(item, product))
         elif os.path.exists(item):
@@ -73,13 +72,59 @@ def resolve_inputs(inputs: InputsLike, product: Product | None = None) -> list[s
             files.extend(matches)
         else:
             raise InputError("no such file or directory", path=item)
-    seen: dict[str, str] = {}
+    return files
+
+
+async def resolve_inputs(
+    inputs: InputsLike, product: Product | None = None, filesystems: Filesystems | None = None
+) -> Inputs:
+    """Expand ``inputs`` into files, in the order given (patterns and directories sorted).
+
+    Local directories contribute the files matching the product's name pattern
+    (``*ffic.fits`` for SPOC, ``*_img.fits`` for TICA); remote prefixes are searched
+    recursively with the same patterns; globs work on both.  A file given twice is
+    used once, with a :class:`DuplicateInputWarning`.
+
+    Raises
+    ------
+    NoInputsError
+        If nothing is given, or a pattern, directory or prefix yields no file.
+    InputError
+        If a named file does not exist, or local paths and URLs (or two protocols) mix.
+    """
+    from .remote import Filesystems, is_url, protocol_of, resolve_remote
+
+    items = [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(i) for i in inputs]
+    if not items:
+        raise NoInputsError("no inputs given")
+    protocols = {protocol_of(i) if is_url(i) else None for i in items}
+    if len(protocols) > 1:
+        kinds = ", ".join(sorted(p + "://" if p else "local paths" for p in protocols))
+        raise InputError(f"the inputs mix {kinds}; give the FFIs of one cube from one place")
+    protocol = protocols.pop()
+    sizes: dict[str, int] = {}
+    if protocol is None:
+        files = _local_files(items, product)
+    else:
+        own = filesystems is None  # listing only: open a session just for it
+        filesystems = filesystems or Filesystems()
+        try:
+            fs = await filesystems.get(protocol)
+            files = []
+            for item in items:
+                found, found_sizes = await resolve_remote(item, fs, product, filesystems.stats)
+                files.extend(found)
+                sizes.update(found_sizes)
+        finally:
+            if own:
+                await filesystems.aclose()
+    seen: set[str] = set()
     unique: list[str] = []
     for f in files:
-        key = os.path.realpath(f)
+        key = f if protocol else os.path.realpath(f)
         if key in seen:
             warnings.warn(f"{f}: given more than once; used once", DuplicateInputWarning, stacklevel=3)
             continue
-        seen[key] = f
+        seen.add(key)
         unique.append(f)
-    return unique
+    return Inputs(unique, protocol, sizes)

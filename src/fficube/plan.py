@@ -37,7 +37,8 @@ class MemoryUse:
     """How the plan spends ``max_memory``."""
 
     budget: int
-    fixed: int  #: headers kept for the plan, the encoded info table
+    fixed: int  #: headers kept for the plan and the encoded info table
+    reserved: int  #: held by the output (an upload's part buffers)
     block_bytes: int  #: one block buffer
     block_buffers: int  #: 2 when assembling overlaps writing, else 1
     slab_bytes: int  #: one FFI's rows of one block, all layers, as read
@@ -48,6 +49,7 @@ class MemoryUse:
     def total(self) -> int:
         return (
             self.fixed
+            + self.reserved
             + self.block_bytes * self.block_buffers
             + self.slab_bytes * self.slabs
             + self.decode_bytes
@@ -204,7 +206,8 @@ def cube_header(shape: tuple[int, int, int, int]) -> bytes:
 
 
 def plan_memory(
-    shape: tuple[int, int, int, int], files: Sequence[FfiInfo], fixed: int, budget: int, slabs: int
+    shape: tuple[int, int, int, int], files: Sequence[FfiInfo], fixed: int, budget: int, slabs: int,
+    reserved: int = 0,
 ) -> tuple[int, MemoryUse]:
     """Choose the rows per block that fit ``budget``; return them with the accounting.
 
@@ -223,6 +226,7 @@ def plan_memory(
         return MemoryUse(
             budget=budget,
             fixed=fixed,
+            reserved=reserved,
             block_bytes=block_rows * row_bytes,
             block_buffers=buffers,
             slab_bytes=block_rows * slab_row,
@@ -230,19 +234,20 @@ def plan_memory(
             decode_bytes=block_rows * decode_row,
         )
 
-    available = budget - fixed
-    per_row_single = use(1, 1).total - fixed
+    available = budget - fixed - reserved
+    per_row_single = use(1, 1).total - fixed - reserved
     if available < per_row_single:
         raise MemoryBudgetError(
             f"max_memory = {format_bytes(budget)} cannot hold one row of this cube: a row takes "
             f"{format_bytes(row_bytes)} ({cols} columns x {n} FFIs x {layers} layer(s) x 4 bytes), "
             f"{format_bytes(per_row_single)} with {slabs} read buffer(s), plus "
-            f"{format_bytes(fixed)} of headers and info table; give at least "
-            f"{format_bytes(fixed + per_row_single)}"
+            f"{format_bytes(fixed)} of headers and info table"
+            + (f" and {format_bytes(reserved)} of upload buffers" if reserved else "")
+            + f"; give at least {format_bytes(fixed + reserved + per_row_single)}"
         )
     if rows * per_row_single <= available:
         return rows, use(rows, 1)  # one block: nothing to overlap with
-    per_row_double = use(1, 2).total - fixed
+    per_row_double = use(1, 2).total - fixed - reserved
     buffers = 2 if available >= per_row_double else 1
     block_rows = available // (per_row_double if buffers == 2 else per_row_single)
     # Even out the blocks, so that the last one is not a sliver.
@@ -260,6 +265,7 @@ def make_plan(
     max_memory: int,
     sector: int | None = None,
     read_ahead: int = 8,
+    reserved: int = 0,
     now: dt.datetime | None = None,
 ) -> CubePlan:
     """Plan a cube from scanned FFIs.
@@ -274,6 +280,8 @@ def make_plan(
         Written as ``SECTOR`` in the primary header (undefined when ``None``).
     read_ahead
         Slab buffers: how many FFI reads may run ahead of assembly.
+    reserved
+        Bytes of the budget held elsewhere (an upload's part buffers).
     now
         The build time, for ``DATE`` and the DATASUM stamp (now when ``None``).
 
@@ -317,7 +325,7 @@ def make_plan(
 
     # The plan keeps every FFI's header text: count it, with the encoded pieces.
     fixed = sum(len(f.primary_header) + len(f.image_header) for f in files) + len(table) + len(primary)
-    block_rows, memory = plan_memory(shape, files, fixed, max_memory, read_ahead)
+    block_rows, memory = plan_memory(shape, files, fixed, max_memory, read_ahead, reserved)
     assert len(primary) % BLOCK == 0 and len(cube) % BLOCK == 0
     return CubePlan(
         product=product,

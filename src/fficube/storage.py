@@ -1,27 +1,37 @@
-"""Byte-range access to input files.
+"""Byte-range access to input files, local or behind any ranged fsspec URL.
 
 Every read of the pipeline goes through a :class:`ByteSource`, which bounds the number
-of requests in flight with one semaphore and counts requests and bytes.  That makes
-"each input byte is read once" and "never more than ``concurrency`` requests" facts
-that can be measured rather than assumed.
+of requests in flight with one semaphore and counts requests, bytes and retries.  That
+makes "each input byte is read once" and "never more than ``concurrency`` requests"
+facts that can be measured rather than assumed.
 
-:class:`LocalSource` reads local files with ``os.preadv`` on a private thread pool:
-positional reads need no seek state, so one descriptor per file serves any number of
-concurrent reads, and ``preadv`` fills the caller's buffer without an extra copy.
+* :class:`LocalSource` reads local files with ``os.preadv`` on a private thread pool:
+  positional reads need no seek state, so one descriptor per file serves any number
+  of concurrent reads, and ``preadv`` fills the caller's buffer without a copy.
+* :class:`FsspecSource` reads ``s3://``, ``https://``, ``memory://``... through the
+  filesystem's async API (``_cat_file`` with a byte range).  Transient failures
+  (5xx, throttling, dropped connections, timeouts) are retried by :func:`retrying`
+  with exponential backoff and jitter; permanent ones (403, 404) fail at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import random
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from .errors import ReadError
 
-__all__ = ["IOStats", "ByteSource", "LocalSource"]
+__all__ = ["IOStats", "ByteSource", "LocalSource", "FsspecSource", "RetryPolicy", "retrying", "is_transient", "fs_call", "fs_request", "describe_failure"]
+
+log = logging.getLogger("fficube")
+T = TypeVar("T")
 
 #: Descriptors kept open at most; files beyond this are opened per read.  Half the
 #: usual soft limit (1024), so that an application using fficube keeps room.
@@ -155,3 +165,200 @@ class LocalSource:
             fds, self._fds = list(self._fds.values()), {}
         for fd in fds:
             os.close(fd)
+
+
+# ----------------------------------------------------------------------------------
+# Retries
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently transient failures are retried."""
+
+    attempts: int = 6  #: tries in all, the first included
+    base: float = 0.1  #: seconds before the first retry
+    cap: float = 20.0  #: longest wait between tries
+
+    def delay(self, retry: int) -> float:
+        """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**retry)]."""
+        return random.uniform(0.0, min(self.cap, self.base * 2.0**retry))
+
+
+#: S3 error codes that mean "try again later" whatever their HTTP status.
+TRANSIENT_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
+     "ServiceUnavailable", "RequestLimitExceeded", "BandwidthLimitExceeded"}
+)
+PERMANENT_TYPES = (
+    FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError,
+    ValueError, TypeError, KeyError, NotImplementedError,
+)
+
+
+def _http_status(exc: BaseException) -> tuple[int | None, str | None]:
+    """HTTP status and S3 error code of ``exc`` or of an exception it was raised from."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):  # botocore ClientError
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return status, response.get("Error", {}).get("Code")
+        status = getattr(current, "status", None)  # aiohttp ClientResponseError
+        if isinstance(status, int):
+            return status, None
+        current = current.__cause__ or current.__context__
+    return None, None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed request is worth repeating.
+
+    Server errors (5xx), throttling (429, SlowDown) and failures without an HTTP
+    answer (connection reset, timeout) are; other client errors (403, 404, 416) and
+    programming errors are not.
+    """
+    if isinstance(exc, asyncio.CancelledError):
+        return False
+    status, code = _http_status(exc)
+    if code in TRANSIENT_CODES:
+        return True
+    if status is not None:
+        return status >= 500 or status == 429
+    return not isinstance(exc, PERMANENT_TYPES)
+
+
+async def retrying(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    stats: IOStats,
+    what: str,
+) -> T:
+    """Run ``operation``, retrying transient failures as ``policy`` says."""
+    for attempt in range(policy.attempts):
+        try:
+            return await operation()
+        except Exception as exc:
+            if not is_transient(exc) or attempt + 1 == policy.attempts:
+                raise
+            wait = policy.delay(attempt)
+            stats.retries += 1
+            log.debug("%s failed (%s: %s); retry %d in %.2f s", what, type(exc).__name__, exc, attempt + 1, wait)
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short reason for a failed request, for messages (404, 403, HTTP status)."""
+    status, code = _http_status(exc)
+    if isinstance(exc, FileNotFoundError) or status == 404:
+        return "no such object (404)"
+    if isinstance(exc, PermissionError) or status == 403:
+        return "access denied (403); for a public bucket use --anon / anon=True"
+    detail = f"HTTP {status}{' ' + code if code else ''}: " if status else ""
+    return f"{detail}{exc or type(exc).__name__}"
+
+
+# ----------------------------------------------------------------------------------
+# fsspec
+
+
+async def fs_call(fs: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+    """Call filesystem method ``name``: its async twin ``_name`` when the filesystem is
+    async (s3fs, HTTP), else the blocking one in a thread (memory, ...)."""
+    if getattr(fs, "async_impl", False):
+        return await getattr(fs, "_" + name)(*args, **kwargs)
+    return await asyncio.to_thread(getattr(fs, name), *args, **kwargs)
+
+
+async def fs_request(
+    fs: Any, name: str, *args: Any, stats: IOStats, policy: RetryPolicy = RetryPolicy(), **kwargs: Any
+) -> Any:
+    """:func:`fs_call` with transient failures retried (listing, existence checks)."""
+
+    async def once() -> Any:
+        stats.requests += 1
+        return await fs_call(fs, name, *args, **kwargs)
+
+    return await retrying(once, policy=policy, stats=stats, what=f"{name} {args[0] if args else ''}")
+
+
+class FsspecSource:
+    """Reads byte ranges through an fsspec filesystem's async API.
+
+    Parameters
+    ----------
+    fs
+        The filesystem; async ones (s3fs, HTTP) are awaited directly, others are
+        called in threads.
+    concurrency
+        Requests in flight at most.
+    sizes
+        Sizes already known from listing, so that they need no request.
+    """
+
+    def __init__(
+        self,
+        fs: Any,
+        concurrency: int = 32,
+        *,
+        sizes: dict[str, int] | None = None,
+        policy: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        self.fs = fs
+        self.stats = IOStats()
+        self.policy = policy
+        self._sizes = dict(sizes or {})
+        self._limit = asyncio.Semaphore(concurrency)
+        self._in_flight = 0
+
+    async def _request(self, what: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        async def once() -> Any:
+            async with self._limit:
+                self._in_flight += 1
+                self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+                self.stats.requests += 1
+                try:
+                    return await fs_call(self.fs, name, *args, **kwargs)
+                finally:
+                    self._in_flight -= 1
+
+        return await retrying(once, policy=self.policy, stats=self.stats, what=what)
+
+    async def size(self, path: str) -> int:
+        if path not in self._sizes:
+            try:
+                info = await self._request(f"size of {path}", "info", path)
+            except Exception as exc:
+                raise ReadError(describe_failure(exc), path=path) from exc
+            self._sizes[path] = int(info["size"])
+        return self._sizes[path]
+
+    async def read(self, path: str, start: int, stop: int) -> bytes:
+        stop = min(stop, await self.size(path))
+        if stop <= start:
+            return b""
+        try:
+            data = await self._request(f"read of {path}", "cat_file", path, start=start, end=stop)
+        except Exception as exc:
+            raise ReadError(describe_failure(exc), path=path, byte_range=(start, stop)) from exc
+        self.stats.bytes_read += len(data)
+        return data
+
+    async def readinto(self, path: str, start: int, buf: memoryview) -> None:
+        data = await self.read(path, start, start + len(buf))
+        if len(data) < len(buf):
+            raise ReadError(
+                f"object ends at byte {start + len(data)}: truncated (it changed or was cut short)",
+                path=path,
+                byte_range=(start, start + len(buf)),
+            )
+        buf[:] = data
+
+    async def aclose(self) -> None:
+        # The filesystem's session belongs to whoever opened it (see remote.py).
+        return None

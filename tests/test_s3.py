@@ -1,0 +1,242 @@
+"""Cloud I/O against a real S3 server (moto over HTTP on 127.0.0.1), with faults injected."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import fsspec
+import pytest
+
+import fficube
+from conftest import without_build_stamps
+from helpers import budget_for_rows, data_and_header_bytes
+from s3_proxy import S3Proxy
+from fficube.write import MAX_PARTS, MIN_PART, S3Sink, part_size_for
+
+SHAPE = (60, 70)
+
+
+@pytest.fixture
+def ffis(sector):
+    return sector(n_ffis=6, shape=SHAPE, no_wcs=(1,))
+
+
+@pytest.fixture
+def local_cube(ffis, tmp_path: Path) -> bytes:
+    fficube.make_cube(ffis, tmp_path / "local.fits", sector=1, max_memory=budget_for_rows(ffis, 7))
+    return without_build_stamps((tmp_path / "local.fits").read_bytes())
+
+
+@pytest.fixture
+def proxy(s3):
+    running = []
+
+    def start(**faults) -> S3Proxy:
+        p = S3Proxy((s3.host, s3.port), **faults)
+        running.append(p)
+        return p
+
+    yield start
+    for p in running:
+        p.close()
+
+
+def object_bytes(s3, key: str) -> bytes:
+    return s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+
+
+def no_uploads_left(s3) -> bool:
+    return not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
+
+
+def test_s3_to_local(s3, ffis, local_cube, tmp_path: Path) -> None:
+    urls = s3.upload(ffis, "s0001/2018/206/1-1")
+    result = fficube.make_cube(urls, tmp_path / "c.fits", sector=1, max_memory=budget_for_rows(ffis, 7),
+                               storage_options=s3.options)
+    assert without_build_stamps((tmp_path / "c.fits").read_bytes()) == local_cube
+    assert result.blocks == 9
+
+
+def test_s3_reads_each_byte_once(s3, sector, tmp_path: Path) -> None:
+    paths = sector(n_ffis=4, shape=(600, 800), no_wcs=(2,))
+    urls = s3.upload(paths, "once")
+    result = fficube.make_cube(urls, tmp_path / "c.fits", max_memory=budget_for_rows(paths, 38),
+                               storage_options=s3.options)
+    data, header = data_and_header_bytes(paths)
+    assert result.blocks == 16
+    assert data <= result.bytes_read <= 1.01 * (data + header)
+    assert result.requests <= 2 * 4 * 16 + 3 * 4  # two ranges per FFI per block, a few header reads
+
+
+def test_local_to_s3_and_s3_to_s3(s3, ffis, local_cube) -> None:
+    out = f"s3://{s3.bucket}/cubes/tess-s0001-1-1-cube.fits"
+    budget = budget_for_rows(ffis, 7, reserved=S3Sink.memory(0))  # two 5 MiB part buffers
+    result = fficube.make_cube(ffis, out, sector=1, max_memory=budget, storage_options=s3.options)
+    assert result.block_rows == 7
+    assert without_build_stamps(object_bytes(s3, "cubes/tess-s0001-1-1-cube.fits")) == local_cube
+    urls = s3.upload(ffis, "in")
+    out2 = f"s3://{s3.bucket}/cubes/again.fits"
+    result = fficube.make_cube(urls, out2, sector=1, max_memory=budget, storage_options=s3.options)
+    assert without_build_stamps(object_bytes(s3, "cubes/again.fits")) == local_cube
+    assert result.bytes_written == len(local_cube) and no_uploads_left(s3)
+    with pytest.raises(fficube.OutputExistsError, match="again.fits: already exists"):
+        fficube.make_cube(urls, out2, storage_options=s3.options)
+
+
+def test_large_cube_uploads_in_several_parts(s3, sector, tmp_path: Path) -> None:
+    paths = sector(n_ffis=8, shape=(400, 500), no_wcs=())  # 12.8 MB cube: 3 parts of 5 MiB
+    out = f"s3://{s3.bucket}/big.fits"
+    fficube.make_cube(paths, out, max_memory="60MB", storage_options=s3.options)
+    fficube.make_cube(paths, tmp_path / "big.fits", max_memory="60MB")
+    head = s3.client.head_object(Bucket=s3.bucket, Key="big.fits")
+    assert head["ETag"].strip('"').endswith("-3")  # a multipart object of three parts
+    local = without_build_stamps((tmp_path / "big.fits").read_bytes())
+    assert without_build_stamps(object_bytes(s3, "big.fits")) == local
+
+
+def test_part_sizes_respect_s3_limits() -> None:
+    assert part_size_for(10**6) == MIN_PART
+    for total in (45 * 10**9, 135 * 10**9, 430 * 10**9, 5 * 10**12):
+        size = part_size_for(total)
+        assert -(-total // size) <= MAX_PARTS and size % 2**20 == 0 and size >= MIN_PART
+    assert 40 * 2**20 <= part_size_for(430 * 10**9) <= 44 * 2**20
+
+
+def test_prefix_and_glob_listing(s3, ffis, local_cube, tmp_path: Path) -> None:
+    s3.upload(ffis[:3], "ffi/s0001/2018/206/1-1")
+    s3.upload(ffis[3:], "ffi/s0001/2018/207/1-1")
+    s3.client.put_object(Bucket=s3.bucket, Key="ffi/s0001/2018/206/1-1/README.txt", Body=b"not an FFI")
+    budget = budget_for_rows(ffis, 7)
+    for name, inputs in {
+        "prefix": f"s3://{s3.bucket}/ffi/s0001/",
+        "glob": f"s3://{s3.bucket}/ffi/s0001/*/*/1-1/*.fits",
+    }.items():
+        result = fficube.make_cube(inputs, tmp_path / f"{name}.fits", sector=1, max_memory=budget,
+                                   storage_options=s3.options)
+        assert result.n_ffis == 6, name
+        assert without_build_stamps((tmp_path / f"{name}.fits").read_bytes()) == local_cube, name
+    with pytest.raises(fficube.NoInputsError, match=rf"s3://{s3.bucket}/ffi/s0002/\*\.fits: the pattern matches no object"):
+        fficube.make_cube(f"s3://{s3.bucket}/ffi/s0002/*.fits", tmp_path / "x.fits", storage_options=s3.options)
+
+
+def test_anonymous_requests_are_unsigned(s3, ffis, proxy, tmp_path: Path) -> None:
+    urls = s3.upload(ffis, "public")
+    p = proxy()
+    with pytest.raises(fficube.InputError, match="access denied"):  # not public yet
+        fficube.make_cube(urls, tmp_path / "anon.fits", anon=True, storage_options={"endpoint_url": p.url})
+    # Make it public, as the TESS bucket is: anonymous reads and listing.
+    s3.client.put_bucket_acl(Bucket=s3.bucket, ACL="public-read")
+    for url in urls:
+        s3.client.put_object_acl(Bucket=s3.bucket, Key=url.split("/", 3)[3], ACL="public-read")
+    p.state.signed = p.state.requests = 0
+    fficube.make_cube(urls, tmp_path / "anon.fits", anon=True, storage_options={"endpoint_url": p.url})
+    assert p.state.requests > 2 and p.state.signed == 0
+    # Public input, private output: the output is written with credentials.
+    p.state.signed = p.state.unsigned = 0
+    fficube.make_cube(urls, f"s3://{s3.bucket}/private/cube.fits", anon=True, storage_options={"endpoint_url": p.url})
+    assert p.state.unsigned > 2 and p.state.signed >= 3  # exists check, create, part(s), complete
+    fficube.make_cube(urls, tmp_path / "signed.fits", storage_options={"endpoint_url": p.url})
+    assert p.state.signed > 0
+
+
+def test_transient_faults_are_retried_and_the_cube_is_identical(s3, ffis, local_cube, proxy, tmp_path: Path) -> None:
+    urls = s3.upload(ffis, "faulty")
+    p = proxy(fail_503=0.2, fail_drop=0.1)
+    options = {"endpoint_url": p.url}
+    budget = budget_for_rows(ffis, 7)
+    result = fficube.make_cube(urls, tmp_path / "c.fits", sector=1, max_memory=budget, storage_options=options)
+    assert without_build_stamps((tmp_path / "c.fits").read_bytes()) == local_cube
+    out = f"s3://{s3.bucket}/faulty-cube.fits"
+    result2 = fficube.make_cube(urls, out, sector=1, max_memory=budget + S3Sink.memory(0), storage_options=options)
+    assert without_build_stamps(object_bytes(s3, "faulty-cube.fits")) == local_cube
+    assert p.state.faults >= 10 and result.retries > 0 and result2.retries > 0
+    # Every 503 is retried by fficube; a dropped keep-alive connection may be retried
+    # by the HTTP layer below it already.
+    assert p.state.faults_503 <= result.retries + result2.retries <= p.state.faults
+    assert no_uploads_left(s3)
+
+
+def test_missing_object_fails_at_once_with_its_url(s3, ffis, proxy, tmp_path: Path) -> None:
+    urls = s3.upload(ffis, "some")
+    missing = f"s3://{s3.bucket}/some/tess2018206192942-s0001-1-1-0120-s_ffic-missing.fits"
+    p = proxy()
+    started = time.monotonic()
+    with pytest.raises(fficube.InputError, match=f"{missing}: no such object"):
+        fficube.make_cube([*urls, missing], tmp_path / "c.fits", storage_options={"endpoint_url": p.url})
+    assert time.monotonic() - started < 5
+    asked = [path for path in p.state.paths if "ffic-missing" in path]
+    assert len(asked) <= 2, asked  # no retries (s3fs may try HEAD, then a listing)
+    assert not (tmp_path / "c.fits").exists()
+
+
+def test_requests_in_flight_never_exceed_concurrency(s3, ffis, proxy, tmp_path: Path) -> None:
+    urls = s3.upload(ffis, "conc")
+    p = proxy(latency=0.02)  # so that concurrent requests overlap at the server
+    result = fficube.make_cube(urls, tmp_path / "c.fits", concurrency=3, max_memory=budget_for_rows(ffis, 7),
+                               storage_options={"endpoint_url": p.url})
+    assert 2 <= p.state.max_in_flight <= 3
+    assert result.max_in_flight <= 3
+
+
+async def test_cancelled_upload_leaves_no_object_and_no_parts(s3, sector) -> None:
+    paths = await asyncio.to_thread(sector, n_ffis=8, shape=(400, 500), no_wcs=())
+    out = f"s3://{s3.bucket}/cancelled.fits"
+    task: asyncio.Task | None = None
+    seen_upload = []
+
+    def cancel_midway(p: fficube.Progress) -> None:
+        if p.stage == "write" and p.total > 4 and p.done == p.total - 2:
+            uploads = s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])
+            parts = s3.client.list_parts(Bucket=s3.bucket, Key="cancelled.fits", UploadId=uploads[0]["UploadId"])
+            seen_upload.append(len(parts.get("Parts", [])) >= 1)  # some parts are already up
+            task.cancel()
+
+    task = asyncio.create_task(  # 20 MB: many blocks beside the two 5 MiB part buffers
+        fficube.build_cube(paths, out, max_memory="20MB", storage_options=s3.options, progress=cancel_midway)
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen_upload == [True]
+    assert no_uploads_left(s3)
+    assert "Contents" not in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="cancelled")
+
+
+def test_other_fsspec_urls_http_and_memory(s3, ffis, local_cube, tmp_path: Path) -> None:
+    budget = budget_for_rows(ffis, 7)
+    # Any server that answers ranged GETs: moto serves objects over plain HTTP too.
+    for url in s3.upload(ffis, "http"):
+        s3.client.put_object_acl(Bucket=s3.bucket, Key=url.split("/", 3)[3], ACL="public-read")
+    http_urls = [f"{s3.url}/{s3.bucket}/http/{Path(p).name}" for p in ffis]
+    fficube.make_cube(http_urls, tmp_path / "http.fits", sector=1, max_memory=budget)
+    assert without_build_stamps((tmp_path / "http.fits").read_bytes()) == local_cube
+    memory = fsspec.filesystem("memory")
+    mem_urls = []
+    for p in ffis:
+        url = f"memory://fficube-test/{Path(p).name}"
+        memory.pipe(url, Path(p).read_bytes())
+        mem_urls.append(url)
+    try:
+        fficube.make_cube(mem_urls, tmp_path / "mem.fits", sector=1, max_memory=budget)
+        assert without_build_stamps((tmp_path / "mem.fits").read_bytes()) == local_cube
+    finally:
+        memory.rm("memory://fficube-test", recursive=True)
+
+
+def test_mixed_locations_and_unsupported_outputs(s3, ffis, tmp_path: Path) -> None:
+    urls = s3.upload(ffis, "mix")
+    with pytest.raises(fficube.InputError, match="the inputs mix local paths, s3://"):
+        fficube.make_cube([ffis[0], urls[1]], tmp_path / "c.fits", storage_options=s3.options)
+    with pytest.raises(fficube.OutputError, match="cannot write cubes to memory://"):
+        fficube.make_cube(ffis, "memory://x/cube.fits")
+
+
+def test_s3_output_memory_is_part_of_the_budget(s3, sector, tmp_path: Path) -> None:
+    paths = sector(n_ffis=8, shape=(400, 500), no_wcs=())
+    # Enough for a local build; not with two 5 MiB upload buffers on top.
+    budget = budget_for_rows(paths, 10)
+    fficube.make_cube(paths, tmp_path / "local.fits", max_memory=budget)
+    with pytest.raises(fficube.MemoryBudgetError, match="MB of upload buffers"):
+        fficube.make_cube(paths, f"s3://{s3.bucket}/tight.fits", max_memory=budget, storage_options=s3.options)
+    assert no_uploads_left(s3)
