@@ -59,12 +59,12 @@ def test_blocks_fit_the_budget_and_cover_every_row(ffis, budget: int) -> None:
 
 
 def test_reserved_output_memory_shrinks_the_blocks(ffis) -> None:
-    free = make_plan(ffis, max_memory=6 * 10**5)
-    reserved = make_plan(ffis, max_memory=6 * 10**5, reserved=2 * 10**5)
-    assert reserved.block_rows < free.block_rows
-    assert reserved.memory.total <= 6 * 10**5 and reserved.memory.reserved == 2 * 10**5
+    free = make_plan(ffis, max_memory=250_000)
+    reserved = make_plan(ffis, max_memory=250_000, reserved=50_000)
+    assert reserved.block_rows < free.block_rows < 37
+    assert reserved.memory.total <= 250_000 and reserved.memory.reserved == 50_000
     with pytest.raises(MemoryBudgetError, match="of upload buffers"):
-        make_plan(ffis, max_memory=6 * 10**5, reserved=6 * 10**5)
+        make_plan(ffis, max_memory=250_000, reserved=100_000)
 
 
 def test_budget_too_small_names_the_numbers(ffis) -> None:
