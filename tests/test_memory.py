@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fficube.synthetic import SectorSpec, make_sector
@@ -42,3 +43,39 @@ def test_peak_rss_stays_within_budget_for_a_cube_much_larger(tmp_path: Path) -> 
     assert report["blocks"] > 8
     peak = report["peak_kb"] * 1024
     assert peak < budget + 300 * 10**6, f"peak RSS {peak / 1e6:.0f} MB, cube {cube_bytes / 1e6:.0f} MB"
+
+
+UPDATE_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys
+    import fficube.sync
+    cube, paths, budget = json.loads(sys.argv[1])
+    result = fficube.sync.update_cube(cube, paths, max_memory=budget)
+    print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      "blocks": result.blocks, "bytes": result.bytes_written}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_update_streams_within_the_budget(tmp_path: Path) -> None:
+    import fficube
+
+    budget = 40 * 10**6
+    paths = sorted(make_sector(tmp_path / "ffis", SectorSpec(n_ffis=48, shape=(500, 2136), no_wcs=(3,))))
+    cube = tmp_path / "cube.fits"
+    fficube.make_cube(paths[::2], cube, max_memory="200MB")  # the old cube: every other FFI
+    done = subprocess.run(
+        [sys.executable, "-c", UPDATE_CHILD, json.dumps([str(cube), paths[1::2], budget])],
+        capture_output=True, text=True, timeout=600, check=True,
+    )
+    report = json.loads(done.stdout)
+    assert report["bytes"] > 8 * budget and report["blocks"] > 8
+    peak = report["peak_kb"] * 1024
+    assert peak < budget + 300 * 10**6, f"peak RSS {peak / 1e6:.0f} MB, cube {report['bytes'] / 1e6:.0f} MB"
+    fficube.make_cube(paths, tmp_path / "fresh.fits", max_memory="200MB")
+    from astropy.io import fits
+
+    with fits.open(cube) as a, fits.open(tmp_path / "fresh.fits") as b:
+        assert np.array_equal(a[1].section[::50, ::100, :, :], b[1].section[::50, ::100, :, :])
+    print(f"update peak RSS {peak / 2**20:.0f} MiB for a {report['bytes'] / 1e6:.0f} MB cube")

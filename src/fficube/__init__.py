@@ -8,7 +8,7 @@ is its synchronous twin.
 """
 
 from .astrocut_compat import CubeFactory, TicaCubeFactory
-from .build import BuildResult, Progress, build_cube
+from .build import BuildResult, Progress, build_cube, update_cube
 from .errors import (
     EventLoopError,
     FficubeError,
@@ -22,12 +22,14 @@ from .errors import (
     ReadError,
 )
 from .inputs import DuplicateInputWarning, FficubeWarning, TemplateWarning
+from . import sync
 from .sync import make_cube
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "build_cube",
+    "update_cube",
     "make_cube",
     "CubeFactory",
     "TicaCubeFactory",

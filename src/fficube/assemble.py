@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .fetch import Slab
+from .fetch import BASE, Slab
 from .plan import CubePlan
 from .scan import ImageLayout
 
@@ -46,20 +46,34 @@ def decode(raw: np.ndarray, layout: ImageLayout) -> np.ndarray:
     return values
 
 
-def place(block: np.ndarray, slab: Slab, layers: tuple[ImageLayout, ...]) -> None:
-    """Copy one slab into ``block[:, :, slab.ffi, :]``."""
+def place(block: np.ndarray, slab: Slab, layers: tuple[ImageLayout, ...], slot: int) -> None:
+    """Copy one FFI's slab into ``block[:, :, slot, :]``."""
     offset = 0
     for index, layout in enumerate(layers):
         nbytes = slab.rows * layout.cols * layout.itemsize
         raw = slab.buffer[offset : offset + nbytes].view(layout.dtype).reshape(slab.rows, layout.cols)
-        block[: slab.rows, :, slab.ffi, index] = decode(raw, layout)
+        block[: slab.rows, :, slot, index] = decode(raw, layout)
         offset += nbytes
+
+
+def place_base(block: np.ndarray, slab: Slab, slots: tuple[int, ...]) -> None:
+    """Copy the old cube's rows into their FFIs' new places (runs of FFIs as slices)."""
+    rows, cols, _, layers = block.shape
+    old = slab.buffer[: slab.rows * cols * len(slots) * layers * 4].view(">f4")
+    old = old.reshape(slab.rows, cols, len(slots), layers)
+    start = 0
+    # Old FFIs keep their order; new ones are inserted between runs of them.
+    while start < len(slots):
+        stop = start + 1
+        while stop < len(slots) and slots[stop] == slots[stop - 1] + 1:
+            stop += 1
+        block[: slab.rows, :, slots[start] : slots[start] + stop - start, :] = old[:, :, start:stop, :]
+        start = stop
 
 
 async def assemble_blocks(
     plan: CubePlan,
     ready: asyncio.Queue[Slab],
-    free_slabs: asyncio.Queue[Slab],
     free_blocks: asyncio.Queue[np.ndarray],
     full_blocks: asyncio.Queue[Block | None],
 ) -> None:
@@ -72,13 +86,17 @@ async def assemble_blocks(
         block = await free_blocks.get()
         pending = early.pop(index, [])
         placed = 0
-        while placed < plan.n_ffis:
+        while placed < plan.slabs_per_block:
             slab = pending.pop() if pending else await ready.get()
             if slab.block != index:
                 early[slab.block].append(slab)
                 continue
-            await asyncio.to_thread(place, block, slab, plan.files[slab.ffi].layers)
-            free_slabs.put_nowait(slab)
+            if slab.ffi == BASE:
+                assert plan.base is not None
+                await asyncio.to_thread(place_base, block, slab, plan.base.slots)
+            else:
+                await asyncio.to_thread(place, block, slab, plan.files[slab.ffi].layers, plan.slot(slab.ffi))
+            slab.home.put_nowait(slab)
             placed += 1
         await full_blocks.put((index, start, stop, block))
     await full_blocks.put(None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from .sync import make_cube
+from . import sync
 
 __all__ = ["CubeFactory", "TicaCubeFactory"]
 
@@ -46,10 +46,28 @@ class CubeFactory:
         ``fficube`` logger at INFO (at DEBUG otherwise).
         """
         gigabytes = self.max_memory if max_memory is None else max_memory
-        result = make_cube(
+        result = sync.make_cube(
             list(file_list), cube_file, product=self.product, sector=sector,
             max_memory=int(gigabytes * 1e9), overwrite=True,
         )
+        log.log(logging.INFO if verbose else logging.DEBUG, "%s", result.summary())
+        return result.output
+
+    def update_cube(
+        self,
+        file_list: Sequence[str],
+        cube_file: str,
+        sector: int | None = None,
+        max_memory: float | None = None,
+        verbose: bool = True,
+    ) -> str:
+        """Add the FFIs of ``file_list`` to ``cube_file`` (replaced when complete); return its path.
+
+        Unlike astrocut's, this streams within ``max_memory`` GB, keeps float32 and
+        places new FFIs in time order.
+        """
+        gigabytes = self.max_memory if max_memory is None else max_memory
+        result = sync.update_cube(cube_file, list(file_list), sector=sector, max_memory=int(gigabytes * 1e9))
         log.log(logging.INFO if verbose else logging.DEBUG, "%s", result.summary())
         return result.output
 

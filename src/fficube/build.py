@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import posixpath
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,17 +29,17 @@ from typing import Any
 from ._aio import run_tasks
 from .assemble import Block, assemble_blocks
 from .errors import InputError, OutputError, OutputExistsError
-from .fetch import fetch_slabs, new_slab_pool
-from .inputs import InputsLike, resolve_inputs
-from .plan import CubePlan, make_plan
-from .products import get_product
+from .fetch import fetch_slabs, new_base_pool, new_slab_pool
+from .inputs import DuplicateInputWarning, InputsLike, resolve_inputs
+from .plan import CubePlan, make_plan, plan_update
+from .products import PRODUCTS, get_product
 from .remote import S3_PROTOCOLS, Filesystems, is_url, protocol_of
-from .scan import scan
+from .scan import scan, scan_cube
 from .storage import ByteSource, FsspecSource, IOStats, LocalSource, fs_request
 from .units import format_bytes, parse_size
 from .write import CubeSink, LocalSink, S3Sink, write_cube
 
-__all__ = ["build_cube", "execute", "BuildResult", "Progress", "DEFAULT_CONCURRENCY"]
+__all__ = ["build_cube", "update_cube", "execute", "BuildResult", "Progress", "DEFAULT_CONCURRENCY"]
 
 log = logging.getLogger("fficube")
 
@@ -103,6 +105,7 @@ async def execute(
     sink: CubeSink,
     *,
     on_block: Callable[[int], None] | None = None,
+    base_source: ByteSource | None = None,
 ) -> None:
     """Run a plan: read, assemble and write the cube into ``sink``, then commit it.
 
@@ -114,14 +117,15 @@ async def execute(
         free_blocks.put_nowait(np.empty((plan.block_rows, cols, n, layers), dtype=">f4"))
     full_blocks: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=1)
     free_slabs = new_slab_pool(plan)
+    base_free = new_base_pool(plan)
     ready: asyncio.Queue = asyncio.Queue()
 
     await sink.open()
     try:
         await run_tasks(
             [
-                fetch_slabs(plan, source, free_slabs, ready),
-                assemble_blocks(plan, ready, free_slabs, free_blocks, full_blocks),
+                fetch_slabs(plan, source, free_slabs, ready, base_source, base_free),
+                assemble_blocks(plan, ready, free_blocks, full_blocks),
                 write_cube(plan, sink, full_blocks, free_blocks, on_block),
             ]
         )
@@ -239,61 +243,190 @@ async def build_cube(
         await asyncio.shield(filesystems.aclose())
 
 
+class _Reporter:
+    """Sends :class:`Progress` reports; bytes come from the sources and, once set, the sink."""
+
+    def __init__(self, progress: Callable[[Progress], None] | None, sources: list[ByteSource], started: float):
+        self.progress, self.sources, self.started = progress, sources, started
+        self.sink: CubeSink | None = None
+
+    def __call__(self, stage: str, done: int, total: int, total_bytes: int) -> None:
+        if self.progress is not None:
+            self.progress(
+                Progress(
+                    stage, done, total, sum(s.stats.bytes_read for s in self.sources),
+                    self.sink.bytes_written if self.sink else 0, total_bytes, time.monotonic() - self.started,
+                )
+            )
+
+
 async def _build(
     paths: list[str], output: str, source: ByteSource, filesystems: Filesystems, *, wanted, budget: int,
     sector: int | None, concurrency: int, overwrite: bool, progress, started: float, remote_out: bool,
 ) -> BuildResult:
-    sink: CubeSink | None = None
     upload_stats = IOStats()
-
-    def report(stage: str, done: int, total: int, total_bytes: int) -> None:
-        if progress is not None:
-            progress(
-                Progress(
-                    stage, done, total, source.stats.bytes_read, sink.bytes_written if sink else 0, total_bytes,
-                    time.monotonic() - started,
-                )
-            )
+    report = _Reporter(progress, [source], started)
 
     log.info("scanning %d file(s)", len(paths))
     ffis = await scan(
         paths, source, product=wanted, workers=concurrency * 2,
         on_scanned=lambda done: report("scan", done, len(paths), 0),
     )
-    reserved = estimate = 0
-    if remote_out and ffis:
-        rows, cols = ffis[0].shape
-        # The upload's part size follows the cube's size; headers and table are small.
-        estimate = rows * cols * len(ffis) * len(ffis[0].layers) * 4 + 64 * 2**20
-        reserved = S3Sink.memory(estimate)
+    reserved, estimate = _upload_reserve(remote_out, ffis[0].shape, len(ffis), len(ffis[0].layers)) if ffis else (0, 0)
     plan = make_plan(ffis, max_memory=budget, sector=sector, read_ahead=2 * concurrency, reserved=reserved)
-    if remote_out:
-        sink = S3Sink(await filesystems.get(protocol_of(output), output=True), output, total_bytes=estimate,
-                      overwrite=overwrite, stats=upload_stats)
-    else:
-        sink = LocalSink(output, overwrite=overwrite)
+    sink = await _make_sink(output, filesystems, overwrite=overwrite, total_bytes=estimate, stats=upload_stats)
+    log.info("template %s", plan.template.name if plan.template else "-")
+    return await _run(plan, source, sink, filesystems, report, started, budget, upload_stats)
+
+
+def _upload_reserve(remote_out: bool, shape: tuple[int, int], n_ffis: int, layers: int) -> tuple[int, int]:
+    """(bytes an S3 upload holds, estimated cube size) for a cube of that shape."""
+    if not remote_out:
+        return 0, 0
+    # The upload's part size follows the cube's size; headers and table are small.
+    estimate = shape[0] * shape[1] * n_ffis * layers * 4 + 64 * 2**20
+    return S3Sink.memory(estimate), estimate
+
+
+async def _make_sink(output: str, filesystems: Filesystems, *, overwrite: bool, total_bytes: int,
+                     stats: IOStats) -> CubeSink:
+    if is_url(output):
+        fs = await filesystems.get(protocol_of(output), output=True)
+        return S3Sink(fs, output, total_bytes=total_bytes, overwrite=overwrite, stats=stats)
+    return LocalSink(output, overwrite=overwrite)
+
+
+async def _run(plan: CubePlan, source: ByteSource, sink: CubeSink, filesystems: Filesystems, report: _Reporter,
+               started: float, budget: int, upload_stats: IOStats, base_source: ByteSource | None = None,
+               ) -> BuildResult:
     log.info(
-        "%s cube %s from %d FFIs in %d block(s) of %d row(s); template %s; memory %s of %s",
-        plan.product.name.upper(), "x".join(map(str, plan.shape)), plan.n_ffis, len(plan.blocks),
-        plan.block_rows, plan.template.name, format_bytes(plan.memory.total), format_bytes(budget),
+        "%s cube %s: %d FFI(s) to read, %d block(s) of %d row(s); memory %s of %s",
+        plan.product.name.upper(), "x".join(map(str, plan.shape)), len(plan.files), len(plan.blocks),
+        plan.block_rows, format_bytes(plan.memory.total), format_bytes(budget),
     )
     n_blocks = len(plan.blocks)
+    report.sink = sink
     report("write", 0, n_blocks, plan.total_bytes)
     await execute(
-        plan, source, sink,
+        plan, source, sink, base_source=base_source,
         on_block=lambda index: report("write", index + 1, n_blocks, plan.total_bytes),
     )
+    sources = [source] + ([base_source] if base_source is not None and base_source is not source else [])
     return BuildResult(
-        output=output,
+        output=getattr(sink, "output", None) or getattr(sink, "url"),
         shape=plan.shape,
         n_ffis=plan.n_ffis,
         blocks=n_blocks,
         block_rows=plan.block_rows,
-        bytes_read=source.stats.bytes_read,
+        bytes_read=sum(s.stats.bytes_read for s in sources),
         bytes_written=sink.bytes_written,
-        requests=source.stats.requests,
-        retries=source.stats.retries + upload_stats.retries + filesystems.stats.retries,
+        requests=sum(s.stats.requests for s in sources),
+        retries=sum(s.stats.retries for s in sources) + upload_stats.retries + filesystems.stats.retries,
         seconds=time.monotonic() - started,
         product=plan.product.name,
-        max_in_flight=source.stats.max_in_flight,
+        max_in_flight=max(s.stats.max_in_flight for s in sources),
     )
+
+
+async def update_cube(
+    cube: str | os.PathLike[str],
+    new_inputs: InputsLike,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    sector: int | None = None,
+    max_memory: int | float | str = "4GB",
+    concurrency: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+    anon: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> BuildResult:
+    """Add new FFIs to a cube, in one streaming pass within ``max_memory``.
+
+    The result is the cube a fresh build of the old and new FFIs would give (FFIs in
+    time order, table rows merged, float32 data), with HISTORY cards saying when and
+    with what it was updated.  For each block of rows, the old cube's rows are read in
+    one range and the new FFIs' rows are interleaved.  The old cube is replaced only
+    once the new one is completely written (an atomic rename locally, a completed
+    upload on S3), so an interrupted update leaves it untouched.
+
+    Parameters
+    ----------
+    cube
+        The existing cube (a path or an ``s3://`` URL).
+    new_inputs
+        New FFIs, as for :func:`build_cube`.  FFIs already in the cube (same file
+        name) are skipped with a warning.
+    output
+        Where to write the updated cube (default: replace ``cube``).
+    overwrite
+        Replace an existing ``output`` other than ``cube``.
+
+    Other parameters are those of :func:`build_cube`.
+
+    Raises
+    ------
+    InputError
+        If no FFI is new, or new FFIs do not match the cube (product, camera, CCD,
+        shape, sector); nothing is written then.
+    """
+    started = time.monotonic()
+    cube = os.fspath(cube)
+    output = os.fspath(output) if output is not None else cube
+    budget = parse_size(max_memory)
+    if concurrency is not None and concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+    filesystems = Filesystems(anon=anon, storage_options=storage_options)
+    sources: list[ByteSource] = []
+    try:
+        if is_url(cube):
+            cube_source: ByteSource = FsspecSource(
+                await filesystems.get(protocol_of(cube), output=True), concurrency or DEFAULT_REMOTE_CONCURRENCY
+            )
+        else:
+            if not os.path.isfile(cube):
+                raise InputError("no such cube", path=cube)
+            cube_source = LocalSource(concurrency or DEFAULT_CONCURRENCY)
+        sources.append(cube_source)
+        old = await scan_cube(cube_source, cube)
+        existing = set(old.names)
+        found = await resolve_inputs(new_inputs, PRODUCTS[old.product], filesystems)
+        new_paths = []
+        for path in found.paths:
+            if posixpath.basename(path) in existing:
+                warnings.warn(f"{path}: already in the cube; skipped", DuplicateInputWarning, stacklevel=1)
+            else:
+                new_paths.append(path)
+        if not new_paths:
+            raise InputError(f"none of the {len(found.paths)} FFI(s) is new: all are in the cube already", path=cube)
+        if output != cube:
+            if is_url(output):
+                await _check_remote_output(output, new_paths, overwrite, filesystems)
+            else:
+                _check_local_output(output, new_paths, overwrite)
+        if found.protocol is None:
+            concurrency = concurrency or DEFAULT_CONCURRENCY
+            source: ByteSource = LocalSource(concurrency)
+        else:
+            concurrency = concurrency or DEFAULT_REMOTE_CONCURRENCY
+            source = FsspecSource(await filesystems.get(found.protocol), concurrency, sizes=found.sizes)
+        sources.append(source)
+        report = _Reporter(progress, sources, started)
+        ffis = await scan(
+            new_paths, source, product=PRODUCTS[old.product], workers=concurrency * 2,
+            on_scanned=lambda done: report("scan", done, len(new_paths), 0),
+        )
+        rows, cols, n_old, layers = old.shape
+        reserved, estimate = _upload_reserve(is_url(output), (rows, cols), n_old + len(ffis), layers)
+        plan = plan_update(old, ffis, max_memory=budget, sector=sector, read_ahead=2 * concurrency,
+                           reserved=reserved)
+        upload_stats = IOStats()
+        # Replacing the cube itself is the point of an update: no overwrite needed.
+        sink = await _make_sink(output, filesystems, overwrite=overwrite or output == cube,
+                                total_bytes=estimate, stats=upload_stats)
+        return await _run(plan, source, sink, filesystems, report, started, budget, upload_stats,
+                          base_source=cube_source)
+    finally:
+        for src in sources:
+            await asyncio.shield(src.aclose())
+        await asyncio.shield(filesystems.aclose())

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TextIO
 
-from . import __version__
+from ._version import __version__
 from .build import DEFAULT_CONCURRENCY, BuildResult, Progress, build_cube
 from .cubeinfo import describe_cube
 from .errors import FficubeError
@@ -119,6 +119,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
 
+    update = sub.add_parser("update", help="add new FFIs to a cube (streaming; replaced when complete)")
+    update.add_argument("cube", help="the cube: a path or an s3:// URL")
+    update.add_argument("inputs", nargs="+", help="new FFIs: files, directories, globs or URLs")
+    update.add_argument("-o", "--output", help="write the updated cube here instead of replacing CUBE")
+    update.add_argument("--sector", type=int, help="refuse FFIs unless the cube is of this sector")
+    update.add_argument("--max-memory", default="4GB", help="memory budget (default 4GB)")
+    update.add_argument("--concurrency", type=int, default=None)
+    update.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    update.add_argument("--anon", action="store_true", help="read S3 inputs anonymously")
+    update.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option)
+    update.add_argument("-q", "--quiet", action="store_true")
+
     inspect = sub.add_parser("inspect", help="describe a cube")
     inspect.add_argument("cube")
 
@@ -149,6 +161,19 @@ def _cmd_build(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = asyncio.run(_build(args, out, err))
     if not args.quiet:
         out.write(f"wrote {result.summary()}\n")
+    return 0
+
+
+def _cmd_update(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .build import update_cube
+
+    result = asyncio.run(update_cube(
+        args.cube, args.inputs, output=args.output, sector=args.sector, max_memory=args.max_memory,
+        concurrency=args.concurrency, overwrite=args.overwrite, progress=None if args.quiet else ProgressBar(err),
+        anon=True if args.anon else None, storage_options=_storage_options(args.storage_option),
+    ))
+    if not args.quiet:
+        out.write(f"updated {result.summary()}\n")
     return 0
 
 
@@ -191,7 +216,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         format="fficube: %(levelname)s: %(message)s", stream=err,
     )
     warnings.formatwarning = lambda message, category, *a, **k: f"fficube: warning: {message}\n"
-    command = {"build": _cmd_build, "inspect": _cmd_inspect, "demo": _cmd_demo}[args.command]
+    command = {"build": _cmd_build, "update": _cmd_update, "inspect": _cmd_inspect, "demo": _cmd_demo}[args.command]
     try:
         return command(args, out, err)
     except KeyboardInterrupt:

@@ -17,25 +17,39 @@ import numpy as np
 from .plan import CubePlan
 from .storage import ByteSource
 
-__all__ = ["Slab", "new_slab_pool", "fetch_slabs"]
+__all__ = ["Slab", "BASE", "new_slab_pool", "new_base_pool", "fetch_slabs"]
+
+#: ``Slab.ffi`` of a slab holding the base cube's rows (an update's old cube).
+BASE = -1
 
 
 @dataclass(slots=True, eq=False)
 class Slab:
-    """One FFI's rows of one block, every layer, as the bytes in the file."""
+    """One FFI's rows of one block, every layer, as the bytes in the file
+    (or, with ``ffi == BASE``, the old cube's rows of the block)."""
 
     buffer: np.ndarray  #: uint8, large enough for the biggest block
+    home: asyncio.Queue  #: the pool it returns to
     block: int = -1
     ffi: int = -1
     rows: int = 0
 
 
+def _pool(count: int, nbytes: int) -> asyncio.Queue[Slab]:
+    pool: asyncio.Queue[Slab] = asyncio.Queue()
+    for _ in range(count):
+        pool.put_nowait(Slab(np.empty(nbytes, dtype=np.uint8), pool))
+    return pool
+
+
 def new_slab_pool(plan: CubePlan) -> asyncio.Queue[Slab]:
     """A queue holding the plan's slab buffers, all free."""
-    pool: asyncio.Queue[Slab] = asyncio.Queue()
-    for _ in range(plan.memory.slabs):
-        pool.put_nowait(Slab(np.empty(plan.memory.slab_bytes, dtype=np.uint8)))
-    return pool
+    return _pool(plan.memory.slabs, plan.memory.slab_bytes)
+
+
+def new_base_pool(plan: CubePlan) -> asyncio.Queue[Slab]:
+    """One buffer for the old cube's rows of a block (none without a base cube)."""
+    return _pool(1 if plan.base else 0, plan.memory.base_bytes)
 
 
 async def _fill(slab: Slab, plan: CubePlan, source: ByteSource, start: int, stop: int) -> None:
@@ -49,7 +63,12 @@ async def _fill(slab: Slab, plan: CubePlan, source: ByteSource, start: int, stop
 
 
 async def fetch_slabs(
-    plan: CubePlan, source: ByteSource, free: asyncio.Queue[Slab], ready: asyncio.Queue[Slab]
+    plan: CubePlan,
+    source: ByteSource,
+    free: asyncio.Queue[Slab],
+    ready: asyncio.Queue[Slab],
+    base_source: ByteSource | None = None,
+    base_free: asyncio.Queue[Slab] | None = None,
 ) -> None:
     """Read every block's rows of every FFI, in block order, into slabs put on ``ready``.
 
@@ -62,9 +81,20 @@ async def fetch_slabs(
         await _fill(slab, plan, source, start, stop)
         ready.put_nowait(slab)
 
+    async def read_base(slab: Slab, start: int, stop: int) -> None:
+        assert plan.base is not None and base_source is not None
+        first, last = plan.base.row_range(start, stop)
+        await base_source.readinto(plan.base.path, first, memoryview(slab.buffer)[: last - first])
+        ready.put_nowait(slab)
+
     async with asyncio.TaskGroup() as tg:
         for block, (start, stop) in enumerate(plan.blocks):
-            for ffi in range(plan.n_ffis):
+            if plan.base is not None:
+                assert base_free is not None
+                slab = await base_free.get()
+                slab.block, slab.ffi, slab.rows = block, BASE, stop - start
+                tg.create_task(read_base(slab, start, stop))
+            for ffi in range(len(plan.files)):
                 slab = await free.get()
                 slab.block, slab.ffi, slab.rows = block, ffi, stop - start
                 tg.create_task(read(slab, start, stop))

@@ -19,14 +19,23 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.io import fits
 
+from ._version import __version__
 from .errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError
 from .inputs import TemplateWarning
-from .info_table import column_values, encode_info_table, template_columns
+from .info_table import (
+    COMMENTARY,
+    FILE_COLUMN,
+    STRUCTURAL,
+    ColumnSpec,
+    column_values,
+    encode_info_table,
+    template_columns,
+)
 from .products import PRODUCTS, Product
-from .scan import BLOCK, FfiInfo, header_end, padded
+from .scan import BLOCK, CubeInfo, FfiInfo, header_end, padded
 from .units import format_bytes
 
-__all__ = ["CubePlan", "MemoryUse", "make_plan"]
+__all__ = ["CubePlan", "BaseCube", "MemoryUse", "make_plan", "plan_update"]
 
 #: Bytes per cube value: the cube is always float32.
 VALUE_BYTES = 4
@@ -44,6 +53,7 @@ class MemoryUse:
     slab_bytes: int  #: one FFI's rows of one block, all layers, as read
     slabs: int  #: slab buffers in the pool (fetched ahead of assembly)
     decode_bytes: int  #: scratch for decoding scaled or non-float32 input
+    base_bytes: int = 0  #: an update's buffer for the old cube's rows of one block
 
     @property
     def total(self) -> int:
@@ -53,7 +63,21 @@ class MemoryUse:
             + self.block_bytes * self.block_buffers
             + self.slab_bytes * self.slabs
             + self.decode_bytes
+            + self.base_bytes
         )
+
+
+@dataclass(frozen=True, slots=True)
+class BaseCube:
+    """The existing cube of an update: its rows are read block by block and interleaved."""
+
+    path: str
+    data_offset: int
+    row_bytes: int
+    slots: tuple[int, ...]  #: the new cube's FFI index of each old FFI, in order
+
+    def row_range(self, start: int, stop: int) -> tuple[int, int]:
+        return self.data_offset + start * self.row_bytes, self.data_offset + stop * self.row_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +85,25 @@ class CubePlan:
     """Everything needed to write one cube, decided before any data is read."""
 
     product: Product
-    files: tuple[FfiInfo, ...]  #: in time order
-    template: FfiInfo
+    files: tuple[FfiInfo, ...]  #: the FFIs to read, in time order
+    template: FfiInfo | None  #: None for an update (the table keeps the cube's columns)
     shape: tuple[int, int, int, int]  #: (rows, cols, n_ffis, layers)
     block_rows: int
     memory: MemoryUse
     primary_header: bytes  #: HDU 0, padded
     cube_header: bytes  #: HDU 1's header, padded
     info_table: bytes  #: HDU 2, header and padded data
+    slots: tuple[int, ...] = ()  #: the cube's FFI index of each of ``files`` (default: in order)
+    base: BaseCube | None = None  #: for an update, the cube whose rows are copied
+
+    def slot(self, index: int) -> int:
+        """The cube's FFI index of ``files[index]``."""
+        return self.slots[index] if self.slots else index
+
+    @property
+    def slabs_per_block(self) -> int:
+        """Slabs the assembler gets per block: one per FFI, one for the base cube."""
+        return len(self.files) + (self.base is not None)
 
     @property
     def n_ffis(self) -> int:
@@ -107,7 +142,8 @@ class CubePlan:
     @property
     def input_bytes(self) -> int:
         """Bytes of image data the build reads (each once)."""
-        return sum(lay.rows * lay.cols * lay.itemsize for f in self.files for lay in f.layers)
+        base = self.base.row_bytes * self.shape[0] if self.base else 0
+        return base + sum(lay.rows * lay.cols * lay.itemsize for f in self.files for lay in f.layers)
 
     def primary(self) -> fits.Header:
         """The cube's primary header, parsed (for display and tests)."""
@@ -162,24 +198,9 @@ def _card(header: fits.Header, key: str, ffi: FfiInfo, hdu: int) -> tuple[object
     return header[key], header.comments[key]
 
 
-def primary_header(
-    product: Product, earliest: FfiInfo, latest: FfiInfo, sector: int | None, now: dt.datetime
-) -> bytes:
-    """HDU 0 of the cube: the earliest FFI's primary header with astrocut's edits."""
-    header = fits.Header.fromstring(earliest.primary_header)
-    first_image = fits.Header.fromstring(earliest.image_header)
-    last_image = fits.Header.fromstring(latest.image_header)
-    header.remove("CHECKSUM", ignore_missing=True)
-    header["ORIGIN"] = "STScI/MAST"
-    header["DATE"] = now.date().isoformat()
-    for key in product.camera_keywords:
-        header[key] = _card(first_image, key, earliest, product.image_hdu)
-    header["SECTOR"] = (sector, "Observing sector")
-    for key in product.last_file_keywords:
-        header[key] = _card(last_image, key, latest, product.image_hdu)
-    header["EXTNAME"] = "PRIMARY"
-    # Let astropy normalise the header as it does for a data-less primary HDU followed
-    # by extensions (for TICA: NAXIS = 0; EXTEND = T when missing), then keep its bytes.
+def encode_primary(header: fits.Header, now: dt.datetime) -> bytes:
+    """HDU 0 as written: normalised by astropy for a data-less primary HDU followed by
+    extensions (for TICA: NAXIS = 0; EXTEND = T when missing)."""
     hdu = fits.PrimaryHDU(header=header)
     if "DATASUM" in header:
         # The kept DATASUM describes this HDU's (empty) data; astropy refreshes it, with
@@ -192,6 +213,29 @@ def primary_header(
     end = header_end(raw, 0)
     assert end is not None
     return raw[: padded(end)]
+
+
+def primary_header(
+    product: Product, earliest: FfiInfo, latest: FfiInfo, sector: object, now: dt.datetime
+) -> fits.Header:
+    """HDU 0 of the cube: the earliest FFI's primary header with astrocut's edits."""
+    header = fits.Header.fromstring(earliest.primary_header)
+    first_image = fits.Header.fromstring(earliest.image_header)
+    header.remove("CHECKSUM", ignore_missing=True)
+    header["ORIGIN"] = "STScI/MAST"
+    header["DATE"] = now.date().isoformat()
+    for key in product.camera_keywords:
+        header[key] = _card(first_image, key, earliest, product.image_hdu)
+    header["SECTOR"] = (sector, "Observing sector")
+    set_last_file_keywords(header, product, latest)
+    header["EXTNAME"] = "PRIMARY"
+    return header
+
+
+def set_last_file_keywords(header: fits.Header, product: Product, latest: FfiInfo) -> None:
+    last_image = fits.Header.fromstring(latest.image_header)
+    for key in product.last_file_keywords:
+        header[key] = _card(last_image, key, latest, product.image_hdu)
 
 
 def cube_header(shape: tuple[int, int, int, int]) -> bytes:
@@ -207,7 +251,7 @@ def cube_header(shape: tuple[int, int, int, int]) -> bytes:
 
 def plan_memory(
     shape: tuple[int, int, int, int], files: Sequence[FfiInfo], fixed: int, budget: int, slabs: int,
-    reserved: int = 0,
+    reserved: int = 0, base_row_bytes: int = 0,
 ) -> tuple[int, MemoryUse]:
     """Choose the rows per block that fit ``budget``; return them with the accounting.
 
@@ -217,10 +261,10 @@ def plan_memory(
     """
     rows, cols, n, layers = shape
     row_bytes = cols * n * layers * VALUE_BYTES
-    slab_row = cols * sum(max(f.layers[i].itemsize for f in files) for i in range(layers))
+    slab_row = cols * sum(max((f.layers[i].itemsize for f in files), default=4) for i in range(layers))
     needs_decode = any(not lay.is_raw_float32 for f in files for lay in f.layers)
     decode_row = cols * 8 if needs_decode else 0  # one layer, as float64 at most
-    slabs = min(slabs, n)
+    slabs = max(1, min(slabs, len(files)))
 
     def use(block_rows: int, buffers: int) -> MemoryUse:
         return MemoryUse(
@@ -232,6 +276,7 @@ def plan_memory(
             slab_bytes=block_rows * slab_row,
             slabs=slabs,
             decode_bytes=block_rows * decode_row,
+            base_bytes=block_rows * base_row_bytes,
         )
 
     available = budget - fixed - reserved
@@ -320,7 +365,8 @@ def make_plan(
         columns, [fits.Header.fromstring(f.image_header) for f in files], [f.name for f in files]
     )
     table = encode_info_table(columns, arrays)
-    primary = primary_header(product, files[0], files[-1], sector, now or dt.datetime.now())
+    now = now or dt.datetime.now()
+    primary = encode_primary(primary_header(product, files[0], files[-1], sector, now), now)
     cube = cube_header(shape)
 
     # The plan keeps every FFI's header text: count it, with the encoded pieces.
@@ -337,4 +383,152 @@ def make_plan(
         primary_header=primary,
         cube_header=cube,
         info_table=table,
+    )
+
+
+# ----------------------------------------------------------------------------------
+# Updates
+
+
+def _old_columns(table: fits.BinTableHDU) -> list[ColumnSpec]:
+    """The info table's column specs, recovered from the cube (comments from its header)."""
+    specs = []
+    for column in table.columns:
+        if column.name == FILE_COLUMN:
+            continue
+        code = column.format.recformat[0] if column.format.recformat else "a"
+        kind = "A" if column.format.upper().endswith("A") or code == "a" else (
+            "J" if column.format.upper().endswith(("J", "K")) else "D")
+        comment = ""
+        if column.name not in STRUCTURAL and column.name not in COMMENTARY and column.name in table.header:
+            comment = str(table.header[column.name])
+        specs.append(ColumnSpec(column.name, kind, comment))  # type: ignore[arg-type]
+    return specs
+
+
+def _check_update(cube: CubeInfo, ffis: Sequence[FfiInfo], product: Product, sector: int | None) -> None:
+    primary = fits.Header.fromstring(cube.primary_header)
+    expected = {
+        "product": product.name.upper(),
+        "camera": primary.get(product.camera_keywords[0]),
+        "CCD": primary.get(product.camera_keywords[1]),
+        "image shape": f"{cube.shape[0]}x{cube.shape[1]}",
+    }
+    for what, value in expected.items():
+        got = {
+            "product": lambda f: f.product.upper(),
+            "camera": lambda f: f.camera,
+            "CCD": lambda f: f.ccd,
+            "image shape": lambda f: "x".join(map(str, f.shape)),
+        }[what]
+        odd = [f for f in ffis if got(f) != value]
+        if odd:
+            raise MixedInputError(
+                f"{len(odd)} new FFI(s) do not match the cube {cube.path} ({what} {value}): "
+                f"{_names(odd)} has {got(odd[0])}"
+            )
+    old_sector = primary.get("SECTOR")
+    if sector is not None and isinstance(old_sector, int) and old_sector != sector:
+        raise InputError(f"the cube is of sector {old_sector}, not {sector}", path=cube.path)
+
+
+def plan_update(
+    cube: CubeInfo,
+    ffis: Sequence[FfiInfo],
+    *,
+    max_memory: int,
+    sector: int | None = None,
+    read_ahead: int = 8,
+    reserved: int = 0,
+    now: dt.datetime | None = None,
+) -> CubePlan:
+    """Plan the cube that a fresh build of the cube's FFIs and ``ffis`` would give.
+
+    The old FFIs keep their data (copied from the cube, row block by row block) and
+    their table rows; the new ones are read and interleaved in time order.  The table
+    keeps the cube's columns (widened where a new value is longer).  The primary header
+    is the cube's, with the last-file keywords of the latest FFI and HISTORY cards; or,
+    when a new FFI is the earliest, that FFI's, as a build would make it.
+
+    Raises
+    ------
+    MixedInputError, InputError
+        If a new FFI does not belong in the cube, or shares a start time with another.
+    MemoryBudgetError
+        If ``max_memory`` cannot hold one row.
+    """
+    product = PRODUCTS[cube.product]
+    _check_update(cube, ffis, product, sector)
+    _check_inputs(ffis)
+    now = now or dt.datetime.now()
+    old_table = cube.table.data
+    old_starts = [float(t) for t in old_table[product.time_keyword]]
+    taken = {start: name for start, name in zip(old_starts, cube.names)}
+    for f in ffis:
+        if f.start in taken:
+            raise InputError(
+                f"{f.path} has {product.time_keyword} = {f.start!r}, as {taken[f.start]} in the cube: "
+                "two FFIs cannot share a start time"
+            )
+    files = tuple(sorted(ffis, key=lambda f: f.start))
+    # Merged time order: ("old", i) and ("new", j) entries sorted by start time.
+    entries = sorted(
+        [(s, 0, i) for i, s in enumerate(old_starts)] + [(f.start, 1, j) for j, f in enumerate(files)]
+    )
+    position = {(kind, i): slot for slot, (_, kind, i) in enumerate(entries)}
+    old_slots = tuple(position[(0, i)] for i in range(len(old_starts)))
+    new_slots = tuple(position[(1, j)] for j in range(len(files)))
+    rows, cols, n_old, layers = cube.shape
+    shape = (rows, cols, n_old + len(files), layers)
+
+    columns = _old_columns(cube.table)
+    new_arrays = column_values(
+        columns, [fits.Header.fromstring(f.image_header) for f in files], [f.name for f in files]
+    )
+    order = np.argsort(np.array(old_slots + new_slots), kind="stable")
+    arrays = {}
+    for name in [c.name for c in columns] + [FILE_COLUMN]:
+        old = np.asarray(old_table[name])
+        if old.dtype.kind == "U":  # astropy may hand strings back as str
+            old = np.char.encode(old, "ascii")
+        merged = np.concatenate([old, new_arrays[name]])
+        arrays[name] = merged[order]
+    table = encode_info_table(columns, arrays)
+
+    if files[0].start < old_starts[0]:
+        old_primary = fits.Header.fromstring(cube.primary_header)
+        header = primary_header(product, files[0], files[-1], old_primary.get("SECTOR"), now)
+        if files[-1].start < old_starts[-1]:  # the latest FFI is still an old one
+            for key in product.last_file_keywords:
+                header[key] = (old_primary[key], old_primary.comments[key])
+        for card in old_primary.cards:
+            if card.keyword == "HISTORY":
+                header.add_history(card.value)
+    else:
+        header = fits.Header.fromstring(cube.primary_header)
+        header["DATE"] = now.date().isoformat()
+    if files[-1].start > old_starts[-1]:
+        set_last_file_keywords(header, product, files[-1])
+    if sector is not None:
+        header["SECTOR"] = (sector, "Observing sector")
+    header.add_history(f"Updated {now:%Y-%m-%d} by fficube {__version__} with {len(files)} new FFI(s)")
+    header.add_history(f"first new FFI: {files[0].name}")
+    primary = encode_primary(header, now)
+
+    fixed = sum(len(f.primary_header) + len(f.image_header) for f in files) + len(table) + len(primary)
+    block_rows, memory = plan_memory(
+        shape, files, fixed, max_memory, read_ahead, reserved, base_row_bytes=cube.row_bytes
+    )
+    return CubePlan(
+        product=product,
+        files=files,
+        template=None,
+        shape=shape,
+        block_rows=block_rows,
+        memory=memory,
+        primary_header=primary,
+        cube_header=cube_header(shape),
+        info_table=table,
+        slots=new_slots,
+        base=BaseCube(cube.path, cube.data_offset, cube.row_bytes, old_slots),
     )

@@ -25,7 +25,7 @@ from .errors import FitsFormatError
 from .products import PRODUCTS, SPOC, TICA, Product
 from .storage import ByteSource
 
-__all__ = ["FfiInfo", "ImageLayout", "scan", "scan_file", "BLOCK"]
+__all__ = ["FfiInfo", "ImageLayout", "CubeInfo", "scan", "scan_file", "scan_cube", "BLOCK"]
 
 BLOCK = 2880
 CARD = 80
@@ -378,3 +378,67 @@ async def scan(
 def product_of(info: FfiInfo) -> Product:
     return PRODUCTS[info.product]
 
+
+
+# ----------------------------------------------------------------------------------
+# Existing cubes (for updates)
+
+
+@dataclass(frozen=True, slots=True)
+class CubeInfo:
+    """An existing cube: its headers and table, and where its data is."""
+
+    path: str
+    size: int
+    product: str
+    shape: tuple[int, int, int, int]  #: (rows, cols, n_ffis, layers)
+    data_offset: int
+    primary_header: str
+    table: fits.BinTableHDU
+    header_bytes: int
+
+    @property
+    def row_bytes(self) -> int:
+        rows, cols, n, layers = self.shape
+        return cols * n * layers * 4
+
+    @property
+    def names(self) -> list[str]:
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in self.table.data["FFI_FILE"]]
+
+
+async def scan_cube(source: ByteSource, path: str) -> CubeInfo:
+    """Read a cube's primary header, cube header and info table (not its data).
+
+    Raises
+    ------
+    FitsFormatError
+        If the file is not a complete cube in the astrocut format.
+    """
+    size = await source.size(path)
+    reader = _HeaderReader(source, path, size)
+    reader.window = await source.read(path, 0, min(size, FIRST_READ))
+    if not reader.window.startswith(b"SIMPLE  ="):
+        raise FitsFormatError("not a FITS file (it does not start with a SIMPLE card)", path=path)
+    primary, primary_raw, offset = await reader.header_at(0, FIRST_READ)
+    cube, _, data_offset = await reader.header_at(offset, BLOCK)
+    axes = [cube.get(f"NAXIS{i}") for i in range(1, 5)]
+    if cube.get("XTENSION") != "IMAGE" or cube.get("NAXIS") != 4 or cube.get("BITPIX") != -32:
+        raise FitsFormatError("HDU 1 is not a 4-D float32 image: not an FFI cube", path=path)
+    layers, n, cols, rows = axes
+    table_offset = data_offset + padded(data_bytes(cube, path=path, hdu=1))
+    table_header, table_raw, table_data = await reader.header_at(table_offset, 4 * BLOCK)
+    if table_header.get("XTENSION") != "BINTABLE":
+        raise FitsFormatError("HDU 2 is not the info table: not an FFI cube", path=path)
+    length = data_bytes(table_header, path=path, hdu=2)
+    if table_data + length > size:
+        raise FitsFormatError("the info table is cut short: truncated", path=path, byte_range=(table_data, table_data + length))
+    data = await source.read(path, table_data, table_data + length)
+    table = fits.BinTableHDU.fromstring(table_raw.encode("ascii").ljust(padded(len(table_raw)), b" ") + data)
+    if "FFI_FILE" not in table.columns.names or len(table.data) != n:
+        raise FitsFormatError(f"the info table has no FFI_FILE column or not {n} rows: not an FFI cube", path=path)
+    product = TICA if layers == 1 else SPOC
+    return CubeInfo(
+        path=path, size=size, product=product.name, shape=(rows, cols, n, layers), data_offset=data_offset,
+        primary_header=primary_raw, table=table, header_bytes=reader.bytes_used + length,
+    )

@@ -1,4 +1,8 @@
-"""Synchronous twins of the async API: each runs its coroutine with ``asyncio.run``."""
+"""Synchronous twins of the async API: each runs its coroutine with ``asyncio.run``.
+
+``fficube.make_cube`` is :func:`make_cube`; the update's twin is ``fficube.sync.update_cube``
+(``fficube.update_cube`` is the async one).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,10 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
-from .build import BuildResult, build_cube
+from . import build as _async
 from .errors import EventLoopError
 
-__all__ = ["make_cube"]
+__all__ = ["make_cube", "update_cube"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -34,7 +38,13 @@ def _run(async_fn: Callable[P, Coroutine[Any, Any, T]], name: str) -> Callable[P
     return decorate
 
 
-@_run(build_cube, "make_cube")
-def make_cube(*args: Any, **kwargs: Any) -> BuildResult:
+@_run(_async.build_cube, "make_cube")
+def make_cube(*args: Any, **kwargs: Any) -> _async.BuildResult:
     """Build a cube; the same arguments as :func:`fficube.build_cube`, run to completion."""
+    raise AssertionError("replaced by the wrapper")
+
+
+@_run(_async.update_cube, "fficube.sync.update_cube")
+def update_cube(*args: Any, **kwargs: Any) -> _async.BuildResult:
+    """Update a cube; the same arguments as :func:`fficube.update_cube`, run to completion."""
     raise AssertionError("replaced by the wrapper")
