@@ -6,12 +6,15 @@ Writes ``--n`` synthetic SPOC FFIs (2078 x 2136, float32, about 35.5 MB each) on
 ``--data`` (reused on later runs), then runs, in alternation, ``--repeat`` times:
 
 * ``cat``: every input byte read once and every output byte written once
-  (``cat`` of all inputs into one file): the floor for this machine;
+  (``cat`` of all inputs into one file, then ``sync`` of that file, as fficube flushes
+  the cube to disk before renaming it into place): the floor for this machine;
 * ``fficube`` at each ``--memory``;
 * astrocut's ``CubeFactory`` at each ``--memory`` (as its ``max_memory`` in GB).
 
 Each run is a separate process; wall time, CPU time (user + system) and peak RSS come
-from ``os.wait4``.  Prints a Markdown table of medians and ratios to ``cat``.
+from ``os.wait4``.  Linux counts the parent's RSS at spawn time into a child's peak, so
+this script stays small: it imports neither astropy nor fficube (inputs are made in a
+subprocess).  Prints a Markdown table of medians and ratios to ``cat``.
 """
 
 from __future__ import annotations
@@ -39,16 +42,28 @@ CubeFactory().make_cube(paths, out, max_memory=budget / 1e9, verbose=False)
 """
 
 
-def make_inputs(directory: Path, n: int) -> list[str]:
-    from fficube.synthetic import FULL_SHAPE, SectorSpec, make_sector
+MAKE_INPUTS = """
+import json, sys
+from fficube.synthetic import FULL_SHAPE, SectorSpec, make_sector
+directory, n, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+paths = make_sector(directory, SectorSpec(n_ffis=n, shape=FULL_SHAPE, no_wcs=(1,)))
+open(marker, "w").write(json.dumps(paths))
+"""
+UNITS = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
+
+def parse_size(text: str) -> int:
+    number = text.rstrip("kKmMgGiBb")
+    return int(float(number) * UNITS.get(text[len(number):].lower(), 1))
+
+
+def make_inputs(directory: Path, n: int) -> list[str]:
     marker = directory / f"ready-{n}.json"
-    if marker.exists():
-        return json.loads(marker.read_text())
-    shutil.rmtree(directory, ignore_errors=True)
-    paths = make_sector(directory, SectorSpec(n_ffis=n, shape=FULL_SHAPE, no_wcs=(1,)))
-    marker.write_text(json.dumps(paths))
-    return paths
+    if not marker.exists():
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        subprocess.run([sys.executable, "-c", MAKE_INPUTS, str(directory), str(n), str(marker)], check=True)
+    return json.loads(marker.read_text())
 
 
 def run(argv: list[str]) -> dict:
@@ -71,8 +86,6 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("bench-data"))
     args = parser.parse_args()
 
-    from fficube.units import parse_size
-
     paths = make_inputs(args.data / f"ffis-{args.n}", args.n)
     out = args.data / "cube.fits"
     budgets = [parse_size(m) for m in args.memory.split(",")]
@@ -80,7 +93,7 @@ def main() -> None:
     cases: list[tuple[str, list[str]]] = []
     tools = args.tools.split(",")
     if "cat" in tools:
-        cases.append(("cat", ["sh", "-c", 'cat "$@" > ' + str(out), "cat", *paths]))
+        cases.append(("cat", ["sh", "-c", f'cat "$@" > {out} && sync {out}', "cat", *paths]))
     for budget in budgets:
         payload = json.dumps([paths, str(out), budget])
         if "fficube" in tools:

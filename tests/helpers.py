@@ -28,7 +28,11 @@ def plan_of(paths: list[str], max_memory: int, **kw) -> CubePlan:
 
 
 def budget_for_rows(paths: list[str], rows: int, **kw) -> int:
-    """The smallest max_memory whose plan uses blocks of exactly ``rows`` rows, found by bisection."""
+    """The smallest max_memory whose plan uses blocks of exactly ``rows`` rows, found by
+    bisection, planning as a local build with the default concurrency does."""
+    from fficube.build import DEFAULT_CONCURRENCY, plan_options
+
+    kw = {**plan_options(DEFAULT_CONCURRENCY, local=True), **kw}
     ffis = scan_paths(paths)
     lo, hi = 1, 1 << 40
     while lo < hi:

@@ -103,7 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(SLOW_DOWN)))
                 self.end_headers()
-                self.wfile.write(SLOW_DOWN)
+                if self.command != "HEAD":  # a HEAD answer has no body
+                    self.wfile.write(SLOW_DOWN)
                 return
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding",)}
             if body is not None:

@@ -1,4 +1,9 @@
-"""The memory budget holds: peak RSS of a build stays under max_memory + 300 MB."""
+"""The memory budget holds: peak RSS of a build stays under max_memory + 300 MB.
+
+The child reports VmHWM from /proc/self/status, its own peak RSS: getrusage's
+ru_maxrss would include the parent's RSS at spawn time (Linux folds the old address
+space's high-water mark in at exec).
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,12 @@ from fficube.synthetic import SectorSpec, make_sector
 
 CHILD = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, re, sys
     import fficube
     paths, output, budget = json.loads(sys.argv[1])
     result = fficube.make_cube(paths, output, max_memory=budget)
-    print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    hwm = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+    print(json.dumps({"peak_kb": hwm,
                       "blocks": result.blocks, "bytes": result.bytes_written}))
     """
 )
@@ -43,15 +49,17 @@ def test_peak_rss_stays_within_budget_for_a_cube_much_larger(tmp_path: Path) -> 
     assert report["blocks"] > 8
     peak = report["peak_kb"] * 1024
     assert peak < budget + 300 * 10**6, f"peak RSS {peak / 1e6:.0f} MB, cube {cube_bytes / 1e6:.0f} MB"
+    assert peak < budget + 150 * 10**6, f"peak RSS {peak / 1e6:.0f} MB"  # the rest is imports
 
 
 UPDATE_CHILD = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, re, sys
     import fficube.sync
     cube, paths, budget = json.loads(sys.argv[1])
     result = fficube.sync.update_cube(cube, paths, max_memory=budget)
-    print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    hwm = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+    print(json.dumps({"peak_kb": hwm,
                       "blocks": result.blocks, "bytes": result.bytes_written}))
     """
 )
@@ -78,4 +86,5 @@ def test_update_streams_within_the_budget(tmp_path: Path) -> None:
 
     with fits.open(cube) as a, fits.open(tmp_path / "fresh.fits") as b:
         assert np.array_equal(a[1].section[::50, ::100, :, :], b[1].section[::50, ::100, :, :])
-    print(f"update peak RSS {peak / 2**20:.0f} MiB for a {report['bytes'] / 1e6:.0f} MB cube")
+    # Tighter than the issue's bound: the pipeline holds the budget, the rest is imports.
+    assert peak < budget + 150 * 10**6, f"peak RSS {peak / 1e6:.0f} MB"

@@ -100,3 +100,13 @@ def test_refuses_no_template_and_no_input(sector) -> None:
         make_plan(scan_paths(sector(n_ffis=3, shape=(16, 20), no_wcs=(0, 1, 2))), max_memory=10**9)
     with pytest.raises(NoInputsError):
         make_plan([], max_memory=10**9)
+
+
+def test_block_cap_limits_blocks_whatever_the_budget(ffis) -> None:
+    row_bytes = 24 * 10 * 2 * 4
+    capped = make_plan(ffis, max_memory=10**9, max_block_bytes=5 * row_bytes)
+    assert capped.block_rows == 5 and len(capped.blocks) == 8 and capped.memory.block_buffers == 2
+    assert make_plan(ffis, max_memory=10**9).block_rows == 37  # uncapped: one block
+    # A tight budget still wins over the cap.
+    tight = make_plan(ffis, max_memory=250_000, max_block_bytes=10**9)
+    assert tight.block_rows == make_plan(ffis, max_memory=250_000).block_rows < 37

@@ -161,3 +161,18 @@ def test_cli_update_and_astrocut_drop_in(ten, tmp_path: Path) -> None:
     assert returned == str(cube) and len(fits.getdata(cube, 2)) == 10
     fficube.make_cube(ten, tmp_path / "fresh.fits")
     assert data_bytes(cube) == data_bytes(tmp_path / "fresh.fits")
+
+
+def test_longer_new_values_widen_the_columns(ten, tmp_path: Path) -> None:
+    from helpers import rewrite_ffi
+
+    late = ten[8]
+    longer = rewrite_ffi(late, late.replace("-s_ffic.fits", "-reprocessed-s_ffic.fits"),
+                         image_cards={"IMAGTYPE": "calibrated-again"})
+    new = [*ten[6:8], longer, ten[9]]
+    fficube.make_cube(ten[:6], tmp_path / "cube.fits")
+    fficube.sync.update_cube(tmp_path / "cube.fits", new)
+    fficube.make_cube(ten[:6] + new, tmp_path / "fresh.fits")
+    assert table_bytes(tmp_path / "cube.fits") == table_bytes(tmp_path / "fresh.fits")
+    table = fits.getdata(tmp_path / "cube.fits", 2)
+    assert table["IMAGTYPE"][8] == "calibrated-again" and table["FFI_FILE"][8] == os.path.basename(longer)

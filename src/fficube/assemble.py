@@ -20,7 +20,7 @@ from .fetch import BASE, Slab
 from .plan import CubePlan
 from .scan import ImageLayout
 
-__all__ = ["decode", "place", "assemble_blocks", "Block"]
+__all__ = ["decode", "place", "place_group", "assemble_blocks", "Block"]
 
 #: (block index, first row, stop row, buffer) handed to the writer.
 Block = tuple[int, int, int, np.ndarray]
@@ -56,6 +56,23 @@ def place(block: np.ndarray, slab: Slab, layers: tuple[ImageLayout, ...], slot: 
         offset += nbytes
 
 
+def place_group(
+    block: np.ndarray, slabs: list[Slab], layers: tuple[ImageLayout, ...], first_slot: int, scratch: np.ndarray
+) -> None:
+    """Copy the slabs of consecutive raw-float32 FFIs (slots ``first_slot`` on) into the
+    block at once: gather each layer into ``scratch`` (contiguous copies), then one
+    transposed copy that writes whole cache lines."""
+    rows, count = slabs[0].rows, len(slabs)
+    offset = 0
+    for index, layout in enumerate(layers):
+        nbytes = rows * layout.cols * layout.itemsize
+        stack = scratch[:count, :rows]
+        for j, slab in enumerate(slabs):
+            stack[j] = slab.buffer[offset : offset + nbytes].view(">f4").reshape(rows, layout.cols)
+        block[:rows, :, first_slot : first_slot + count, index] = stack.transpose(1, 2, 0)
+        offset += nbytes
+
+
 def place_base(block: np.ndarray, slab: Slab, slots: tuple[int, ...]) -> None:
     """Copy the old cube's rows into their FFIs' new places (runs of FFIs as slices)."""
     rows, cols, _, layers = block.shape
@@ -82,9 +99,27 @@ async def assemble_blocks(
     Ends by putting ``None`` on ``full_blocks``.
     """
     early: dict[int, list[Slab]] = defaultdict(list)  # slabs of blocks not started yet
+    n_files = len(plan.files)
+    group = plan.memory.group
+    rows, cols = plan.block_rows, plan.shape[1]
+    scratch = np.empty((group, rows, cols), dtype=">f4") if group > 1 else None
+
+    async def place_ready(block: np.ndarray, held: dict[int, Slab], first: int, stop: int) -> None:
+        slabs = [held.pop(j) for j in range(first, stop)]
+        # A group's slots are consecutive unless an update interleaves old FFIs.
+        consecutive = all(plan.slot(first + j) == plan.slot(first) + j for j in range(len(slabs)))
+        if scratch is not None and len(slabs) > 1 and consecutive:
+            await asyncio.to_thread(place_group, block, slabs, plan.files[first].layers, plan.slot(first), scratch)
+        else:
+            for j, slab in enumerate(slabs):
+                await asyncio.to_thread(place, block, slab, plan.files[first + j].layers, plan.slot(first + j))
+        for slab in slabs:
+            slab.home.put_nowait(slab)
+
     for index, (start, stop) in enumerate(plan.blocks):
         block = await free_blocks.get()
         pending = early.pop(index, [])
+        held: dict[int, Slab] = {}  # FFI slabs waiting for the rest of their group
         placed = 0
         while placed < plan.slabs_per_block:
             slab = pending.pop() if pending else await ready.get()
@@ -94,9 +129,14 @@ async def assemble_blocks(
             if slab.ffi == BASE:
                 assert plan.base is not None
                 await asyncio.to_thread(place_base, block, slab, plan.base.slots)
-            else:
-                await asyncio.to_thread(place, block, slab, plan.files[slab.ffi].layers, plan.slot(slab.ffi))
-            slab.home.put_nowait(slab)
-            placed += 1
+                slab.home.put_nowait(slab)
+                placed += 1
+                continue
+            held[slab.ffi] = slab
+            first = slab.ffi - slab.ffi % group
+            last = min(first + group, n_files)
+            if all(j in held for j in range(first, last)):
+                await place_ready(block, held, first, last)
+                placed += last - first
         await full_blocks.put((index, start, stop, block))
     await full_blocks.put(None)

@@ -39,6 +39,10 @@ __all__ = ["CubePlan", "BaseCube", "MemoryUse", "make_plan", "plan_update"]
 
 #: Bytes per cube value: the cube is always float32.
 VALUE_BYTES = 4
+#: FFIs placed into a block together.  A block row holds ``n_ffis x layers`` values per
+#: column, so placing one FFI at a time writes 4 bytes per 64-byte cache line and
+#: rewrites every line once per FFI; 16 FFIs x 2 layers x 4 bytes fill two lines at once.
+GROUP = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,8 @@ class MemoryUse:
     slabs: int  #: slab buffers in the pool (fetched ahead of assembly)
     decode_bytes: int  #: scratch for decoding scaled or non-float32 input
     base_bytes: int = 0  #: an update's buffer for the old cube's rows of one block
+    group: int = 1  #: FFIs placed together (see GROUP)
+    group_bytes: int = 0  #: scratch holding one layer of a group's slabs
 
     @property
     def total(self) -> int:
@@ -64,6 +70,7 @@ class MemoryUse:
             + self.slab_bytes * self.slabs
             + self.decode_bytes
             + self.base_bytes
+            + self.group_bytes
         )
 
 
@@ -249,9 +256,14 @@ def cube_header(shape: tuple[int, int, int, int]) -> bytes:
 # Memory
 
 
+def _groupable(files: Sequence[FfiInfo]) -> bool:
+    """Whether the FFIs can be placed in groups: raw float32 input, read in cube order."""
+    return all(lay.is_raw_float32 for f in files for lay in f.layers)
+
+
 def plan_memory(
     shape: tuple[int, int, int, int], files: Sequence[FfiInfo], fixed: int, budget: int, slabs: int,
-    reserved: int = 0, base_row_bytes: int = 0,
+    reserved: int = 0, base_row_bytes: int = 0, max_block_bytes: int | None = None, group: int = 1,
 ) -> tuple[int, MemoryUse]:
     """Choose the rows per block that fit ``budget``; return them with the accounting.
 
@@ -265,6 +277,8 @@ def plan_memory(
     needs_decode = any(not lay.is_raw_float32 for f in files for lay in f.layers)
     decode_row = cols * 8 if needs_decode else 0  # one layer, as float64 at most
     slabs = max(1, min(slabs, len(files)))
+    # Groups need their slabs held at once: never more than half the pool.
+    group = max(1, min(group, slabs // 2, len(files)))
 
     def use(block_rows: int, buffers: int) -> MemoryUse:
         return MemoryUse(
@@ -277,6 +291,8 @@ def plan_memory(
             slabs=slabs,
             decode_bytes=block_rows * decode_row,
             base_bytes=block_rows * base_row_bytes,
+            group=group,
+            group_bytes=block_rows * cols * VALUE_BYTES * group if group > 1 else 0,
         )
 
     available = budget - fixed - reserved
@@ -290,11 +306,13 @@ def plan_memory(
             + (f" and {format_bytes(reserved)} of upload buffers" if reserved else "")
             + f"; give at least {format_bytes(fixed + reserved + per_row_single)}"
         )
-    if rows * per_row_single <= available:
+    # Blocks larger than max_block_bytes are slower, not faster (see make_plan).
+    cap_rows = rows if max_block_bytes is None else max(1, max_block_bytes // row_bytes)
+    if rows <= cap_rows and rows * per_row_single <= available:
         return rows, use(rows, 1)  # one block: nothing to overlap with
     per_row_double = use(1, 2).total - fixed - reserved
     buffers = 2 if available >= per_row_double else 1
-    block_rows = available // (per_row_double if buffers == 2 else per_row_single)
+    block_rows = min(cap_rows, available // (per_row_double if buffers == 2 else per_row_single))
     # Even out the blocks, so that the last one is not a sliver.
     n_blocks = math.ceil(rows / block_rows)
     block_rows = math.ceil(rows / n_blocks)
@@ -311,6 +329,7 @@ def make_plan(
     sector: int | None = None,
     read_ahead: int = 8,
     reserved: int = 0,
+    max_block_bytes: int | None = None,
     now: dt.datetime | None = None,
 ) -> CubePlan:
     """Plan a cube from scanned FFIs.
@@ -327,6 +346,10 @@ def make_plan(
         Slab buffers: how many FFI reads may run ahead of assembly.
     reserved
         Bytes of the budget held elsewhere (an upload's part buffers).
+    max_block_bytes
+        Largest block, whatever the budget.  For local files a few hundred MB are
+        faster than multi-GB blocks: a huge fresh buffer costs a page fault per 4 kB
+        at every build, and one block cannot overlap assembly with writing.
     now
         The build time, for ``DATE`` and the DATASUM stamp (now when ``None``).
 
@@ -371,7 +394,10 @@ def make_plan(
 
     # The plan keeps every FFI's header text: count it, with the encoded pieces.
     fixed = sum(len(f.primary_header) + len(f.image_header) for f in files) + len(table) + len(primary)
-    block_rows, memory = plan_memory(shape, files, fixed, max_memory, read_ahead, reserved)
+    block_rows, memory = plan_memory(
+        shape, files, fixed, max_memory, read_ahead, reserved, max_block_bytes=max_block_bytes,
+        group=GROUP if _groupable(files) else 1,
+    )
     assert len(primary) % BLOCK == 0 and len(cube) % BLOCK == 0
     return CubePlan(
         product=product,
@@ -440,6 +466,7 @@ def plan_update(
     sector: int | None = None,
     read_ahead: int = 8,
     reserved: int = 0,
+    max_block_bytes: int | None = None,
     now: dt.datetime | None = None,
 ) -> CubePlan:
     """Plan the cube that a fresh build of the cube's FFIs and ``ffis`` would give.
@@ -517,7 +544,8 @@ def plan_update(
 
     fixed = sum(len(f.primary_header) + len(f.image_header) for f in files) + len(table) + len(primary)
     block_rows, memory = plan_memory(
-        shape, files, fixed, max_memory, read_ahead, reserved, base_row_bytes=cube.row_bytes
+        shape, files, fixed, max_memory, read_ahead, reserved, base_row_bytes=cube.row_bytes,
+        max_block_bytes=max_block_bytes,
     )
     return CubePlan(
         product=product,

@@ -27,6 +27,10 @@ def _run(async_fn: Callable[P, Coroutine[Any, Any, T]], name: str) -> Callable[P
             try:
                 asyncio.get_running_loop()
             except RuntimeError:
+                running = False
+            else:
+                running = True
+            if not running:  # outside the except block: errors carry no stray context
                 return asyncio.run(async_fn(*args, **kwargs))
             raise EventLoopError(
                 f"{name}() cannot run inside a running event loop; "

@@ -56,6 +56,7 @@ class CubeSink(Protocol):
     """Where the cube's bytes go, in order."""
 
     bytes_written: int
+    location: str  #: the finished cube's path or URL
 
     async def open(self) -> None: ...
     async def write(self, data: bytes | memoryview) -> None: ...
@@ -67,7 +68,7 @@ class LocalSink:
     """Writes a local file through ``<output>.partial`` and an atomic rename."""
 
     def __init__(self, output: str, *, overwrite: bool = False) -> None:
-        self.output = output
+        self.output = self.location = output
         self.partial = partial_path(output)
         self.overwrite = overwrite
         self.bytes_written = 0
@@ -131,6 +132,7 @@ class S3Sink:
         policy: RetryPolicy = RetryPolicy(), stats: IOStats | None = None,
     ) -> None:
         self.fs, self.url, self.overwrite, self.policy = fs, url, overwrite, policy
+        self.location = url
         self.stats = stats or IOStats()
         self.bucket, self.key, _ = fs.split_path(url)
         self.part_size = part_size_for(total_bytes)
