@@ -545,7 +545,7 @@ def plan_update(
     fixed = sum(len(f.primary_header) + len(f.image_header) for f in files) + len(table) + len(primary)
     block_rows, memory = plan_memory(
         shape, files, fixed, max_memory, read_ahead, reserved, base_row_bytes=cube.row_bytes,
-        max_block_bytes=max_block_bytes,
+        max_block_bytes=max_block_bytes, group=GROUP if _groupable(files) else 1,
     )
     return CubePlan(
         product=product,
