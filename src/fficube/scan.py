@@ -125,10 +125,12 @@ def parse_header(raw: bytes, *, path: str, offset: int) -> fits.Header:
         with warnings.catch_warnings():
             warnings.simplefilter("error", fits.verify.VerifyWarning)
             header = fits.Header.fromstring(text)
-            # Cards are parsed lazily; touch the ones the layout depends on now.
-            for key in ("NAXIS", "BITPIX"):
-                header.get(key)
-    except (UnicodeDecodeError, ValueError, fits.verify.VerifyWarning, KeyError, IndexError) as exc:
+            # Cards are parsed lazily: parse them all now, inside this guard, so that a
+            # malformed card is reported here, with the file, and not later by astropy.
+            for card in header.cards:
+                card.value  # noqa: B018
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError,
+            fits.verify.VerifyWarning, fits.verify.VerifyError) as exc:
         raise FitsFormatError(
             f"unreadable FITS header ({exc})", path=path, byte_range=(offset, offset + len(raw))
         ) from exc
