@@ -110,3 +110,25 @@ def test_build_from_s3_with_cli_options(s3, paths, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as info:
         run("build", "x.fits", "-o", "y.fits", "--storage-option", "novalue")
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize("sig, code, words", [("SIGTERM", 143, "stopped by SIGTERM"), ("SIGINT", 130, "interrupted")])
+def test_signals_stop_a_build_cleanly(sector, tmp_path: Path, sig: str, code: int, words: str) -> None:
+    import signal
+    import time
+
+    paths = sector(n_ffis=16, shape=(600, 900), no_wcs=())
+    out = tmp_path / "c.fits"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fficube.cli", "build", *paths, "-o", str(out), "--max-memory", "8MB", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not Path(f"{out}.partial").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    assert Path(f"{out}.partial").exists(), "the build finished before it could be stopped"
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert words in err and "Traceback" not in err
+    assert not out.exists() and not Path(f"{out}.partial").exists()

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
@@ -27,6 +28,36 @@ __all__ = ["main", "ProgressBar"]
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
+
+
+class Terminated(Exception):
+    """The process got SIGTERM; the build was cancelled cleanly."""
+
+
+async def _cancel_on_sigterm(coro):  # type: ignore[no-untyped-def]
+    """Run ``coro``; SIGTERM (AWS Batch, spot reclaims, ``kill``) cancels it like Ctrl-C,
+    so that its cleanup runs (partial file removed, upload aborted)."""
+    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    got = []
+
+    def terminate() -> None:
+        got.append(True)
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
+        return await task
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if got:
+            raise Terminated() from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 class ProgressBar:
@@ -158,7 +189,7 @@ async def _build(args: argparse.Namespace, out: TextIO, err: TextIO) -> BuildRes
 
 
 def _cmd_build(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    result = asyncio.run(_build(args, out, err))
+    result = asyncio.run(_cancel_on_sigterm(_build(args, out, err)))
     if not args.quiet:
         out.write(f"wrote {result.summary()}\n")
     return 0
@@ -167,11 +198,11 @@ def _cmd_build(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _cmd_update(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .build import update_cube
 
-    result = asyncio.run(update_cube(
+    result = asyncio.run(_cancel_on_sigterm(update_cube(
         args.cube, args.inputs, output=args.output, sector=args.sector, max_memory=args.max_memory,
         concurrency=args.concurrency, overwrite=args.overwrite, progress=None if args.quiet else ProgressBar(err),
         anon=True if args.anon else None, storage_options=_storage_options(args.storage_option),
-    ))
+    )))
     if not args.quiet:
         out.write(f"updated {result.summary()}\n")
     return 0
@@ -222,6 +253,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except KeyboardInterrupt:
         err.write("\nfficube: interrupted; no partial output was left\n")
         return EXIT_INTERRUPTED
+    except Terminated:
+        err.write("\nfficube: stopped by SIGTERM; no partial output was left\n")
+        return EXIT_TERMINATED
     except (FficubeError, OSError, ValueError) as exc:
         if args.debug:
             raise
