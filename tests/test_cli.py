@@ -75,7 +75,7 @@ def test_inspect(paths, tmp_path: Path) -> None:
     assert lines["sector"].strip() == "9" and lines["camera/CCD"] == "1/1"
     assert lines["product"].strip() == "SPOC" and lines["FFIs"].strip() == "5"
     code, _, err = run("inspect", paths[0])
-    assert code == 1 and "not an FFI cube" in err
+    assert code == 1 and "not a 4-D float32 image: not an FFI cube" in err
 
 
 def test_demo_in_a_subprocess(tmp_path: Path) -> None:
@@ -104,6 +104,12 @@ def test_build_from_s3_with_cli_options(s3, paths, tmp_path: Path) -> None:
                           "--storage-option", f"endpoint_url={s3.url}", "--storage-option", "default_block_size=1048576")
     assert code == 0, err
     assert "from 5 FFIs" in text and "retried" in text
+    cube_url = f"s3://{s3.bucket}/cubes/c.fits"
+    s3.client.upload_file(str(out), s3.bucket, "cubes/c.fits")
+    code, local, _ = run("inspect", str(out))
+    code2, remote, err = run("inspect", cube_url, "--storage-option", f"endpoint_url={s3.url}")
+    assert code == code2 == 0, err
+    assert local.replace(str(out), "X") == remote.replace(cube_url, "X") and "5 FFIs" in remote
     code, _, err = run("build", f"s3://{s3.bucket}/cli/nothing-*.fits", "-o", str(tmp_path / "d.fits"),
                        "--storage-option", f"endpoint_url={s3.url}")
     assert code == 1 and "the pattern matches no object" in err and urls

@@ -162,8 +162,10 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option)
     update.add_argument("-q", "--quiet", action="store_true")
 
-    inspect = sub.add_parser("inspect", help="describe a cube")
-    inspect.add_argument("cube")
+    inspect = sub.add_parser("inspect", help="describe a cube (reads only its headers and table)")
+    inspect.add_argument("cube", help="a path or a URL (s3://...)")
+    inspect.add_argument("--anon", action="store_true", help="read S3 anonymously")
+    inspect.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option)
 
     demo = sub.add_parser("demo", help="make a small synthetic sector, build its cube, inspect it")
     demo.add_argument("directory", nargs="?", default="fficube-demo")
@@ -208,8 +210,13 @@ def _cmd_update(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _describe(path: str, anon: bool = False, options: list | None = None):  # type: ignore[no-untyped-def]
+    return asyncio.run(describe_cube(path, anon=True if anon else None,
+                                     storage_options=_storage_options(options or [])))
+
+
 def _cmd_inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    _print_table(describe_cube(args.cube).rows(), out)
+    _print_table(_describe(args.cube, args.anon, args.storage_option).rows(), out)
     return 0
 
 
@@ -233,7 +240,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     out.write(f"building {cube} with max_memory=1.5MB\n")
     _cmd_build(build_args, out, err)
     out.write(f"fficube inspect {cube}\n")
-    _print_table(describe_cube(cube).rows(), out)
+    _print_table(_describe(cube).rows(), out)
     return 0
 
 

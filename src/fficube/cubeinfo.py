@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.io import fits
 
-from .errors import FitsFormatError
 from .products import PRODUCTS, Product
 
 __all__ = ["CubeDescription", "describe_cube"]
@@ -53,53 +52,61 @@ class CubeDescription:
         ]
 
 
-def describe_cube(path: str | os.PathLike[str]) -> CubeDescription:
-    """Describe the cube at ``path``.
+async def describe_cube(
+    path: str | os.PathLike[str], *, anon: bool | None = None, storage_options: dict | None = None
+) -> CubeDescription:
+    """Describe the cube at ``path`` (local or any ranged fsspec URL), reading only its
+    headers and info table by byte range.
 
     Raises
     ------
     FitsFormatError
-        If the file is not a cube of fficube's (astrocut's) format.
+        If the file is not a cube in fficube's (astrocut's) format.
     """
+    from .remote import Filesystems, is_url, protocol_of
+    from .scan import scan_cube
+    from .storage import FsspecSource, LocalSource
+
     path = os.fspath(path)
+    filesystems = Filesystems(anon=anon, storage_options=storage_options)
     try:
-        with fits.open(path, memmap=True, lazy_load_hdus=True) as hdus:
-            primary = hdus[0].header
-            cube = hdus[1].header
-            table = hdus[2].data
-            if cube.get("NAXIS") != 4 or not isinstance(hdus[2], fits.BinTableHDU):
-                raise FitsFormatError("not an FFI cube (HDU 1 must be 4-D and HDU 2 a table)", path=path)
-            shape = (cube["NAXIS4"], cube["NAXIS3"], cube["NAXIS2"], cube["NAXIS1"])
-            product: Product = PRODUCTS["tica"] if "CAMNUM" in primary else PRODUCTS["spoc"]
-            columns = table.columns.names
-            time_key = product.time_keyword
-            stop_key = "ENDTJD" if product.name == "tica" else "TSTOP"
-            start = float(np.nanmin(table[time_key])) if time_key in columns else float("nan")
-            stop = float(np.nanmax(table[stop_key])) if stop_key in columns else float("nan")
-            files = [f.decode() if isinstance(f, bytes) else str(f) for f in table["FFI_FILE"]]
-            template = None
-            for key, value in product.template_requirements.items():
-                if key in columns:
-                    hits = np.flatnonzero(table[key] == value)
-                    template = files[hits[0]] if hits.size else None
-            cam_key, ccd_key = product.camera_keywords
-            return CubeDescription(
-                path=path,
-                size=os.path.getsize(path),
-                product=product.name,
-                shape=shape,
-                start=start,
-                stop=stop,
-                sector=primary.get("SECTOR"),
-                camera=primary.get(cam_key),
-                ccd=primary.get(ccd_key),
-                first_file=files[0] if files else "",
-                last_file=files[-1] if files else "",
-                template=template,
-                template_rule=product.template_rule,
-                date=str(primary.get("DATE", "")),
-            )
-    except (OSError, IndexError, KeyError, TypeError) as exc:
-        if isinstance(exc, FitsFormatError):
-            raise
-        raise FitsFormatError(f"not a readable FFI cube ({exc})", path=path) from exc
+        if is_url(path):
+            source = FsspecSource(await filesystems.get(protocol_of(path)), 4)
+        else:
+            source = LocalSource(1)
+        try:
+            cube = await scan_cube(source, path)
+        finally:
+            await source.aclose()
+    finally:
+        await filesystems.aclose()
+    primary = fits.Header.fromstring(cube.primary_header)
+    product: Product = PRODUCTS[cube.product]
+    table = cube.table.data
+    columns = cube.table.columns.names
+    stop_key = "ENDTJD" if product.name == "tica" else "TSTOP"
+    start = float(np.nanmin(table[product.time_keyword])) if product.time_keyword in columns else float("nan")
+    stop = float(np.nanmax(table[stop_key])) if stop_key in columns else float("nan")
+    files = cube.names
+    template = None
+    for key, value in product.template_requirements.items():
+        if key in columns:
+            hits = np.flatnonzero(table[key] == value)
+            template = files[hits[0]] if hits.size else None
+    cam_key, ccd_key = product.camera_keywords
+    return CubeDescription(
+        path=path,
+        size=cube.size,
+        product=product.name,
+        shape=cube.shape,
+        start=start,
+        stop=stop,
+        sector=primary.get("SECTOR"),
+        camera=primary.get(cam_key),
+        ccd=primary.get(ccd_key),
+        first_file=files[0] if files else "",
+        last_file=files[-1] if files else "",
+        template=template,
+        template_rule=product.template_rule,
+        date=str(primary.get("DATE", "")),
+    )
