@@ -8,19 +8,30 @@ import os
 from astropy.io import fits
 
 from fficube.plan import CubePlan, make_plan
-from fficube.scan import scan
+from fficube.scan import scan, scan_file
 from fficube.storage import LocalSource
 
 
-def scan_paths(paths: list[str]):
+def _with_source(work):
+    """Run ``work(source)`` with a fresh LocalSource, closed afterwards."""
+
     async def run():
         source = LocalSource(4)
         try:
-            return await scan(paths, source)
+            return await work(source), source.stats
         finally:
             await source.aclose()
 
     return asyncio.run(run())
+
+
+def scan_paths(paths: list[str]):
+    return _with_source(lambda source: scan(paths, source))[0]
+
+
+def scan_one(path, product=None):
+    """(FfiInfo, IOStats) of one file."""
+    return _with_source(lambda source: scan_file(source, str(path), product))
 
 
 def plan_of(paths: list[str], max_memory: int, **kw) -> CubePlan:

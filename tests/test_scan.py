@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -11,20 +10,8 @@ from astropy.io import fits
 
 from fficube.errors import FitsFormatError
 from fficube.products import SPOC, TICA
-from fficube.scan import scan_file
-from fficube.storage import LocalSource
+from helpers import scan_one
 from fficube.synthetic import write_spoc_ffi, write_tica_ffi
-
-
-def scan_one(path, product=None):
-    async def run():
-        source = LocalSource(2)
-        try:
-            return await scan_file(source, str(path), product), source.stats
-        finally:
-            await source.aclose()
-
-    return asyncio.run(run())
 
 
 @pytest.mark.parametrize("wcs", [True, False])

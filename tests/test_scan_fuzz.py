@@ -3,7 +3,6 @@ one of fficube's own errors (never a stray IndexError, UnicodeDecodeError, ...).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 
@@ -11,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fficube.errors import FficubeError
-from fficube.scan import FfiInfo, scan_file
-from fficube.storage import LocalSource
+from fficube.scan import FfiInfo
+from helpers import scan_one
 from fficube.synthetic import write_spoc_ffi, write_tica_ffi
 
 _DIR = tempfile.mkdtemp(prefix="fficube-fuzz-")
@@ -59,16 +58,8 @@ def scan_bytes(data: bytes):
     fd, path = tempfile.mkstemp(suffix=".fits", dir=_DIR)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-
-    async def run():
-        source = LocalSource(2)
-        try:
-            return await scan_file(source, path)
-        finally:
-            await source.aclose()
-
     try:
-        return asyncio.run(run())
+        return scan_one(path)[0]
     finally:
         os.unlink(path)
 

@@ -28,6 +28,8 @@ from .sync import make_cube
 from ._version import __version__
 
 __all__ = [
+    "__version__",
+    "sync",
     "build_cube",
     "update_cube",
     "make_cube",
