@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from ._version import __version__
-from .build import DEFAULT_CONCURRENCY, BuildResult, Progress, build_cube
+from .build import DEFAULT_CONCURRENCY, BuildResult, Progress, build_cube, update_cube
 from .cubeinfo import describe_cube
 from .errors import FficubeError
 from .units import format_bytes
@@ -198,8 +198,6 @@ def _cmd_build(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_update(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .build import update_cube
-
     result = asyncio.run(_cancel_on_sigterm(update_cube(
         args.cube, args.inputs, output=args.output, sector=args.sector, max_memory=args.max_memory,
         concurrency=args.concurrency, overwrite=args.overwrite, progress=None if args.quiet else ProgressBar(err),

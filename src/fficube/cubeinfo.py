@@ -9,6 +9,9 @@ import numpy as np
 from astropy.io import fits
 
 from .products import PRODUCTS, Product
+from .remote import Filesystems, is_url, protocol_of
+from .scan import scan_cube
+from .storage import ByteSource, FsspecSource, LocalSource
 
 __all__ = ["CubeDescription", "describe_cube"]
 
@@ -63,13 +66,10 @@ async def describe_cube(
     FitsFormatError
         If the file is not a cube in fficube's (astrocut's) format.
     """
-    from .remote import Filesystems, is_url, protocol_of
-    from .scan import scan_cube
-    from .storage import FsspecSource, LocalSource
-
     path = os.fspath(path)
     filesystems = Filesystems(anon=anon, storage_options=storage_options)
     try:
+        source: ByteSource
         if is_url(path):
             source = FsspecSource(await filesystems.get(protocol_of(path)), 4)
         else:

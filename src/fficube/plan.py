@@ -256,6 +256,19 @@ def cube_header(shape: tuple[int, int, int, int]) -> bytes:
 # Memory
 
 
+def _size_blocks(
+    shape: tuple[int, int, int, int], files: Sequence[FfiInfo], table: bytes, primary: bytes,
+    max_memory: int, read_ahead: int, reserved: int, max_block_bytes: int | None, base_row_bytes: int = 0,
+) -> tuple[int, MemoryUse]:
+    """Rows per block for a plan that keeps these headers and encoded pieces in memory."""
+    # The plan keeps every FFI's header text: count it, with the encoded pieces.
+    fixed = sum(len(f.primary_header) + len(f.image_header) for f in files) + len(table) + len(primary)
+    return plan_memory(
+        shape, files, fixed, max_memory, read_ahead, reserved, base_row_bytes=base_row_bytes,
+        max_block_bytes=max_block_bytes, group=GROUP if _groupable(files) else 1,
+    )
+
+
 def _groupable(files: Sequence[FfiInfo]) -> bool:
     """Whether the FFIs can be placed in groups: raw float32 input, read in cube order."""
     return all(lay.is_raw_float32 for f in files for lay in f.layers)
@@ -392,11 +405,8 @@ def make_plan(
     primary = encode_primary(primary_header(product, files[0], files[-1], sector, now), now)
     cube = cube_header(shape)
 
-    # The plan keeps every FFI's header text: count it, with the encoded pieces.
-    fixed = sum(len(f.primary_header) + len(f.image_header) for f in files) + len(table) + len(primary)
-    block_rows, memory = plan_memory(
-        shape, files, fixed, max_memory, read_ahead, reserved, max_block_bytes=max_block_bytes,
-        group=GROUP if _groupable(files) else 1,
+    block_rows, memory = _size_blocks(
+        shape, files, table, primary, max_memory, read_ahead, reserved, max_block_bytes
     )
     assert len(primary) % BLOCK == 0 and len(cube) % BLOCK == 0
     return CubePlan(
@@ -422,9 +432,8 @@ def _old_columns(table: fits.BinTableHDU) -> list[ColumnSpec]:
     for column in table.columns:
         if column.name == FILE_COLUMN:
             continue
-        code = column.format.recformat[0] if column.format.recformat else "a"
-        kind = "A" if column.format.upper().endswith("A") or code == "a" else (
-            "J" if column.format.upper().endswith(("J", "K")) else "D")
+        fmt = column.format.upper()
+        kind = "A" if fmt.endswith("A") else "J" if fmt.endswith(("J", "K")) else "D"
         comment = ""
         if column.name not in STRUCTURAL and column.name not in COMMENTARY and column.name in table.header:
             comment = str(table.header[column.name])
@@ -434,19 +443,13 @@ def _old_columns(table: fits.BinTableHDU) -> list[ColumnSpec]:
 
 def _check_update(cube: CubeInfo, ffis: Sequence[FfiInfo], product: Product, sector: int | None) -> None:
     primary = fits.Header.fromstring(cube.primary_header)
-    expected = {
-        "product": product.name.upper(),
-        "camera": primary.get(product.camera_keywords[0]),
-        "CCD": primary.get(product.camera_keywords[1]),
-        "image shape": f"{cube.shape[0]}x{cube.shape[1]}",
-    }
-    for what, value in expected.items():
-        got = {
-            "product": lambda f: f.product.upper(),
-            "camera": lambda f: f.camera,
-            "CCD": lambda f: f.ccd,
-            "image shape": lambda f: "x".join(map(str, f.shape)),
-        }[what]
+    checks: list[tuple[str, object, Callable[[FfiInfo], object]]] = [
+        ("product", product.name.upper(), lambda f: f.product.upper()),
+        ("camera", primary.get(product.camera_keywords[0]), lambda f: f.camera),
+        ("CCD", primary.get(product.camera_keywords[1]), lambda f: f.ccd),
+        ("image shape", f"{cube.shape[0]}x{cube.shape[1]}", lambda f: "x".join(map(str, f.shape))),
+    ]
+    for what, value, got in checks:
         odd = [f for f in ffis if got(f) != value]
         if odd:
             raise MixedInputError(
@@ -542,10 +545,9 @@ def plan_update(
     header.add_history(f"first new FFI: {files[0].name}")
     primary = encode_primary(header, now)
 
-    fixed = sum(len(f.primary_header) + len(f.image_header) for f in files) + len(table) + len(primary)
-    block_rows, memory = plan_memory(
-        shape, files, fixed, max_memory, read_ahead, reserved, base_row_bytes=cube.row_bytes,
-        max_block_bytes=max_block_bytes, group=GROUP if _groupable(files) else 1,
+    block_rows, memory = _size_blocks(
+        shape, files, table, primary, max_memory, read_ahead, reserved, max_block_bytes,
+        base_row_bytes=cube.row_bytes,
     )
     return CubePlan(
         product=product,

@@ -176,7 +176,8 @@ class S3Sink:
         self._buffer += data
         self.bytes_written += len(data)
         while len(self._buffer) >= self.part_size:
-            part = bytes(self._buffer[: self.part_size])
+            with memoryview(self._buffer) as view:  # one copy of the part, not two
+                part = bytes(view[: self.part_size])
             del self._buffer[: self.part_size]
             await self._upload(part)
 
