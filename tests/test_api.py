@@ -108,27 +108,6 @@ def test_reads_each_input_byte_once(sector, tmp_path: Path) -> None:
     assert result.requests <= 2 * 5 * 16 + 3 * 5
 
 
-async def test_cancellation_removes_the_partial_file(sector, tmp_path: Path) -> None:
-    paths = sector(n_ffis=6, shape=SHAPE)
-    out = tmp_path / "c.fits"
-    budget = await asyncio.to_thread(budget_for_rows, paths, 4)
-    task: asyncio.Task | None = None
-    partial_seen = []
-
-    def cancel_after_first_block(p: fficube.Progress) -> None:
-        if p.stage == "write" and p.done == 1:
-            partial_seen.append(os.path.exists(f"{out}.partial"))
-            task.cancel()
-
-    task = asyncio.create_task(
-        fficube.build_cube(paths, out, max_memory=budget, progress=cancel_after_first_block)
-    )
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert partial_seen == [True]
-    assert not out.exists() and leftovers(tmp_path) == []
-
-
 def test_input_cut_short_during_the_build_fails_cleanly(sector, tmp_path: Path) -> None:
     paths = sector(n_ffis=6, shape=SHAPE)
     out = tmp_path / "c.fits"

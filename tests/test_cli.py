@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from astropy.io import fits
 
+from cube_compare import assert_verifies
 from cli_helpers import run_cli as run
 from fficube.cli import main
 
@@ -130,11 +131,20 @@ def test_signals_stop_a_build_cleanly(sector, tmp_path: Path, sig: str, code: in
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 60
-    while not Path(f"{out}.partial").exists() and time.monotonic() < deadline and proc.poll() is None:
+    journal = Path(f"{out}.journal")
+    while not journal.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)
-    assert Path(f"{out}.partial").exists(), "the build finished before it could be stopped"
+    assert journal.exists(), "the build finished before it could be stopped"
     proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     assert words in err and "Traceback" not in err
-    assert not out.exists() and not Path(f"{out}.partial").exists()
+    assert "run the same command with --resume" in err
+    assert not out.exists() and Path(f"{out}.partial").exists()
+    done = subprocess.run(
+        [sys.executable, "-m", "fficube.cli", "build", *paths, "-o", str(out), "--max-memory", "20MB", "--resume"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "resumed with" in done.stdout and not journal.exists()
+    assert_verifies(out)

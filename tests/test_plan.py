@@ -39,7 +39,9 @@ def test_primary_header_from_earliest_and_latest(ffis) -> None:
     assert header["TSTOP"] == latest_image["TSTOP"] and header["DATE-END"] == latest_image["DATE-END"]
     assert header["DATE"] == "2030-01-02" and header["ORIGIN"] == "STScI/MAST"
     assert header["SECTOR"] == 7 and header.comments["SECTOR"] == "Observing sector"
-    assert "CHECKSUM" not in header and header.comments["DATASUM"].endswith("2030-01-02T03:04:05")
+    # astrocut drops the FFI's CHECKSUM and keeps DATASUM; fficube seals the HDU anew.
+    assert header.comments["CHECKSUM"].endswith("2030-01-02T03:04:05")
+    assert header.comments["DATASUM"].endswith("2030-01-02T03:04:05") and header["DATASUM"] == "0"
     assert len(plan.primary_header) == 2880  # one block, as tesscube expects
 
 

@@ -11,6 +11,7 @@ import pytest
 
 import fficube
 from conftest import without_build_stamps
+from cube_compare import assert_verifies
 from helpers import budget_for_rows, data_and_header_bytes
 from s3_proxy import S3Proxy
 from fficube.write import MAX_PARTS, MIN_PART, S3Sink, part_size_for
@@ -180,27 +181,80 @@ def test_requests_in_flight_never_exceed_concurrency(s3, ffis, proxy, tmp_path: 
     assert result.max_in_flight <= 3
 
 
-async def test_cancelled_upload_leaves_no_object_and_no_parts(s3, sector) -> None:
+async def test_cancelled_upload_keeps_its_parts_and_resumes(s3, sector, tmp_path: Path) -> None:
     paths = await asyncio.to_thread(sector, n_ffis=8, shape=(400, 500), no_wcs=())
     out = f"s3://{s3.bucket}/cancelled.fits"
     task: asyncio.Task | None = None
-    seen_upload = []
+    seen_parts = []
 
     def cancel_midway(p: fficube.Progress) -> None:
         if p.stage == "write" and p.total > 4 and p.done == p.total - 2:
             uploads = s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])
             parts = s3.client.list_parts(Bucket=s3.bucket, Key="cancelled.fits", UploadId=uploads[0]["UploadId"])
-            seen_upload.append(len(parts.get("Parts", [])) >= 1)  # some parts are already up
+            seen_parts.append(sorted(part["PartNumber"] for part in parts.get("Parts", [])))
             task.cancel()
 
-    task = asyncio.create_task(  # 20 MB: many blocks beside the two 5 MiB part buffers
+    task = asyncio.create_task(  # 20 MB: many blocks beside the three 5 MiB part buffers
         fficube.build_cube(paths, out, max_memory="20MB", storage_options=s3.options, progress=cancel_midway)
     )
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert seen_upload == [True]
+    assert seen_parts and seen_parts[0][0] == 2  # part 1 (the headers) goes last
+    assert not no_uploads_left(s3)
+    assert [o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="cancelled")["Contents"]] == [
+        "cancelled.fits.journal"
+    ]
+    with pytest.raises(fficube.ResumeError, match="--resume"):
+        await fficube.build_cube(paths, out, storage_options=s3.options)
+
+    result = await fficube.build_cube(paths, out, max_memory="30MB", storage_options=s3.options, resume=True)
+    assert result.resumed_rows > 0
     assert no_uploads_left(s3)
-    assert "Contents" not in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="cancelled")
+    assert [o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="cancelled")["Contents"]] == [
+        "cancelled.fits"
+    ]
+    await fficube.build_cube(paths, tmp_path / "local.fits", max_memory="30MB")
+    cube = tmp_path / "from-s3.fits"
+    cube.write_bytes(object_bytes(s3, "cancelled.fits"))
+    assert without_build_stamps(cube.read_bytes()) == without_build_stamps((tmp_path / "local.fits").read_bytes())
+    assert_verifies(cube)
+
+
+async def test_restart_discards_the_interrupted_upload(s3, sector) -> None:
+    paths = await asyncio.to_thread(sector, n_ffis=8, shape=(400, 500), no_wcs=())
+    out = f"s3://{s3.bucket}/restarted.fits"
+    task: asyncio.Task | None = None
+
+    def cancel(p: fficube.Progress) -> None:
+        if p.stage == "write" and p.total > 4 and p.done == p.total - 2:
+            task.cancel()
+
+    task = asyncio.create_task(
+        fficube.build_cube(paths, out, max_memory="20MB", storage_options=s3.options, progress=cancel)
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not no_uploads_left(s3)
+    result = await fficube.build_cube(paths, out, max_memory="20MB", storage_options=s3.options, restart=True)
+    assert result.resumed_rows == 0 and no_uploads_left(s3)
+    assert [o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket)["Contents"]] == ["restarted.fits"]
+
+
+async def test_cancelled_before_any_part_leaves_nothing(s3, sector) -> None:
+    paths = await asyncio.to_thread(sector, n_ffis=8, shape=(400, 500), no_wcs=())
+    task: asyncio.Task | None = None
+
+    def cancel(p: fficube.Progress) -> None:
+        if p.stage == "write" and p.done == 1:
+            task.cancel()
+
+    task = asyncio.create_task(fficube.build_cube(
+        paths, f"s3://{s3.bucket}/early.fits", max_memory="20MB", storage_options=s3.options, progress=cancel,
+    ))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert no_uploads_left(s3)
+    assert "Contents" not in s3.client.list_objects_v2(Bucket=s3.bucket)
 
 
 def test_other_fsspec_urls_http_and_memory(s3, ffis, local_cube, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from .errors import (
     OutputError,
     OutputExistsError,
     ReadError,
+    ResumeError,
 )
 from .inputs import DuplicateInputWarning, FficubeWarning, TemplateWarning
 from . import sync
@@ -47,6 +48,7 @@ __all__ = [
     "OutputError",
     "OutputExistsError",
     "EventLoopError",
+    "ResumeError",
     "FficubeWarning",
     "DuplicateInputWarning",
     "TemplateWarning",

@@ -13,13 +13,14 @@ fixed by the plan: ``plan.memory.total`` bytes at most.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import posixpath
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,16 +29,17 @@ from typing import Any
 
 from ._aio import run_tasks
 from .assemble import Block, assemble_blocks
-from .errors import InputError, OutputError, OutputExistsError
+from . import journal
+from .errors import InputError, OutputError, OutputExistsError, ResumeError
 from .fetch import fetch_slabs, new_base_pool, new_slab_pool
 from .inputs import DuplicateInputWarning, Inputs, InputsLike, resolve_inputs
 from .plan import GROUP, CubePlan, make_plan, plan_update
 from .products import PRODUCTS, Product, get_product
 from .remote import S3_PROTOCOLS, Filesystems, is_url, protocol_of
 from .scan import scan, scan_cube
-from .storage import ByteSource, FsspecSource, IOStats, LocalSource, fs_request
+from .storage import ByteSource, FsspecSource, IOStats, LocalSource, RetryPolicy, fs_request
 from .units import format_bytes, parse_size
-from .write import CubeSink, LocalSink, S3Sink, write_cube
+from .write import CubeSink, LocalSink, S3Sink, Span, discard_upload, partial_path, write_cube
 
 __all__ = ["build_cube", "update_cube", "execute", "BuildResult", "Progress", "DEFAULT_CONCURRENCY"]
 
@@ -86,6 +88,7 @@ class BuildResult:
     seconds: float
     product: str
     max_in_flight: int = 0  #: most read requests in flight at once
+    resumed_rows: int = 0  #: cube rows an interrupted build had already written
 
     @property
     def read_rate(self) -> float:
@@ -100,6 +103,7 @@ class BuildResult:
             f"({format_bytes(self.bytes_written)}) from {self.n_ffis} FFIs in {self.seconds:.1f} s, "
             f"{self.blocks} block(s); read {format_bytes(self.bytes_read)} in {self.requests} requests "
             f"({format_bytes(self.read_rate)}/s), {self.retries} retried"
+            + (f"; resumed with {self.resumed_rows} of {rows} rows already written" if self.resumed_rows else "")
         )
 
 
@@ -108,35 +112,58 @@ async def execute(
     source: ByteSource,
     sink: CubeSink,
     *,
-    on_block: Callable[[int], None] | None = None,
+    resume: Mapping[str, Any] | None = None,
+    on_block: Callable[[int, int], None] | None = None,
     base_source: ByteSource | None = None,
-) -> None:
+) -> CubePlan:
     """Run a plan: read, assemble and write the cube into ``sink``, then commit it.
 
-    On any error or cancellation the sink is aborted (no partial output is left).
+    With ``resume`` (a journal's state) the sink continues where that build stopped
+    and only the missing rows are read.  On an error or cancellation the sink is
+    aborted: it keeps what it recorded as saved, and removes anything else.  Returns
+    the plan as run (its ``row_ranges`` say which rows were written).
     """
-    rows, cols, n, layers = plan.shape
-    free_blocks: asyncio.Queue[np.ndarray] = asyncio.Queue()
-    for _ in range(plan.memory.block_buffers):
-        free_blocks.put_nowait(np.empty((plan.block_rows, cols, n, layers), dtype=">f4"))
-    full_blocks: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=1)
-    free_slabs = new_slab_pool(plan)
-    base_free = new_base_pool(plan)
-    ready: asyncio.Queue = asyncio.Queue()
-
-    await sink.open()
     try:
+        offset = await sink.open(resume)
+        plan = replace(plan, row_ranges=rows_to_write(plan, offset, sink.head_bytes))
+        rows, cols, n, layers = plan.shape
+        free_blocks: asyncio.Queue[np.ndarray] = asyncio.Queue()
+        for _ in range(plan.memory.block_buffers):
+            free_blocks.put_nowait(np.empty((plan.block_rows, cols, n, layers), dtype=">f4"))
+        full_blocks: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=1)
+        n_blocks = len(plan.blocks)
+        done = (lambda index: on_block(index + 1, n_blocks)) if on_block is not None else None
+        if on_block is not None:
+            on_block(0, n_blocks)
         await run_tasks(
             [
-                fetch_slabs(plan, source, free_slabs, ready, base_source, base_free),
+                fetch_slabs(plan, source, new_slab_pool(plan), ready := asyncio.Queue(), base_source,
+                            new_base_pool(plan)),
                 assemble_blocks(plan, ready, free_blocks, full_blocks),
-                write_cube(plan, sink, full_blocks, free_blocks, on_block),
+                write_cube(plan, sink, full_blocks, free_blocks, done),
             ]
         )
         await sink.commit()
     except BaseException:
         await asyncio.shield(sink.abort())
         raise
+    return plan
+
+
+def rows_to_write(plan: CubePlan, offset: int, head_bytes: int) -> tuple[tuple[int, int], ...]:
+    """The rows a build must write when its output already has bytes up to ``offset``
+    (but the first ``head_bytes``, which an S3 upload makes again)."""
+    rows = plan.shape[0]
+    if offset <= 0:
+        return ()
+    ranges = [(plan.row_of(offset), rows)]
+    if head_bytes > plan.data_offset:
+        head_rows = min(rows, -(-(head_bytes - plan.data_offset) // plan.row_bytes))
+        if head_rows >= ranges[0][0]:
+            ranges = [(0, rows)]
+        else:
+            ranges.insert(0, (0, head_rows))
+    return tuple(ranges)
 
 
 def _check_local_output(output: str, inputs: list[str], overwrite: bool) -> None:
@@ -172,6 +199,8 @@ async def build_cube(
     progress: Callable[[Progress], None] | None = None,
     anon: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    restart: bool = False,
 ) -> BuildResult:
     """Build an FFI cube.
 
@@ -201,6 +230,14 @@ async def build_cube(
     storage_options
         Passed to the fsspec filesystems (``endpoint_url``, ``requester_pays``,
         ``profile``, ``client_kwargs={"region_name": ...}``, ...).
+    resume
+        Continue an interrupted build of ``output`` where it stopped (its journal,
+        ``<output>.journal``, says where), if there is one; else build from scratch.
+        The result is byte-identical to an uninterrupted build.  ``max_memory`` and
+        ``concurrency`` may differ from the first run; the inputs and headers may not.
+    restart
+        Discard an interrupted build of ``output`` (partial file or upload) and start
+        over.
 
     Returns
     -------
@@ -214,6 +251,10 @@ async def build_cube(
         ``max_memory`` cannot hold one row of the cube.
     ReadError, OutputError
         Reading an input or writing the output failed (after retries, if transient).
+        What was written and recorded before is kept for ``resume``.
+    ResumeError
+        ``output`` has an interrupted build and neither ``resume`` nor ``restart`` was
+        given, or ``resume`` found that the inputs or headers changed since.
     """
     started = time.monotonic()
     wanted = get_product(product)
@@ -232,9 +273,9 @@ async def build_cube(
         source, concurrency = await _open_source(found, concurrency, filesystems)
         try:
             return await _build(
-                found.paths, output, source, filesystems, wanted=wanted, budget=budget, sector=sector,
+                found, output, source, filesystems, wanted=wanted, budget=budget, sector=sector,
                 concurrency=concurrency, overwrite=overwrite, progress=progress, started=started,
-                remote_out=remote_out,
+                remote_out=remote_out, resume=resume, restart=restart,
             )
         finally:
             await asyncio.shield(source.aclose())
@@ -272,25 +313,87 @@ class _Reporter:
 
 
 async def _build(
-    paths: list[str], output: str, source: ByteSource, filesystems: Filesystems, *, wanted: Product | None,
+    found: Inputs, output: str, source: ByteSource, filesystems: Filesystems, *, wanted: Product | None,
     budget: int, sector: int | None, concurrency: int, overwrite: bool,
-    progress: Callable[[Progress], None] | None, started: float, remote_out: bool,
+    progress: Callable[[Progress], None] | None, started: float, remote_out: bool, resume: bool, restart: bool,
 ) -> BuildResult:
     upload_stats = IOStats()
     report = _Reporter(progress, [source], started)
+    paths = found.paths
 
     log.info("scanning %d file(s)", len(paths))
     ffis = await scan(
         paths, source, product=wanted, workers=concurrency * 2,
         on_scanned=lambda done: report("scan", done, len(paths), 0),
     )
+    state = await _interrupted_build(output, filesystems, resume=resume, restart=restart)
     layers = len(ffis[0].layers) if ffis else 0
     reserved, estimate = _upload_reserve(remote_out, ffis[0].shape if ffis else (0, 0), len(ffis), layers)
-    plan = make_plan(ffis, max_memory=budget, sector=sector, reserved=reserved,
+    now = _build_time(state)
+    plan = make_plan(ffis, max_memory=budget, sector=sector, reserved=reserved, now=now,
                      **plan_options(concurrency, local=isinstance(source, LocalSource)))
-    sink = await _make_sink(output, filesystems, overwrite=overwrite, total_bytes=estimate, stats=upload_stats)
+    versions = {path: found.version(path) for path in paths}
+    sink = await _make_sink(output, plan, versions, state, filesystems, now=now, overwrite=overwrite,
+                            total_bytes=estimate, stats=upload_stats)
     log.info("template %s", plan.template.name if plan.template else "-")
-    return await _run(plan, source, sink, filesystems, report, started, budget, upload_stats)
+    return await _run(plan, source, sink, filesystems, report, started, budget, upload_stats, state)
+
+
+async def _interrupted_build(
+    output: str, filesystems: Filesystems, *, resume: bool, restart: bool
+) -> dict[str, Any] | None:
+    """The journal of an interrupted build of ``output`` to continue, if any and asked for.
+
+    With ``restart`` the interrupted build is discarded; without ``resume`` or
+    ``restart`` its presence is an error (hours of work are not thrown away silently).
+    """
+    where = journal.journal_path(output)
+    try:
+        if is_url(output):
+            fs = await filesystems.get(protocol_of(output), output=True)
+            try:
+                raw = await fs_request(fs, "cat_file", where, stats=filesystems.stats)
+            except FileNotFoundError:
+                return None
+            state = journal.decode(raw, where)
+        else:
+            local = journal.LocalJournal(output)
+            if not local.exists():
+                return None
+            state = local.load()
+    except ValueError as exc:
+        if not restart:
+            raise ResumeError(f"{exc}; use --restart to start over", path=output) from exc
+        state = {}
+    if restart:
+        await _discard(output, state, filesystems)
+        return None
+    if not resume:
+        raise ResumeError(
+            "an interrupted build of this cube is saved here: run the same build with --resume "
+            "(resume=True) to continue it, or --restart (restart=True) to start over", path=output,
+        )
+    return state
+
+
+async def _discard(output: str, state: Mapping[str, Any], filesystems: Filesystems) -> None:
+    """Remove an interrupted build: its partial file or upload, and its journal."""
+    log.info("discarding the interrupted build of %s", output)
+    if is_url(output):
+        fs = await filesystems.get(protocol_of(output), output=True)
+        await discard_upload(fs, output, state.get("upload_id"), RetryPolicy(), filesystems.stats)
+        return
+    for path in (partial_path(output),):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    journal.LocalJournal(output).remove()
+
+
+def _build_time(state: Mapping[str, Any] | None) -> dt.datetime:
+    """The time written into the headers: the first run's, when resuming."""
+    return dt.datetime.fromisoformat(state["now"]) if state else dt.datetime.now().replace(microsecond=0)
 
 
 def plan_options(concurrency: int, *, local: bool) -> dict[str, Any]:
@@ -314,35 +417,53 @@ def _upload_reserve(remote_out: bool, shape: tuple[int, int], n_ffis: int, layer
     return S3Sink.memory(estimate), estimate
 
 
-async def _make_sink(output: str, filesystems: Filesystems, *, overwrite: bool, total_bytes: int,
-                     stats: IOStats) -> CubeSink:
+async def _make_sink(
+    output: str, plan: CubePlan, versions: Mapping[str, journal.Version], state: Mapping[str, Any] | None,
+    filesystems: Filesystems, *, now: dt.datetime, overwrite: bool, total_bytes: int, stats: IOStats,
+) -> CubeSink:
+    """The sink for ``output``; checks that an interrupted build (``state``) had this plan."""
+    identity = journal.plan_identity(plan, versions)
+    if state is not None:
+        changes = journal.identity_changes(state.get("identity", {}), identity)
+        if changes:
+            raise ResumeError(
+                "cannot resume: the build differs from the interrupted one (" + "; ".join(changes)
+                + "); use --restart to start over", path=output,
+            )
+        if not is_url(output):
+            partial = partial_path(output)
+            if not os.path.isfile(partial) or os.path.getsize(partial) < int(state["offset"]):
+                raise ResumeError(f"cannot resume: {partial} is missing or shorter than its journal says; "
+                                  "use --restart to start over", path=output)
+    record = {"identity": identity, "now": now.isoformat()}
+    span = Span.of(plan)
     if is_url(output):
         fs = await filesystems.get(protocol_of(output), output=True)
-        return S3Sink(fs, output, total_bytes=total_bytes, overwrite=overwrite, stats=stats)
-    return LocalSink(output, overwrite=overwrite)
+        part_size = int(state["part_size"]) if state else None
+        return S3Sink(fs, output, total_bytes=total_bytes or plan.total_bytes, span=span, state=record,
+                      part_size=part_size, overwrite=overwrite, stats=stats)
+    return LocalSink(output, span=span, total_bytes=plan.total_bytes, state=record, overwrite=overwrite)
 
 
 async def _run(plan: CubePlan, source: ByteSource, sink: CubeSink, filesystems: Filesystems, report: _Reporter,
-               started: float, budget: int, upload_stats: IOStats, base_source: ByteSource | None = None,
-               ) -> BuildResult:
+               started: float, budget: int, upload_stats: IOStats, state: Mapping[str, Any] | None,
+               base_source: ByteSource | None = None) -> BuildResult:
     log.info(
         "%s cube %s: %d FFI(s) to read, %d block(s) of %d row(s); memory %s of %s",
         plan.product.name.upper(), "x".join(map(str, plan.shape)), len(plan.files), len(plan.blocks),
         plan.block_rows, format_bytes(plan.memory.total), format_bytes(budget),
     )
-    n_blocks = len(plan.blocks)
     report.sink = sink
-    report("write", 0, n_blocks, plan.total_bytes)
-    await execute(
-        plan, source, sink, base_source=base_source,
-        on_block=lambda index: report("write", index + 1, n_blocks, plan.total_bytes),
+    ran = await execute(
+        plan, source, sink, base_source=base_source, resume=state,
+        on_block=lambda done, total: report("write", done, total, plan.total_bytes),
     )
     sources = [source] + ([base_source] if base_source is not None and base_source is not source else [])
     return BuildResult(
         output=sink.location,
         shape=plan.shape,
         n_ffis=plan.n_ffis,
-        blocks=n_blocks,
+        blocks=len(ran.blocks),
         block_rows=plan.block_rows,
         bytes_read=sum(s.stats.bytes_read for s in sources),
         bytes_written=sink.bytes_written,
@@ -351,6 +472,7 @@ async def _run(plan: CubePlan, source: ByteSource, sink: CubeSink, filesystems: 
         seconds=time.monotonic() - started,
         product=plan.product.name,
         max_in_flight=max(s.stats.max_in_flight for s in sources),
+        resumed_rows=plan.shape[0] - sum(b - a for a, b in ran.blocks) if state else 0,
     )
 
 
@@ -366,6 +488,8 @@ async def update_cube(
     progress: Callable[[Progress], None] | None = None,
     anon: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    restart: bool = False,
 ) -> BuildResult:
     """Add new FFIs to a cube, in one streaming pass within ``max_memory``.
 
@@ -388,7 +512,8 @@ async def update_cube(
     overwrite
         Replace an existing ``output`` other than ``cube``.
 
-    Other parameters are those of :func:`build_cube`.
+    Other parameters are those of :func:`build_cube` (``resume`` continues an
+    interrupted update, if the cube and the new FFIs are unchanged).
 
     Raises
     ------
@@ -439,15 +564,26 @@ async def update_cube(
         )
         rows, cols, n_old, layers = old.shape
         reserved, estimate = _upload_reserve(is_url(output), (rows, cols), n_old + len(ffis), layers)
-        plan = plan_update(old, ffis, max_memory=budget, sector=sector, reserved=reserved,
+        state = await _interrupted_build(output, filesystems, resume=resume, restart=restart)
+        now = _build_time(state)
+        plan = plan_update(old, ffis, max_memory=budget, sector=sector, reserved=reserved, now=now,
                            **plan_options(concurrency, local=isinstance(source, LocalSource)))
+        versions = {path: found.version(path) for path in new_paths}
+        versions[cube] = await _cube_version(cube, filesystems)
         upload_stats = IOStats()
         # Replacing the cube itself is the point of an update: no overwrite needed.
-        sink = await _make_sink(output, filesystems, overwrite=overwrite or output == cube,
-                                total_bytes=estimate, stats=upload_stats)
-        return await _run(plan, source, sink, filesystems, report, started, budget, upload_stats,
+        sink = await _make_sink(output, plan, versions, state, filesystems, now=now,
+                                overwrite=overwrite or output == cube, total_bytes=estimate, stats=upload_stats)
+        return await _run(plan, source, sink, filesystems, report, started, budget, upload_stats, state,
                           base_source=cube_source)
     finally:
         for src in sources:
             await asyncio.shield(src.aclose())
         await asyncio.shield(filesystems.aclose())
+
+
+async def _cube_version(cube: str, filesystems: Filesystems) -> journal.Version:
+    if not is_url(cube):
+        return journal.local_version(cube)
+    fs = await filesystems.get(protocol_of(cube), output=True)
+    return journal.remote_version(await fs_request(fs, "info", cube, stats=filesystems.stats))

@@ -22,6 +22,8 @@ from ._version import __version__
 from .build import DEFAULT_CONCURRENCY, BuildResult, Progress, build_cube, update_cube
 from .cubeinfo import describe_cube
 from .errors import FficubeError
+from .journal import journal_path
+from .remote import is_url
 from .units import format_bytes
 
 __all__ = ["main", "ProgressBar"]
@@ -126,6 +128,14 @@ def _storage_options(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return options
 
 
+def _resume_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true",
+                       help="continue an interrupted build of this output where it stopped (if there is one)")
+    group.add_argument("--restart", action="store_true",
+                       help="discard an interrupted build of this output and start over")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fficube", description="Build TESS FFI cubes.")
     parser.add_argument("--version", action="version", version=f"fficube {__version__}")
@@ -148,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
         "--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option,
         help="fsspec option, repeatable: endpoint_url=..., requester_pays=true, profile=..., region_name=...",
     )
+    _resume_options(build)
     build.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
 
     update = sub.add_parser("update", help="add new FFIs to a cube (streaming; replaced when complete)")
@@ -160,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     update.add_argument("--anon", action="store_true", help="read S3 inputs anonymously")
     update.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option)
+    _resume_options(update)
     update.add_argument("-q", "--quiet", action="store_true")
 
     inspect = sub.add_parser("inspect", help="describe a cube (reads only its headers and table)")
@@ -187,6 +199,7 @@ async def _build(args: argparse.Namespace, out: TextIO, err: TextIO) -> BuildRes
         progress=None if args.quiet else ProgressBar(err),
         anon=True if getattr(args, "anon", False) else None,
         storage_options=_storage_options(getattr(args, "storage_option", [])),
+        resume=getattr(args, "resume", False), restart=getattr(args, "restart", False),
     )
 
 
@@ -202,6 +215,7 @@ def _cmd_update(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         args.cube, args.inputs, output=args.output, sector=args.sector, max_memory=args.max_memory,
         concurrency=args.concurrency, overwrite=args.overwrite, progress=None if args.quiet else ProgressBar(err),
         anon=True if args.anon else None, storage_options=_storage_options(args.storage_option),
+        resume=args.resume, restart=args.restart,
     )))
     if not args.quiet:
         out.write(f"updated {result.summary()}\n")
@@ -242,6 +256,18 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _left_behind(args: argparse.Namespace) -> str:
+    """What an interrupted command left, for its last line."""
+    output = getattr(args, "output", None) or getattr(args, "cube", None)
+    if not output:
+        return "nothing was written"
+    if is_url(output):
+        return "see above for what was kept"
+    if os.path.exists(journal_path(output)):
+        return "the work done is saved: run the same command with --resume to continue"
+    return "no partial output was left"
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the command line; return the exit status."""
     out = out or sys.stdout
@@ -256,10 +282,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     try:
         return command(args, out, err)
     except KeyboardInterrupt:
-        err.write("\nfficube: interrupted; no partial output was left\n")
+        err.write(f"\nfficube: interrupted; {_left_behind(args)}\n")
         return EXIT_INTERRUPTED
     except Terminated:
-        err.write("\nfficube: stopped by SIGTERM; no partial output was left\n")
+        err.write(f"\nfficube: stopped by SIGTERM; {_left_behind(args)}\n")
         return EXIT_TERMINATED
     except (FficubeError, OSError, ValueError) as exc:
         if args.debug:

@@ -22,6 +22,7 @@ __all__ = [
     "OutputExistsError",
     "MemoryBudgetError",
     "EventLoopError",
+    "ResumeError",
 ]
 
 
@@ -84,3 +85,15 @@ class OutputExistsError(OutputError, FileExistsError):
 
 class EventLoopError(FficubeError, RuntimeError):
     """A synchronous function was called from a running event loop."""
+
+
+class ResumeError(FficubeError, ValueError):
+    """An interrupted build cannot be continued as asked (or must be, or restarted).
+
+    Raised when the output has an interrupted build and neither ``resume`` nor
+    ``restart`` was given, or when ``resume`` finds that the plan changed.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")

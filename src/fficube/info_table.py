@@ -19,6 +19,9 @@ from typing import Any, Literal
 import numpy as np
 from astropy.io import fits
 
+from .checksum import checksum_cards, data_sum, seal_header
+from .scan import header_end, padded
+
 __all__ = ["ColumnSpec", "template_columns", "column_values", "encode_info_table", "FILE_COLUMN"]
 
 log = logging.getLogger("fficube")
@@ -125,8 +128,12 @@ def _fits_format(array: np.ndarray) -> str:
     return {np.dtype(np.int32): "J", np.dtype(np.int64): "K"}.get(array.dtype, "D")
 
 
-def encode_info_table(columns: Sequence[ColumnSpec], arrays: dict[str, np.ndarray]) -> bytes:
-    """Encode the table HDU (header and padded data) as it stands in the cube file."""
+def encode_info_table(columns: Sequence[ColumnSpec], arrays: dict[str, np.ndarray], when: str) -> bytes:
+    """Encode the table HDU (header and padded data) as it stands in the cube file.
+
+    The header's ``CHECKSUM`` and ``DATASUM`` hold the HDU's checksums (stamped
+    ``when``), not the template's comments for the columns of those names.
+    """
     comments = {c.name: c.comment for c in columns}
     hdu = fits.BinTableHDU.from_columns(
         [fits.Column(name=name, format=_fits_format(arr), array=arr) for name, arr in arrays.items()]
@@ -134,10 +141,15 @@ def encode_info_table(columns: Sequence[ColumnSpec], arrays: dict[str, np.ndarra
     for name in arrays:
         if name not in STRUCTURAL:
             hdu.header[name] = comments.get(name, "")
+    checksum_cards(hdu.header, when)
     # A table cannot be written on its own; write it after an empty primary HDU and
     # keep only the table's bytes.
     primary = fits.PrimaryHDU()
     skip = len(primary.header.tostring())
     buf = io.BytesIO()
     fits.HDUList([primary, hdu]).writeto(buf)
-    return buf.getvalue()[skip:]
+    raw = buf.getvalue()[skip:]
+    end = header_end(raw, 0)
+    assert end is not None
+    head = padded(end)
+    return seal_header(raw[:head], data_sum(raw[head:])) + raw[head:]

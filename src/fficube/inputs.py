@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
 from .errors import InputError, NoInputsError
+from .journal import Version, local_version
 from .products import PRODUCTS, Product
 
 if TYPE_CHECKING:
@@ -51,11 +52,19 @@ def _directory_files(directory: str, product: Product | None) -> list[str]:
 
 @dataclass(frozen=True)
 class Inputs:
-    """The files of a build: local paths, or URLs of one protocol with their sizes."""
+    """The files of a build: local paths, or URLs of one protocol with their versions."""
 
     paths: list[str]
     protocol: str | None = None  #: ``None`` for local files
-    sizes: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, Version] = field(default_factory=dict)  #: URLs' sizes and ETags
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {path: version.size for path, version in self.versions.items()}
+
+    def version(self, path: str) -> Version:
+        """A file's size and mtime (local) or ETag (remote, as listed)."""
+        return self.versions[path] if self.protocol else local_version(path)
 
 
 def _local_files(items: list[str], product: Product | None) -> list[str]:
@@ -102,7 +111,7 @@ async def resolve_inputs(
         kinds = ", ".join(sorted(p + "://" if p else "local paths" for p in protocols))
         raise InputError(f"the inputs mix {kinds}; give the FFIs of one cube from one place")
     protocol = protocols.pop()
-    sizes: dict[str, int] = {}
+    versions: dict[str, Version] = {}
     if protocol is None:
         files = _local_files(items, product)
     else:
@@ -112,9 +121,9 @@ async def resolve_inputs(
             fs = await filesystems.get(protocol)
             files = []
             for item in items:
-                found, found_sizes = await resolve_remote(item, fs, product, filesystems.stats)
+                found, found_versions = await resolve_remote(item, fs, product, filesystems.stats)
                 files.extend(found)
-                sizes.update(found_sizes)
+                versions.update(found_versions)
         finally:
             if own:
                 await filesystems.aclose()
@@ -127,4 +136,4 @@ async def resolve_inputs(
             continue
         seen.add(key)
         unique.append(f)
-    return Inputs(unique, protocol, sizes)
+    return Inputs(unique, protocol, versions)

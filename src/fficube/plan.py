@@ -20,6 +20,7 @@ import numpy as np
 from astropy.io import fits
 
 from ._version import __version__
+from .checksum import ZERO, checksum_cards, seal_header
 from .errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError
 from .inputs import TemplateWarning
 from .info_table import (
@@ -102,6 +103,9 @@ class CubePlan:
     info_table: bytes  #: HDU 2, header and padded data
     slots: tuple[int, ...] = ()  #: the cube's FFI index of each of ``files`` (default: in order)
     base: BaseCube | None = None  #: for an update, the cube whose rows are copied
+    #: Rows to write, as ``(start, stop)`` ranges; all rows when empty.  A resumed build
+    #: writes only the rows its output does not have yet.
+    row_ranges: tuple[tuple[int, int], ...] = ()
 
     def slot(self, index: int) -> int:
         """The cube's FFI index of ``files[index]``."""
@@ -125,8 +129,14 @@ class CubePlan:
     @property
     def blocks(self) -> list[tuple[int, int]]:
         """Row ranges ``(start, stop)`` of the blocks, in file order."""
-        rows = self.shape[0]
-        return [(r, min(r + self.block_rows, rows)) for r in range(0, rows, self.block_rows)]
+        ranges = self.row_ranges or ((0, self.shape[0]),)
+        return [
+            (r, min(r + self.block_rows, stop)) for start, stop in ranges for r in range(start, stop, self.block_rows)
+        ]
+
+    def row_of(self, offset: int) -> int:
+        """The cube row holding byte ``offset`` of the output (clamped to the rows)."""
+        return min(self.shape[0], max(0, offset - self.data_offset) // self.row_bytes)
 
     @property
     def data_bytes(self) -> int:
@@ -208,18 +218,21 @@ def _card(header: fits.Header, key: str, ffi: FfiInfo, hdu: int) -> tuple[object
 def encode_primary(header: fits.Header, now: dt.datetime) -> bytes:
     """HDU 0 as written: normalised by astropy for a data-less primary HDU followed by
     extensions (for TICA: NAXIS = 0; EXTEND = T when missing)."""
+    # The kept DATASUM describes this HDU's (empty) data; astrocut's cubes carry it
+    # with the build time in its comment.  CHECKSUM is added: every HDU is sealed.
+    checksum_cards(header, stamp(now))
     hdu = fits.PrimaryHDU(header=header)
-    if "DATASUM" in header:
-        # The kept DATASUM describes this HDU's (empty) data; astropy refreshes it, with
-        # its time stamp, whenever it rewrites such a header, and so astrocut's cubes
-        # carry the build time here.
-        hdu.add_datasum(when=f"data unit checksum updated {now:%Y-%m-%dT%H:%M:%S}")
     buf = io.BytesIO()
-    fits.HDUList([hdu, fits.ImageHDU()]).writeto(buf)
+    fits.HDUList([hdu, fits.ImageHDU()]).writeto(buf, checksum=False)
     raw = buf.getvalue()
     end = header_end(raw, 0)
     assert end is not None
-    return raw[: padded(end)]
+    return seal_header(raw[: padded(end)], ZERO)
+
+
+def stamp(now: dt.datetime) -> str:
+    """The time stamp in the checksum cards' comments."""
+    return f"{now:%Y-%m-%dT%H:%M:%S}"
 
 
 def primary_header(
@@ -245,10 +258,15 @@ def set_last_file_keywords(header: fits.Header, product: Product, latest: FfiInf
         header[key] = _card(last_image, key, latest, product.image_hdu)
 
 
-def cube_header(shape: tuple[int, int, int, int]) -> bytes:
-    """HDU 1's header: a 4-D float32 image extension of ``shape``."""
+def cube_header(shape: tuple[int, int, int, int], now: dt.datetime) -> bytes:
+    """HDU 1's header: a 4-D float32 image extension of ``shape``.
+
+    Its ``DATASUM``/``CHECKSUM`` are placeholders until the data has streamed by
+    (:func:`fficube.checksum.seal_header`).
+    """
     header = fits.ImageHDU(data=np.zeros((1, 1, 1, 1), dtype=np.float32)).header
     header["NAXIS4"], header["NAXIS3"], header["NAXIS2"], header["NAXIS1"] = shape
+    checksum_cards(header, stamp(now))
     return header.tostring().encode("ascii")
 
 
@@ -400,10 +418,10 @@ def make_plan(
     arrays = column_values(
         columns, [fits.Header.fromstring(f.image_header) for f in files], [f.name for f in files]
     )
-    table = encode_info_table(columns, arrays)
     now = now or dt.datetime.now()
+    table = encode_info_table(columns, arrays, stamp(now))
     primary = encode_primary(primary_header(product, files[0], files[-1], sector, now), now)
-    cube = cube_header(shape)
+    cube = cube_header(shape, now)
 
     block_rows, memory = _size_blocks(
         shape, files, table, primary, max_memory, read_ahead, reserved, max_block_bytes
@@ -523,7 +541,7 @@ def plan_update(
             old = np.char.encode(old, "ascii")
         merged = np.concatenate([old, new_arrays[name]])
         arrays[name] = merged[order]
-    table = encode_info_table(columns, arrays)
+    table = encode_info_table(columns, arrays, stamp(now))
 
     if files[0].start < old_starts[0]:
         old_primary = fits.Header.fromstring(cube.primary_header)
@@ -557,7 +575,7 @@ def plan_update(
         block_rows=block_rows,
         memory=memory,
         primary_header=primary,
-        cube_header=cube_header(shape),
+        cube_header=cube_header(shape, now),
         info_table=table,
         slots=new_slots,
         base=BaseCube(cube.path, cube.data_offset, cube.row_bytes, old_slots),

@@ -16,6 +16,7 @@ from typing import Any
 import fsspec
 
 from .errors import InputError, NoInputsError
+from .journal import Version, remote_version
 from .products import PRODUCTS, Product
 from .storage import IOStats, describe_failure, fs_request
 
@@ -90,10 +91,11 @@ def _matches_product(name: str, products: Iterable[Product]) -> bool:
 
 async def resolve_remote(
     url: str, fs: Any, product: Product | None, stats: IOStats
-) -> tuple[list[str], dict[str, int]]:
+) -> tuple[list[str], dict[str, Version]]:
     """Files behind one URL: an object, a prefix (searched recursively) or a glob.
 
-    Returns the URLs, sorted, and their sizes (so that scanning needs no extra request).
+    Returns the URLs, sorted, and their versions: sizes (so that scanning needs no
+    extra request) and ETags (so that a resumed build knows whether they changed).
 
     Raises
     ------
@@ -118,7 +120,7 @@ async def resolve_remote(
 
     if any(ch in url for ch in "*?["):
         found = await request("glob", detail=True)
-        files = {full(p): int(i["size"]) for p, i in found.items() if i.get("type") == "file"}
+        files = {full(p): remote_version(i) for p, i in found.items() if i.get("type") == "file"}
         if not files:
             raise NoInputsError("the pattern matches no object", path=url)
         return sorted(files), files
@@ -126,11 +128,11 @@ async def resolve_remote(
     if info.get("type") == "directory":
         found = await request("find", detail=True)
         files = {
-            full(p): int(i["size"]) for p, i in found.items()
+            full(p): remote_version(i) for p, i in found.items()
             if i.get("type") == "file" and _matches_product(posixpath.basename(p), products)
         }
         if not files:
             patterns = ", ".join(p.file_pattern for p in products)
             raise NoInputsError(f"no FFI objects ({patterns}) under this prefix", path=url)
         return sorted(files), files
-    return [url], {url: int(info["size"])}
+    return [url], {url: remote_version(info)}

@@ -1,14 +1,22 @@
-"""Stage 5: stream the cube into its output, and make it visible only when complete.
+"""Stage 5: stream the cube into its output, seal it, and make it visible only when complete.
 
-One writer task writes, in file order: the primary header, the cube header, the
-blocks as they come (each block is a run of whole cube rows, so it is one contiguous
-write), the zero padding, then the info table.
+One writer task writes, in file order: the primary header, the cube header (with
+placeholder checksums), the blocks as they come (each block is a run of whole cube
+rows, so it is one contiguous write), the zero padding, then the info table.  The
+sink sums the data as it passes; at the end the cube header is sealed with that
+sum (:func:`fficube.checksum.seal_header`) and patched into place.
 
 * :class:`LocalSink`: ``<output>.partial``, renamed over ``<output>`` only after
-  everything is written and flushed to disk; removed on any error or cancellation.
-* :class:`S3Sink`: one multipart upload, completed only when everything is written and
-  aborted on any error or cancellation, so no partial object or orphaned parts remain.
+  everything is written and flushed to disk.  After each block it flushes the data
+  and records the progress in the journal (:mod:`fficube.journal`).
+* :class:`S3Sink`: one multipart upload, completed only when everything is written.
+  Part 1 holds the headers, so it is kept in memory and uploaded last, once the
+  cube header is sealed; every other part is recorded in the journal as uploaded.
   Parts grow with the cube so that it never needs more than 10,000 of them.
+
+A sink that fails or is cancelled before it saved any progress removes what it
+wrote; one that saved progress keeps it (the partial file, or the upload and its
+parts) for a resumed build, and logs how to resume.
 """
 
 from __future__ import annotations
@@ -16,22 +24,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
-import aiofiles
-import aiofiles.os
 import numpy as np
 
-from typing import Any
-
+from . import journal
 from .assemble import Block
+from .checksum import ZERO, add, data_sum, seal_header
 from .errors import OutputError, OutputExistsError
 from .plan import CubePlan
 from .scan import padded
 from .storage import IOStats, RetryPolicy, fs_request, retrying
+from .units import format_bytes
 
-__all__ = ["CubeSink", "LocalSink", "S3Sink", "write_cube", "partial_path", "part_size_for"]
+__all__ = ["CubeSink", "LocalSink", "S3Sink", "Span", "write_cube", "partial_path", "part_size_for"]
+
+log = logging.getLogger("fficube")
 
 MIB = 2**20
 MIN_PART = 5 * MIB  #: S3's smallest part (but the last)
@@ -52,99 +61,206 @@ def partial_path(output: str) -> str:
     return output + ".partial"
 
 
-class CubeSink(Protocol):
-    """Where the cube's bytes go, in order."""
+class Span:
+    """The cube's data unit in the output file: the bytes whose sum is ``DATASUM``."""
 
-    bytes_written: int
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, stop
+
+    @classmethod
+    def of(cls, plan: CubePlan) -> Span:
+        return cls(plan.data_offset, plan.data_offset + plan.data_bytes)
+
+    def sum(self, offset: int, data: bytes | bytearray | memoryview) -> int:
+        """The data sum of the part of ``data`` (at file ``offset``) inside the span.
+
+        Every cut falls on a row, an S3 part (whole MiB) or the span's own ends, all
+        multiples of 4 from the span's start, so words never straddle two pieces.
+        """
+        first = max(offset, self.start)
+        last = min(offset + len(data), self.stop)
+        if last <= first:
+            return ZERO
+        return data_sum(memoryview(data)[first - offset : last - offset])
+
+
+class CubeSink(Protocol):
+    """Where the cube's bytes go."""
+
+    bytes_written: int  #: bytes written by this run
     location: str  #: the finished cube's path or URL
 
-    async def open(self) -> None: ...
-    async def write(self, data: bytes | memoryview) -> None: ...
+    head_bytes: int  #: bytes at the start that a resumed build must write again
+
+    async def open(self, resume: Mapping[str, Any] | None) -> int: ...
+    async def write_at(self, offset: int, data: bytes | memoryview) -> None: ...
+    async def checkpoint(self) -> None: ...
+    def datasum(self) -> int: ...
+    async def patch(self, offset: int, data: bytes) -> None: ...
     async def commit(self) -> None: ...
     async def abort(self) -> None: ...
+
+
+def _kept_message(kept: str, saved: int, total: int) -> str:
+    return (
+        f"kept {kept} ({format_bytes(saved)} of {format_bytes(total)} written): "
+        "run the same build again with --resume (resume=True) to continue, or --restart to start over"
+    )
 
 
 class LocalSink:
     """Writes a local file through ``<output>.partial`` and an atomic rename."""
 
-    def __init__(self, output: str, *, overwrite: bool = False) -> None:
+    def __init__(
+        self, output: str, *, span: Span, total_bytes: int, state: Mapping[str, Any], overwrite: bool = False,
+    ) -> None:
         self.output = self.location = output
         self.partial = partial_path(output)
-        self.overwrite = overwrite
+        self.span, self.total_bytes, self.overwrite = span, total_bytes, overwrite
+        self.state = dict(state)  #: identity and build time, recorded in the journal
+        self.journal = journal.LocalJournal(output)
         self.bytes_written = 0
-        self._file = None
+        self.head_bytes = 0  #: bytes at the start that a resumed build must write again
+        self.position = 0  #: bytes of the partial file written so far
+        self.saved = 0  #: bytes durably written and recorded in the journal
+        self._sum = ZERO
+        self._fd: int | None = None
 
-    async def open(self) -> None:
-        parent = os.path.dirname(os.path.abspath(self.output))
+    async def open(self, resume: Mapping[str, Any] | None) -> int:
+        """Create the partial file, or reopen it at the journal's offset; return that offset."""
         try:
-            await aiofiles.os.makedirs(parent, exist_ok=True)
-            self._file = await aiofiles.open(self.partial, "wb")
+            await asyncio.to_thread(os.makedirs, os.path.dirname(os.path.abspath(self.output)), exist_ok=True)
+            if resume is None:
+                # The user's umask decides the mode, as for any file they write.
+                self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            else:
+                self._fd = os.open(self.partial, os.O_WRONLY)
+                self.position = self.saved = int(resume["offset"])
+                self._sum = int(resume["datasum"])
+                await asyncio.to_thread(os.ftruncate, self._fd, self.position)  # drop what was not recorded
         except OSError as exc:
             raise OutputError(f"cannot write here: {exc.strerror or exc}", path=self.output) from exc
+        return self.position
 
-    async def write(self, data: bytes | memoryview) -> None:
-        assert self._file is not None
+    def _write(self, data: memoryview) -> int:
+        assert self._fd is not None
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self._fd, data[done:], self.position + done)
+        return self.span.sum(self.position, data)
+
+    async def write_at(self, offset: int, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        if offset < self.position:  # already in the file (a resumed build)
+            view = view[min(len(view), self.position - offset):]
+            offset = self.position
+        if not len(view):
+            return
+        if offset != self.position:
+            raise AssertionError(f"write at {offset}, expected {self.position}")
         try:
-            await self._file.write(data)
+            part_sum = await asyncio.to_thread(self._write, view)
         except OSError as exc:
             raise OutputError(f"writing failed: {exc.strerror or exc}", path=self.partial) from exc
-        self.bytes_written += len(data)
+        self._sum = add(self._sum, part_sum)
+        self.position += len(view)
+        self.bytes_written += len(view)
+
+    def _record(self) -> None:
+        assert self._fd is not None
+        os.fdatasync(self._fd)  # the data first: the journal must never run ahead of it
+        self.journal.save({**self.state, "offset": self.position, "datasum": self._sum})
+
+    async def checkpoint(self) -> None:
+        """Flush what is written and record it, so that a resumed build starts here."""
+        try:
+            await asyncio.to_thread(self._record)
+        except OSError as exc:
+            raise OutputError(f"saving progress failed: {exc.strerror or exc}", path=self.journal.path) from exc
+        self.saved = self.position
+
+    def datasum(self) -> int:
+        return self._sum
+
+    async def patch(self, offset: int, data: bytes) -> None:
+        assert self._fd is not None
+        try:
+            await asyncio.to_thread(os.pwrite, self._fd, data, offset)
+        except OSError as exc:
+            raise OutputError(f"writing failed: {exc.strerror or exc}", path=self.partial) from exc
 
     async def commit(self) -> None:
-        assert self._file is not None
+        assert self._fd is not None
         try:
-            await self._file.flush()
-            await asyncio.to_thread(os.fsync, self._file.fileno())
-            await self._file.close()
-            self._file = None
-            if not self.overwrite and await aiofiles.os.path.exists(self.output):
+            await asyncio.to_thread(os.fsync, self._fd)
+            os.close(self._fd)
+            self._fd = None
+            if not self.overwrite and os.path.exists(self.output):
                 raise OutputExistsError("appeared during the build; not replaced (use overwrite)", path=self.output)
-            await aiofiles.os.replace(self.partial, self.output)
+            os.replace(self.partial, self.output)
+        except OutputError:
+            raise
         except OSError as exc:
-            if isinstance(exc, OutputError):
-                raise
             raise OutputError(f"finishing the cube failed: {exc.strerror or exc}", path=self.output) from exc
+        self.journal.remove()
 
     async def abort(self) -> None:
         # Shielded from cancellation by the caller: this runs while a build is being
         # cancelled, and must finish.
-        if self._file is not None:
+        if self._fd is not None:
             try:
-                await self._file.close()
+                os.close(self._fd)
             except OSError:
                 pass
-            self._file = None
+            self._fd = None
+        if self.saved:
+            log.warning("%s", _kept_message(self.partial, self.saved, self.total_bytes))
+            return
         try:
             os.unlink(self.partial)
         except FileNotFoundError:
             pass
+        self.journal.remove()
 
 
 class S3Sink:
     """Streams the cube into one S3 multipart upload through s3fs's aiobotocore client.
 
-    Parts are uploaded one after another as the writer fills them; the writer holds at
-    most one part buffer and one part being sent (``memory`` bytes).
+    Part 1 (the headers and the first data) stays in memory until the end; other
+    parts are uploaded one after another as they fill, each recorded in the journal
+    object.  The sink holds at most three part buffers (``memory`` bytes).
     """
 
     def __init__(
-        self, fs: Any, url: str, *, total_bytes: int, overwrite: bool = False,
-        policy: RetryPolicy = RetryPolicy(), stats: IOStats | None = None,
+        self, fs: Any, url: str, *, total_bytes: int, span: Span, state: Mapping[str, Any],
+        part_size: int | None = None, overwrite: bool = False, policy: RetryPolicy = RetryPolicy(),
+        stats: IOStats | None = None,
     ) -> None:
         self.fs, self.url, self.overwrite, self.policy = fs, url, overwrite, policy
         self.location = url
+        self.span, self.total_bytes = span, total_bytes
+        self.state = dict(state)
         self.stats = stats or IOStats()
         self.bucket, self.key, _ = fs.split_path(url)
-        self.part_size = part_size_for(total_bytes)
+        self.journal_key = journal.journal_path(self.key)
+        self.part_size = part_size or part_size_for(total_bytes)
         self.bytes_written = 0
         self.upload_id: str | None = None
-        self.parts: list[dict[str, Any]] = []
+        self.parts: dict[int, dict[str, Any]] = {}  #: uploaded parts 2.., as recorded
+        self._head = bytearray()  #: part 1, uploaded last
         self._buffer = bytearray()
+        self._buffer_start = 0  #: file offset of ``_buffer[0]``
+
+    @property
+    def head_bytes(self) -> int:
+        """Part 1, which a resumed upload makes again (it was never sent)."""
+        return self.part_size
 
     @staticmethod
     def memory(total_bytes: int) -> int:
-        """Bytes the sink holds at most for a cube of ``total_bytes``."""
-        return 2 * part_size_for(total_bytes)
+        """Bytes the sink holds at most for a cube of ``total_bytes``: part 1, the part
+        filling and the part being sent."""
+        return 3 * part_size_for(total_bytes)
 
     async def _call(self, what: str, method: str, **kwargs: Any) -> Any:
         async def once() -> Any:
@@ -156,53 +272,154 @@ class S3Sink:
         except Exception as exc:
             raise OutputError(f"{what} failed: {exc}", path=self.url) from exc
 
-    async def open(self) -> None:
-        if not self.overwrite and await fs_request(self.fs, "exists", self.url, stats=self.stats):
-            raise OutputExistsError("already exists; use overwrite=True (--overwrite) to replace it", path=self.url)
-        response = await self._call(
-            "starting the upload", "create_multipart_upload", Bucket=self.bucket, Key=self.key
-        )
-        self.upload_id = response["UploadId"]
+    async def _save_journal(self) -> None:
+        state = {
+            **self.state, "upload_id": self.upload_id, "part_size": self.part_size,
+            "parts": {str(n): p for n, p in sorted(self.parts.items())},
+        }
+        await self._call("saving progress", "put_object", Bucket=self.bucket, Key=self.journal_key,
+                         Body=journal.encode(state))
 
-    async def _upload(self, data: bytes) -> None:
-        number = len(self.parts) + 1
+    async def _listed_parts(self) -> dict[int, str]:
+        """The upload's parts as S3 has them: number -> ETag."""
+        listed: dict[int, str] = {}
+        marker = 0
+        while True:
+            page = await self._call("listing uploaded parts", "list_parts", Bucket=self.bucket, Key=self.key,
+                                    UploadId=self.upload_id, PartNumberMarker=marker)
+            for part in page.get("Parts", []):
+                listed[int(part["PartNumber"])] = part["ETag"]
+            if not page.get("IsTruncated"):
+                return listed
+            marker = int(page["NextPartNumberMarker"])
+
+    async def open(self, resume: Mapping[str, Any] | None) -> int:
+        """Start the upload, or continue the journal's; return the offset it continues at."""
+        if resume is None:
+            if not self.overwrite and await fs_request(self.fs, "exists", self.url, stats=self.stats):
+                raise OutputExistsError("already exists; use overwrite=True (--overwrite) to replace it", path=self.url)
+            response = await self._call(
+                "starting the upload", "create_multipart_upload", Bucket=self.bucket, Key=self.key
+            )
+            self.upload_id = response["UploadId"]
+            self._buffer_start = self.part_size
+            await self._save_journal()
+            return 0
+        self.upload_id = str(resume["upload_id"])
+        self.part_size = int(resume["part_size"])
+        recorded = {int(n): p for n, p in dict(resume.get("parts", {})).items()}
+        listed = await self._listed_parts()
+        # Trust a part only if S3 has it with the ETag recorded for it, and only a run
+        # of them from part 2: what comes after a gap is uploaded again.
+        number = 2
+        while number in recorded and listed.get(number) == recorded[number]["ETag"]:
+            self.parts[number] = recorded[number]
+            number += 1
+        self._buffer_start = self.part_size * max(1, number - 1)
+        return self._buffer_start if self.parts else 0
+
+    async def _upload(self, number: int, offset: int, data: bytes) -> dict[str, Any]:
+        part_sum = await asyncio.to_thread(self.span.sum, offset, data)
         response = await self._call(
             f"uploading part {number}", "upload_part", Bucket=self.bucket, Key=self.key,
             UploadId=self.upload_id, PartNumber=number, Body=data,
         )
-        self.parts.append({"ETag": response["ETag"], "PartNumber": number})
-
-    async def write(self, data: bytes | memoryview) -> None:
-        self._buffer += data
         self.bytes_written += len(data)
+        return {"ETag": response["ETag"], "datasum": part_sum, "size": len(data)}
+
+    async def write_at(self, offset: int, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        # Part 1: kept until the end (a resumed upload makes it again).
+        if offset < len(self._head):
+            skip = min(len(view), len(self._head) - offset)
+            view, offset = view[skip:], offset + skip
+        if offset < self.part_size and len(view):
+            if offset != len(self._head):
+                raise AssertionError(f"write at {offset}, part 1 has {len(self._head)} bytes")
+            take = view[: self.part_size - offset]
+            self._head += take
+            view, offset = view[len(take):], offset + len(take)
+        # Later parts: skip what a resumed upload has, then fill and send parts.
+        end = self._buffer_start + len(self._buffer)
+        if offset < end:
+            view, offset = view[min(len(view), end - offset):], end
+        if not len(view):
+            return
+        if offset != end:
+            raise AssertionError(f"write at {offset}, expected {end}")
+        self._buffer += view
         while len(self._buffer) >= self.part_size:
-            with memoryview(self._buffer) as view:  # one copy of the part, not two
-                part = bytes(view[: self.part_size])
+            with memoryview(self._buffer) as buffered:  # one copy of the part, not two
+                part = bytes(buffered[: self.part_size])
             del self._buffer[: self.part_size]
-            await self._upload(part)
+            await self._send(part)
+
+    async def _send(self, part: bytes) -> None:
+        number = self._buffer_start // self.part_size + 1
+        self.parts[number] = await self._upload(number, self._buffer_start, part)
+        self._buffer_start += len(part)
+        await self._save_journal()
+
+    async def checkpoint(self) -> None:
+        """Nothing to do: every part is recorded as it is uploaded."""
+
+    def datasum(self) -> int:
+        return add(
+            self.span.sum(0, self._head),
+            *(int(p["datasum"]) for p in self.parts.values()),
+            self.span.sum(self._buffer_start, self._buffer),
+        )
+
+    async def patch(self, offset: int, data: bytes) -> None:
+        if offset + len(data) > len(self._head):
+            raise AssertionError("only part 1 can be patched")
+        self._head[offset : offset + len(data)] = data
 
     async def commit(self) -> None:
-        if self._buffer or not self.parts:
+        if self._buffer:
             part, self._buffer = bytes(self._buffer), bytearray()
-            await self._upload(part)
+            await self._send(part)
+        head = await self._upload(1, 0, bytes(self._head))
+        parts = [{"ETag": head["ETag"], "PartNumber": 1}]
+        parts += [{"ETag": p["ETag"], "PartNumber": n} for n, p in sorted(self.parts.items())]
         await self._call(
             "completing the upload", "complete_multipart_upload", Bucket=self.bucket, Key=self.key,
-            UploadId=self.upload_id, MultipartUpload={"Parts": self.parts},
+            UploadId=self.upload_id, MultipartUpload={"Parts": parts},
         )
         self.upload_id = None
+        await self._call("removing the journal", "delete_object", Bucket=self.bucket, Key=self.journal_key)
 
     async def abort(self) -> None:
         self._buffer = bytearray()
+        self._head = bytearray()
         if self.upload_id is None:
             return
-        upload_id, self.upload_id = self.upload_id, None
+        if self.parts:
+            saved = sum(int(p["size"]) for p in self.parts.values())
+            log.warning("%s", _kept_message(f"the upload of {self.url}", saved, self.total_bytes))
+            return
+        await discard_upload(self.fs, self.url, self.upload_id, self.policy, self.stats)
+        self.upload_id = None
+
+
+async def discard_upload(fs: Any, url: str, upload_id: str | None, policy: RetryPolicy, stats: IOStats) -> None:
+    """Abort an upload (if any) and remove its journal; failures are logged, not raised."""
+    bucket, key, _ = fs.split_path(url)
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+    if upload_id:
+        calls.append(("aborting the upload", "abort_multipart_upload", {"UploadId": upload_id, "Key": key}))
+    calls.append(("removing the journal", "delete_object", {"Key": journal.journal_path(key)}))
+    for what, method, kwargs in calls:
+        async def once(method: str = method, kwargs: dict[str, Any] = kwargs) -> Any:
+            stats.requests += 1
+            return await getattr(fs.s3, method)(Bucket=bucket, **kwargs)
+
         try:
-            await self._call("aborting the upload", "abort_multipart_upload",
-                             Bucket=self.bucket, Key=self.key, UploadId=upload_id)
-        except OutputError as exc:
+            await retrying(once, policy=policy, stats=stats, what=what)
+        except Exception as exc:
             # Nothing more can be done here; the bucket's lifecycle rule for incomplete
             # uploads (if any) will remove the parts.
-            logging.getLogger("fficube").warning("%s (upload id %s)", exc, upload_id)
+            log.warning("%s: %s failed: %s (upload id %s)", url, what, exc, upload_id)
 
 
 async def write_cube(
@@ -212,14 +429,20 @@ async def write_cube(
     free_blocks: asyncio.Queue[np.ndarray],
     on_block: Callable[[int], None] | None = None,
 ) -> None:
-    """Write the whole cube into an opened ``sink`` (which the caller commits)."""
-    await sink.write(plan.primary_header)
-    await sink.write(plan.cube_header)
+    """Write the cube into an opened ``sink`` (which the caller commits).
+
+    Writes go to their place in the file; a sink that continues an interrupted build
+    drops the bytes it already has.
+    """
+    await sink.write_at(0, plan.primary_header + plan.cube_header)
     while (item := await full_blocks.get()) is not None:
         index, start, stop, block = item
-        await sink.write(block[: stop - start].reshape(-1).view(np.uint8).data)
+        data = block[: stop - start].reshape(-1).view(np.uint8).data
+        await sink.write_at(plan.data_offset + start * plan.row_bytes, data)
         free_blocks.put_nowait(block)
+        await sink.checkpoint()
         if on_block is not None:
             on_block(index)
-    await sink.write(bytes(padded(plan.data_bytes) - plan.data_bytes))
-    await sink.write(plan.info_table)
+    tail = bytes(padded(plan.data_bytes) - plan.data_bytes) + plan.info_table
+    await sink.write_at(plan.data_offset + plan.data_bytes, tail)
+    await sink.patch(len(plan.primary_header), seal_header(plan.cube_header, sink.datasum()))

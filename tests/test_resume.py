@@ -1,0 +1,149 @@
+"""Interrupted builds: what they keep, and resumed builds that equal uninterrupted ones."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+import fficube
+from conftest import without_build_stamps
+from cube_compare import assert_verifies
+from helpers import budget_for_rows
+
+SHAPE = (40, 48)
+
+
+@pytest.fixture
+def paths(sector):
+    return sector(n_ffis=6, shape=SHAPE)
+
+
+async def interrupted(paths: list[str], out: Path, after_blocks: int, **options) -> None:
+    """Run a build and cancel it once ``after_blocks`` blocks are written."""
+    task: asyncio.Task | None = None
+
+    def cancel(p: fficube.Progress) -> None:
+        if p.stage == "write" and p.done == after_blocks:
+            task.cancel()
+
+    task = asyncio.create_task(fficube.build_cube(paths, out, progress=cancel, **options))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def journal_of(out: Path) -> dict:
+    return json.loads(Path(f"{out}.journal").read_text())
+
+
+async def test_cancelled_build_keeps_its_work_and_resumes_to_the_same_cube(paths, tmp_path: Path) -> None:
+    reference = tmp_path / "ref.fits"
+    await fficube.build_cube(paths, reference)
+    out = tmp_path / "c.fits"
+    budget = await asyncio.to_thread(budget_for_rows, paths, 4)
+    await interrupted(paths, out, 3, max_memory=budget)
+    assert not out.exists()
+    state = journal_of(out)
+    plan_rows_bytes = 4 * SHAPE[1] * 6 * 2 * 4
+    header_bytes = state["offset"] - 3 * plan_rows_bytes
+    assert header_bytes > 0 and header_bytes % 2880 == 0  # three blocks of 4 rows, after the headers
+    assert os.path.getsize(f"{out}.partial") >= state["offset"]
+
+    # Not resumed by accident, nor silently thrown away.
+    with pytest.raises(fficube.ResumeError, match="--resume"):
+        await fficube.build_cube(paths, out)
+    assert journal_of(out) == state
+
+    # Another budget changes the blocks, not the bytes.
+    result = await fficube.build_cube(paths, out, resume=True, max_memory=await asyncio.to_thread(budget_for_rows, paths, 7))
+    assert result.resumed_rows == 12 and "resumed with 12 of 40 rows" in result.summary()
+    full = await fficube.build_cube(paths, tmp_path / "again.fits")
+    assert full.bytes_read - result.bytes_read == 12 * SHAPE[1] * 4 * 2 * 6  # the saved rows are not read again
+    assert without_build_stamps(out.read_bytes()) == without_build_stamps(reference.read_bytes())
+    assert not Path(f"{out}.journal").exists() and not Path(f"{out}.partial").exists()
+    with fits.open(out) as cube:  # the first run's time, not the second's
+        first = dt.datetime.fromisoformat(state["now"])
+        assert cube[1].header.comments["CHECKSUM"].endswith(first.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert_verifies(out)
+
+
+async def test_bytes_written_after_the_last_record_are_dropped(paths, tmp_path: Path) -> None:
+    out = tmp_path / "c.fits"
+    budget = await asyncio.to_thread(budget_for_rows, paths, 5)
+    await interrupted(paths, out, 2, max_memory=budget)
+    with open(f"{out}.partial", "ab") as partial:  # a block written, the journal not updated
+        partial.write(os.urandom(5000))
+    await fficube.build_cube(paths, out, resume=True)
+    await fficube.build_cube(paths, tmp_path / "ref.fits")
+    assert without_build_stamps(out.read_bytes()) == without_build_stamps((tmp_path / "ref.fits").read_bytes())
+
+
+async def test_a_changed_input_is_refused_unless_restart(paths, tmp_path: Path) -> None:
+    out = tmp_path / "c.fits"
+    budget = await asyncio.to_thread(budget_for_rows, paths, 4)
+    await interrupted(paths, out, 2, max_memory=budget)
+    with pytest.raises(fficube.ResumeError, match="headers would differ"):
+        await fficube.build_cube(paths, out, resume=True, sector=9)
+    with pytest.raises(fficube.ResumeError, match="no longer given"):
+        await fficube.build_cube(paths[1:], out, resume=True)
+    changed = sorted(paths)[2]
+    os.utime(changed, ns=(1, 1))  # same bytes, another mtime: fficube cannot know it is the same
+    with pytest.raises(fficube.ResumeError, match=r"1 input\(s\) changed.*" + os.path.basename(changed)):
+        await fficube.build_cube(paths, out, resume=True)
+    assert Path(f"{out}.partial").exists()  # a refused resume keeps the work
+    result = await fficube.build_cube(paths, out, restart=True, sector=9)
+    assert result.resumed_rows == 0
+    with fits.open(out) as cube:
+        assert cube[0].header["SECTOR"] == 9
+    assert_verifies(out)
+
+
+async def test_resume_without_an_interrupted_build_just_builds(paths, tmp_path: Path) -> None:
+    result = await fficube.build_cube(paths, tmp_path / "c.fits", resume=True)
+    assert result.resumed_rows == 0 and (tmp_path / "c.fits").exists()
+
+
+async def test_failure_before_any_block_leaves_nothing(paths, tmp_path: Path) -> None:
+    out = tmp_path / "c.fits"
+    await interrupted(paths, out, 0, max_memory=await asyncio.to_thread(budget_for_rows, paths, 4))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("c.fits")) == []
+
+
+async def test_missing_partial_is_refused(paths, tmp_path: Path) -> None:
+    out = tmp_path / "c.fits"
+    await interrupted(paths, out, 2, max_memory=await asyncio.to_thread(budget_for_rows, paths, 4))
+    os.unlink(f"{out}.partial")
+    with pytest.raises(fficube.ResumeError, match="missing or shorter"):
+        await fficube.build_cube(paths, out, resume=True)
+    await fficube.build_cube(paths, out, restart=True)
+    assert_verifies(out)
+
+
+async def test_interrupted_update_resumes(sector, tmp_path: Path) -> None:
+    paths = sector(n_ffis=8, shape=SHAPE)
+    old, new = sorted(paths)[::2], sorted(paths)[1::2]
+    cube = tmp_path / "cube.fits"
+    await fficube.build_cube(old, cube)
+    before = cube.read_bytes()
+    task: asyncio.Task | None = None
+
+    def cancel(p: fficube.Progress) -> None:
+        if p.stage == "write" and p.done == 2:
+            task.cancel()
+
+    budget = await asyncio.to_thread(budget_for_rows, paths, 3)
+    task = asyncio.create_task(fficube.update_cube(cube, new, max_memory=budget, progress=cancel))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cube.read_bytes() == before  # untouched until the update completes
+    result = await fficube.update_cube(cube, new, resume=True)
+    assert 0 < result.resumed_rows < SHAPE[0]
+    await fficube.build_cube(paths, tmp_path / "all.fits")
+    with fits.open(cube) as a, fits.open(tmp_path / "all.fits") as b:
+        assert a[1].data.tobytes() == b[1].data.tobytes()
+    assert_verifies(cube)
