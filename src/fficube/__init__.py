@@ -25,6 +25,7 @@ from .errors import (
 from .inputs import DuplicateInputWarning, FficubeWarning, TemplateWarning
 from . import sync
 from .sync import make_cube
+from .verify import Check, Verification, verify_cube
 
 from ._version import __version__
 
@@ -34,6 +35,9 @@ __all__ = [
     "build_cube",
     "update_cube",
     "make_cube",
+    "verify_cube",
+    "Verification",
+    "Check",
     "CubeFactory",
     "TicaCubeFactory",
     "BuildResult",

@@ -1,4 +1,4 @@
-"""The ``fficube`` command: build, inspect, demo.
+"""The ``fficube`` command: build, update, inspect, verify, demo.
 
 The CLI is the one place that prints and configures logging.  Errors print one line
 (``fficube: error: ...``) and exit 1; ``--debug`` shows the traceback instead.
@@ -25,6 +25,7 @@ from .errors import FficubeError
 from .journal import journal_path
 from .remote import is_url
 from .units import format_bytes
+from .verify import verify_cube
 
 __all__ = ["main", "ProgressBar"]
 
@@ -179,6 +180,11 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--anon", action="store_true", help="read S3 anonymously")
     inspect.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option)
 
+    verify = sub.add_parser("verify", help="check a cube: structure, size, time order, checksums (exit 1 if unsound)")
+    verify.add_argument("cube", help="a path or a URL (s3://...)")
+    verify.add_argument("--anon", action="store_true", help="read S3 anonymously")
+    verify.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option)
+
     demo = sub.add_parser("demo", help="make a small synthetic sector, build its cube, inspect it")
     demo.add_argument("directory", nargs="?", default="fficube-demo")
     demo.add_argument("--product", choices=["spoc", "tica"], default="spoc")
@@ -232,6 +238,18 @@ def _cmd_inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    result = asyncio.run(_cancel_on_sigterm(verify_cube(
+        args.cube, anon=True if args.anon else None, storage_options=_storage_options(args.storage_option),
+    )))
+    width = max(len(c.name) for c in result.checks)
+    for check in result.checks:
+        out.write(f"  {check.status:<4}  {check.name.ljust(width)}  {check.detail}\n")
+    verdict = "sound" if result.ok else "NOT sound"
+    out.write(f"{result.path}: {verdict} ({format_bytes(result.bytes_read)} read)\n")
+    return 0 if result.ok else EXIT_ERROR
+
+
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .synthetic import SectorSpec, make_sector
 
@@ -278,7 +296,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         format="fficube: %(levelname)s: %(message)s", stream=err,
     )
     warnings.formatwarning = lambda message, category, *a, **k: f"fficube: warning: {message}\n"
-    command = {"build": _cmd_build, "update": _cmd_update, "inspect": _cmd_inspect, "demo": _cmd_demo}[args.command]
+    command = {
+        "build": _cmd_build, "update": _cmd_update, "inspect": _cmd_inspect, "verify": _cmd_verify, "demo": _cmd_demo,
+    }[args.command]
     try:
         return command(args, out, err)
     except KeyboardInterrupt:
