@@ -16,7 +16,6 @@ import asyncio
 import datetime as dt
 import logging
 import os
-import posixpath
 import time
 import warnings
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from .fetch import fetch_slabs, new_base_pool, new_slab_pool
 from .inputs import DuplicateInputWarning, Inputs, InputsLike, resolve_inputs
 from .plan import GROUP, CubePlan, make_plan, plan_update
 from .products import PRODUCTS, Product, get_product
+from .redact import file_name
 from .remote import S3_PROTOCOLS, Filesystems, is_url, protocol_of
 from .scan import scan, scan_cube
 from .storage import ByteSource, FsspecSource, IOStats, LocalSource, RetryPolicy, fs_request
@@ -174,6 +174,14 @@ def _check_local_output(output: str, inputs: list[str], overwrite: bool) -> None
         raise OutputExistsError("is a directory; give the cube's file name", path=output)
     if os.path.exists(output) and not overwrite:
         raise OutputExistsError("already exists; use overwrite=True (--overwrite) to replace it", path=output)
+    # Fail before reading anything when the cube cannot be written there.
+    parent = os.path.dirname(os.path.abspath(output))
+    while not os.path.exists(parent):  # missing directories are created
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OutputError(f"cannot write here: {parent} is not a directory", path=output)
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"cannot write here: no permission to write in {parent}", path=output)
 
 
 async def _check_remote_output(output: str, inputs: list[str], overwrite: bool, filesystems: Filesystems) -> None:
@@ -544,7 +552,7 @@ async def update_cube(
         found = await resolve_inputs(new_inputs, PRODUCTS[old.product], filesystems)
         new_paths = []
         for path in found.paths:
-            if posixpath.basename(path) in existing:
+            if file_name(path) in existing:
                 warnings.warn(f"{path}: already in the cube; skipped", DuplicateInputWarning, stacklevel=1)
             else:
                 new_paths.append(path)

@@ -112,7 +112,8 @@ def _storage_option(text: str) -> tuple[str, object]:
     """``KEY=VALUE`` with VALUE read as JSON when it is (true, 3, {...}), else as text."""
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+        # The text is not echoed: it may be a secret given without its key.
+        raise argparse.ArgumentTypeError("expected KEY=VALUE")
     try:
         return key, json.loads(value)
     except ValueError:

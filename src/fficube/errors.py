@@ -11,6 +11,8 @@ Errors that concern one input file carry its ``path`` and, where known, the byte
 
 from __future__ import annotations
 
+from .redact import redact
+
 __all__ = [
     "FficubeError",
     "InputError",
@@ -27,7 +29,14 @@ __all__ = [
 
 
 class FficubeError(Exception):
-    """Base class of every error fficube raises on purpose."""
+    """Base class of every error fficube raises on purpose.
+
+    Messages never show credentials: URLs' user info and secret query values (as in
+    presigned URLs) are masked (:func:`fficube.redact.redact`).
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class InputError(FficubeError, ValueError):

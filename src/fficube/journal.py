@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .redact import redact
+
 if TYPE_CHECKING:
     from .plan import CubePlan
 
@@ -66,8 +68,9 @@ def remote_version(info: Mapping[str, Any]) -> Version:
 def plan_identity(plan: CubePlan, versions: Mapping[str, Version]) -> dict[str, Any]:
     """The plan's identity: two plans with equal identities write the same bytes."""
     pieces = hashlib.sha256(plan.primary_header + plan.cube_header + plan.info_table).hexdigest()
-    files = [[f.path, *versions[f.path].as_list()] for f in plan.files]
-    base = [plan.base.path, *versions[plan.base.path].as_list()] if plan.base else None
+    # Paths are redacted: a presigned URL's signature must not be written down.
+    files = [[redact(f.path), *versions[f.path].as_list()] for f in plan.files]
+    base = [redact(plan.base.path), *versions[plan.base.path].as_list()] if plan.base else None
     return {"product": plan.product.name, "shape": list(plan.shape), "files": files, "base": base, "headers": pieces}
 
 
@@ -151,5 +154,5 @@ class LocalJournal:
         for path in (self.path, self.path + ".tmp"):
             try:
                 os.unlink(path)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 pass

@@ -12,7 +12,6 @@ how to decode them, the raw header text the plan needs, and the sort key.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from astropy.io import fits
 
 from ._aio import run_tasks
 from .errors import FitsFormatError
+from .redact import file_name
 from .products import PRODUCTS, SPOC, TICA, Product
 from .storage import ByteSource
 
@@ -87,7 +87,7 @@ class FfiInfo:
 
     @property
     def name(self) -> str:
-        return os.path.basename(self.path.rstrip("/"))
+        return file_name(self.path)
 
     @property
     def shape(self) -> tuple[int, int]:

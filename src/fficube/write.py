@@ -218,7 +218,7 @@ class LocalSink:
             return
         try:
             os.unlink(self.partial)
-        except FileNotFoundError:
+        except OSError:  # never created (or cannot be: the error being raised says why)
             pass
         self.journal.remove()
 
