@@ -147,3 +147,15 @@ async def test_interrupted_update_resumes(sector, tmp_path: Path) -> None:
     with fits.open(cube) as a, fits.open(tmp_path / "all.fits") as b:
         assert a[1].data.tobytes() == b[1].data.tobytes()
     assert_verifies(cube)
+
+
+async def test_partial_file_and_journal_are_never_world_writable(paths, tmp_path: Path) -> None:
+    out = tmp_path / "c.fits"
+    old = os.umask(0)  # the most permissive umask a user can have
+    try:
+        await interrupted(paths, out, 2, max_memory=await asyncio.to_thread(budget_for_rows, paths, 4))
+    finally:
+        os.umask(old)
+    for path in (f"{out}.partial", f"{out}.journal"):
+        mode = os.stat(path).st_mode & 0o777
+        assert mode == 0o664, (path, oct(mode))

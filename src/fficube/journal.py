@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 FORMAT = "fficube-journal/1"
+#: Mode of the partial file and the journal before the umask: the user's default
+#: permissions, but never writable by others, whatever the umask.
+FILE_MODE = 0o664
 
 
 def journal_path(output: str) -> str:
@@ -136,8 +139,7 @@ class LocalJournal:
     def save(self, state: Mapping[str, Any]) -> None:
         """Replace the journal; on return it is on disk (blocking: call from a thread)."""
         temp = self.path + ".tmp"
-        # Created with the user's umask, like any file the user writes.
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         try:
             os.write(fd, encode(state))
             os.fsync(fd)

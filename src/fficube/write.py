@@ -131,8 +131,7 @@ class LocalSink:
         try:
             await asyncio.to_thread(os.makedirs, os.path.dirname(os.path.abspath(self.output)), exist_ok=True)
             if resume is None:
-                # The user's umask decides the mode, as for any file they write.
-                self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, journal.FILE_MODE)
             else:
                 self._fd = os.open(self.partial, os.O_WRONLY)
                 self.position = self.saved = int(resume["offset"])
