@@ -124,8 +124,8 @@ async def execute(
     the plan as run (its ``row_ranges`` say which rows were written).
     """
     try:
-        offset = await sink.open(resume)
-        plan = replace(plan, row_ranges=rows_to_write(plan, offset, sink.head_bytes))
+        needed = await sink.open(resume)
+        plan = replace(plan, row_ranges=rows_to_write(plan, needed))
         rows, cols, n, layers = plan.shape
         free_blocks: asyncio.Queue[np.ndarray] = asyncio.Queue()
         for _ in range(plan.memory.block_buffers):
@@ -150,20 +150,22 @@ async def execute(
     return plan
 
 
-def rows_to_write(plan: CubePlan, offset: int, head_bytes: int) -> tuple[tuple[int, int], ...]:
-    """The rows a build must write when its output already has bytes up to ``offset``
-    (but the first ``head_bytes``, which an S3 upload makes again)."""
+def rows_to_write(plan: CubePlan, needed: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """The cube rows holding the bytes ``needed`` (byte ranges of the output), merged."""
     rows = plan.shape[0]
-    if offset <= 0:
-        return ()
-    ranges = [(plan.row_of(offset), rows)]
-    if head_bytes > plan.data_offset:
-        head_rows = min(rows, -(-(head_bytes - plan.data_offset) // plan.row_bytes))
-        if head_rows >= ranges[0][0]:
-            ranges = [(0, rows)]
+    ranges: list[tuple[int, int]] = []
+    for first, last in needed:
+        first, last = max(first, plan.data_offset), min(last, plan.data_offset + plan.data_bytes)
+        if last <= first:
+            continue  # headers or table only: the writer always writes those
+        start, stop = plan.row_of(first), plan.row_of(last - 1) + 1
+        if ranges and start <= ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], max(stop, ranges[-1][1]))
         else:
-            ranges.insert(0, (0, head_rows))
-    return tuple(ranges)
+            ranges.append((start, stop))
+    if ranges == [(0, rows)]:
+        return ()
+    return tuple(ranges) or ((rows, rows),)
 
 
 def _check_local_output(output: str, inputs: list[str], overwrite: bool) -> None:

@@ -90,9 +90,11 @@ class CubeSink(Protocol):
     bytes_written: int  #: bytes written by this run
     location: str  #: the finished cube's path or URL
 
-    head_bytes: int  #: bytes at the start that a resumed build must write again
+    async def open(self, resume: Mapping[str, Any] | None) -> list[tuple[int, int]]:
+        """Start (or continue, from a journal's state) and return the byte ranges of
+        the file still to be written (the writer may write more: they are dropped)."""
+        ...
 
-    async def open(self, resume: Mapping[str, Any] | None) -> int: ...
     async def write_at(self, offset: int, data: bytes | memoryview) -> None: ...
     async def checkpoint(self) -> None: ...
     def datasum(self) -> int: ...
@@ -120,14 +122,14 @@ class LocalSink:
         self.state = dict(state)  #: identity and build time, recorded in the journal
         self.journal = journal.LocalJournal(output)
         self.bytes_written = 0
-        self.head_bytes = 0  #: bytes at the start that a resumed build must write again
         self.position = 0  #: bytes of the partial file written so far
         self.saved = 0  #: bytes durably written and recorded in the journal
         self._sum = ZERO
         self._fd: int | None = None
 
-    async def open(self, resume: Mapping[str, Any] | None) -> int:
-        """Create the partial file, or reopen it at the journal's offset; return that offset."""
+    async def open(self, resume: Mapping[str, Any] | None) -> list[tuple[int, int]]:
+        """Create the partial file, or reopen it at the journal's offset; return what is
+        left to write."""
         try:
             await asyncio.to_thread(os.makedirs, os.path.dirname(os.path.abspath(self.output)), exist_ok=True)
             if resume is None:
@@ -139,7 +141,7 @@ class LocalSink:
                 await asyncio.to_thread(os.ftruncate, self._fd, self.position)  # drop what was not recorded
         except OSError as exc:
             raise OutputError(f"cannot write here: {exc.strerror or exc}", path=self.output) from exc
-        return self.position
+        return [(self.position, self.total_bytes)]
 
     def _write(self, data: memoryview) -> int:
         assert self._fd is not None
@@ -233,7 +235,7 @@ class S3Sink:
     def __init__(
         self, fs: Any, url: str, *, total_bytes: int, span: Span, state: Mapping[str, Any],
         part_size: int | None = None, overwrite: bool = False, policy: RetryPolicy = RetryPolicy(),
-        stats: IOStats | None = None,
+        stats: IOStats | None = None, journal_url: str | None = None,
     ) -> None:
         self.fs, self.url, self.overwrite, self.policy = fs, url, overwrite, policy
         self.location = url
@@ -241,7 +243,8 @@ class S3Sink:
         self.state = dict(state)
         self.stats = stats or IOStats()
         self.bucket, self.key, _ = fs.split_path(url)
-        self.journal_key = journal.journal_path(self.key)
+        self.journal_key = fs.split_path(journal_url)[1] if journal_url else journal.journal_path(self.key)
+        self.window = (0, total_bytes)  #: the bytes of the cube this sink uploads
         self.part_size = part_size or part_size_for(total_bytes)
         self.bytes_written = 0
         self.upload_id: str | None = None
@@ -249,11 +252,6 @@ class S3Sink:
         self._head = bytearray()  #: part 1, uploaded last
         self._buffer = bytearray()
         self._buffer_start = 0  #: file offset of ``_buffer[0]``
-
-    @property
-    def head_bytes(self) -> int:
-        """Part 1, which a resumed upload makes again (it was never sent)."""
-        return self.part_size
 
     @staticmethod
     def memory(total_bytes: int) -> int:
@@ -292,8 +290,9 @@ class S3Sink:
                 return listed
             marker = int(page["NextPartNumberMarker"])
 
-    async def open(self, resume: Mapping[str, Any] | None) -> int:
-        """Start the upload, or continue the journal's; return the offset it continues at."""
+    async def open(self, resume: Mapping[str, Any] | None) -> list[tuple[int, int]]:
+        """Start the upload, or continue the journal's; return what is left to write
+        (part 1, never sent before the end, and what follows the parts S3 has)."""
         if resume is None:
             if not self.overwrite and await fs_request(self.fs, "exists", self.url, stats=self.stats):
                 raise OutputExistsError("already exists; use overwrite=True (--overwrite) to replace it", path=self.url)
@@ -301,21 +300,32 @@ class S3Sink:
                 "starting the upload", "create_multipart_upload", Bucket=self.bucket, Key=self.key
             )
             self.upload_id = response["UploadId"]
-            self._buffer_start = self.part_size
             await self._save_journal()
-            return 0
+            return await self.resume_parts({})
         self.upload_id = str(resume["upload_id"])
         self.part_size = int(resume["part_size"])
-        recorded = {int(n): p for n, p in dict(resume.get("parts", {})).items()}
-        listed = await self._listed_parts()
-        # Trust a part only if S3 has it with the ETag recorded for it, and only a run
-        # of them from part 2: what comes after a gap is uploaded again.
-        number = 2
-        while number in recorded and listed.get(number) == recorded[number]["ETag"]:
-            self.parts[number] = recorded[number]
-            number += 1
-        self._buffer_start = self.part_size * max(1, number - 1)
-        return self._buffer_start if self.parts else 0
+        return await self.resume_parts(resume)
+
+    async def resume_parts(self, state: Mapping[str, Any]) -> list[tuple[int, int]]:
+        """Take over the parts ``state`` recorded that S3 has; return what is left to write.
+
+        A part is trusted only if S3 lists it with the recorded ETag, and only a run of
+        them from the window's first part: what comes after a gap is uploaded again.
+        """
+        lo, hi = self.window
+        first = max(2, lo // self.part_size + 1)  # part 1 is sent last, by whoever finishes
+        recorded = {int(n): p for n, p in dict(state.get("parts", {})).items()}
+        number = first
+        if recorded:
+            listed = await self._listed_parts()
+            while number in recorded and listed.get(number) == recorded[number]["ETag"]:
+                self.parts[number] = recorded[number]
+                number += 1
+        self._buffer_start = min(hi, (number - 1) * self.part_size)
+        needed = [(self._buffer_start, hi)]
+        if lo < self.part_size:
+            needed.insert(0, (0, min(self.part_size, hi)))
+        return needed
 
     async def _upload(self, number: int, offset: int, data: bytes) -> dict[str, Any]:
         part_sum = await asyncio.to_thread(self.span.sum, offset, data)
@@ -328,6 +338,12 @@ class S3Sink:
 
     async def write_at(self, offset: int, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
+        lo, hi = self.window
+        if offset < lo or offset + len(view) > hi:  # another shard's bytes
+            first, last = max(offset, lo), min(offset + len(view), hi)
+            if last <= first:
+                return
+            view, offset = view[first - offset : last - offset], first
         # Part 1: kept until the end (a resumed upload makes it again).
         if offset < len(self._head):
             skip = min(len(view), len(self._head) - offset)
