@@ -1,4 +1,4 @@
-"""The ``fficube`` command: build, update, inspect, verify, demo.
+"""The ``fficube`` command: build, update, sector, inspect, verify, demo.
 
 The CLI is the one place that prints and configures logging.  Errors print one line
 (``fficube: error: ...``) and exit 1; ``--debug`` shows the traceback instead.
@@ -25,6 +25,8 @@ from .errors import FficubeError
 from .journal import journal_path
 from .remote import is_url
 from .units import format_bytes
+from .sector import ARRAY_INDEX, CAMERAS, CCDS, CubeOutcome, array_target, build_sector, sector_jobs
+from .shard import build_shard, finish_cube, parse_shard
 from .verify import verify_cube
 
 __all__ = ["main", "ProgressBar"]
@@ -181,6 +183,29 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--anon", action="store_true", help="read S3 anonymously")
     inspect.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option)
 
+    sector = sub.add_parser(
+        "sector", help="build the cubes of a sector from the archive's layout (AWS Batch array jobs too)",
+        description="Builds tess-sSSSS-C-D-cube.fits for each camera/CCD from SOURCE/sSSSS/*/*/C-D/*ffic.fits "
+        f"into DEST, skipping cubes already there and resuming interrupted ones. With ${ARRAY_INDEX} set, "
+        "builds only camera i // 4 + 1, CCD i % 4 + 1.",
+    )
+    sector.add_argument("sector", type=int)
+    sector.add_argument("--source", required=True, help="FFI archive root, e.g. s3://stpubdata/tess/public/ffi")
+    sector.add_argument("--dest", required=True, help="where the cubes go: a directory or an s3:// prefix")
+    sector.add_argument("--camera", type=int, action="append", choices=CAMERAS, help="repeatable (default all)")
+    sector.add_argument("--ccd", type=int, action="append", choices=CCDS, help="repeatable (default all)")
+    sector.add_argument("--max-memory", default="4GB", help="memory budget for all cubes together (default 4GB)")
+    sector.add_argument("--parallel", type=int, default=1, help="cubes built at once, sharing --max-memory")
+    sector.add_argument("--concurrency", type=int, default=None)
+    sector.add_argument("--anon", action="store_true", help="read S3 inputs anonymously")
+    sector.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option)
+    mode = sector.add_mutually_exclusive_group()
+    mode.add_argument("--shard", metavar="K/N",
+                      help="build only the K-th of N shares of one cube (s3:// only; K may be 'index': "
+                           f"${ARRAY_INDEX} + 1); the last shard to finish completes the cube")
+    mode.add_argument("--finish", action="store_true", help="complete a sharded cube whose shards are all done")
+    sector.add_argument("-q", "--quiet", action="store_true")
+
     verify = sub.add_parser("verify", help="check a cube: structure, size, time order, checksums (exit 1 if unsound)")
     verify.add_argument("cube", help="a path or a URL (s3://...)")
     verify.add_argument("--anon", action="store_true", help="read S3 anonymously")
@@ -251,6 +276,58 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0 if result.ok else EXIT_ERROR
 
 
+def _sector_targets(args: argparse.Namespace, err: TextIO) -> tuple[list[int], list[int]]:
+    cameras, ccds = args.camera or list(CAMERAS), args.ccd or list(CCDS)
+    index = os.environ.get(ARRAY_INDEX)
+    if index is not None and not (args.shard or "").startswith("index/"):
+        camera, ccd = array_target(index)
+        err.write(f"fficube: {ARRAY_INDEX}={index}: camera {camera}, CCD {ccd}\n")
+        return [camera], [ccd]
+    return cameras, ccds
+
+
+def _cmd_sector(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    cameras, ccds = _sector_targets(args, err)
+    jobs = sector_jobs(args.sector, args.source, args.dest, cameras, ccds)
+    anon = True if args.anon else None
+    options = _storage_options(args.storage_option)
+    if args.shard or args.finish:
+        if len(jobs) != 1:
+            raise ValueError("--shard and --finish work on one cube: give one --camera and one --ccd")
+        job = jobs[0]
+        if args.finish:
+            done = asyncio.run(_cancel_on_sigterm(finish_cube(job.output, anon=anon, storage_options=options)))
+            out.write(f"{job.output}: {'complete' if done else 'not all shards are done yet'}\n")
+            return 0 if done else EXIT_ERROR
+        shard, shards = parse_shard(args.shard, os.environ.get(ARRAY_INDEX))
+        result = asyncio.run(_cancel_on_sigterm(build_shard(
+            job.inputs, job.output, shard, shards, product="spoc", sector=job.sector, max_memory=args.max_memory,
+            concurrency=args.concurrency, anon=anon, storage_options=options,
+        )))
+        if not args.quiet:
+            out.write(result.summary() + "\n")
+        return 0
+
+    def done(outcome: CubeOutcome) -> None:
+        if not args.quiet:
+            err.write(f"fficube: {outcome.job.camera}-{outcome.job.ccd}: {outcome.status}"
+                      f"{': ' + outcome.error if outcome.status == 'failed' else ''}\n")
+
+    outcomes = asyncio.run(_cancel_on_sigterm(build_sector(
+        jobs, max_memory=args.max_memory, parallel=args.parallel, concurrency=args.concurrency, anon=anon,
+        storage_options=options, on_done=done,
+    )))
+    header = ("cube", "status", "FFIs", "size", "seconds", "requests", "output / reason")
+    rows = [header, *(o.row() for o in outcomes)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    for row in rows:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] + "\n")
+    failed = [o for o in outcomes if o.status == "failed"]
+    out.write(f"sector {args.sector}: {len(outcomes) - len(failed)} of {len(outcomes)} cube(s) done"
+              + (f", {len(failed)} failed (run again to retry)" if failed else "") + "\n")
+    return EXIT_ERROR if failed else 0
+
+
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .synthetic import SectorSpec, make_sector
 
@@ -298,7 +375,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     )
     warnings.formatwarning = lambda message, category, *a, **k: f"fficube: warning: {message}\n"
     command = {
-        "build": _cmd_build, "update": _cmd_update, "inspect": _cmd_inspect, "verify": _cmd_verify, "demo": _cmd_demo,
+        "build": _cmd_build, "update": _cmd_update, "inspect": _cmd_inspect, "verify": _cmd_verify,
+        "sector": _cmd_sector, "demo": _cmd_demo,
     }[args.command]
     try:
         return command(args, out, err)

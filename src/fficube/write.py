@@ -38,7 +38,10 @@ from .scan import padded
 from .storage import IOStats, RetryPolicy, fs_request, retrying
 from .units import format_bytes
 
-__all__ = ["CubeSink", "LocalSink", "S3Sink", "Span", "write_cube", "partial_path", "part_size_for"]
+__all__ = [
+    "CubeSink", "LocalSink", "S3Sink", "Span", "write_cube", "partial_path", "part_size_for", "s3_call",
+    "error_code", "discard_upload",
+]
 
 log = logging.getLogger("fficube")
 
@@ -260,14 +263,8 @@ class S3Sink:
         return 3 * part_size_for(total_bytes)
 
     async def _call(self, what: str, method: str, **kwargs: Any) -> Any:
-        async def once() -> Any:
-            self.stats.requests += 1
-            return await getattr(self.fs.s3, method)(**kwargs)
-
-        try:
-            return await retrying(once, policy=self.policy, stats=self.stats, what=what)
-        except Exception as exc:
-            raise OutputError(f"{what} failed: {exc}", path=self.url) from exc
+        return await s3_call(self.fs, method, what=what, url=self.url, policy=self.policy, stats=self.stats,
+                             **kwargs)
 
     async def _save_journal(self) -> None:
         state = {
@@ -417,6 +414,31 @@ class S3Sink:
         self.upload_id = None
 
 
+async def s3_call(
+    fs: Any, method: str, *, what: str, url: str, policy: RetryPolicy, stats: IOStats, **kwargs: Any
+) -> Any:
+    """One S3 API call through s3fs's client, retried if transient; an OutputError if not.
+
+    The botocore error is kept as the cause (``exc.__cause__``), so that callers can
+    tell a failed precondition or a missing upload from other failures.
+    """
+    async def once() -> Any:
+        stats.requests += 1
+        return await getattr(fs.s3, method)(**kwargs)
+
+    try:
+        return await retrying(once, policy=policy, stats=stats, what=what)
+    except Exception as exc:
+        raise OutputError(f"{what} failed: {exc}", path=url) from exc
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code behind an OutputError from :func:`s3_call` (``""`` if none)."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    response = getattr(cause, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
 async def discard_upload(fs: Any, url: str, upload_id: str | None, policy: RetryPolicy, stats: IOStats) -> None:
     """Abort an upload (if any) and remove its journal; failures are logged, not raised."""
     bucket, key, _ = fs.split_path(url)
@@ -425,16 +447,12 @@ async def discard_upload(fs: Any, url: str, upload_id: str | None, policy: Retry
         calls.append(("aborting the upload", "abort_multipart_upload", {"UploadId": upload_id, "Key": key}))
     calls.append(("removing the journal", "delete_object", {"Key": journal.journal_path(key)}))
     for what, method, kwargs in calls:
-        async def once(method: str = method, kwargs: dict[str, Any] = kwargs) -> Any:
-            stats.requests += 1
-            return await getattr(fs.s3, method)(Bucket=bucket, **kwargs)
-
         try:
-            await retrying(once, policy=policy, stats=stats, what=what)
-        except Exception as exc:
+            await s3_call(fs, method, what=what, url=url, policy=policy, stats=stats, Bucket=bucket, **kwargs)
+        except OutputError as exc:
             # Nothing more can be done here; the bucket's lifecycle rule for incomplete
             # uploads (if any) will remove the parts.
-            log.warning("%s: %s failed: %s (upload id %s)", url, what, exc, upload_id)
+            log.warning("%s (upload id %s)", exc, upload_id)
 
 
 async def write_cube(
