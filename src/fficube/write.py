@@ -129,6 +129,7 @@ class LocalSink:
         self.saved = 0  #: bytes durably written and recorded in the journal
         self._sum = ZERO
         self._fd: int | None = None
+        self._pending: asyncio.Future[int] | None = None  #: the flush under way
 
     async def open(self, resume: Mapping[str, Any] | None) -> list[tuple[int, int]]:
         """Create the partial file, or reopen it at the journal's offset; return what is
@@ -170,18 +171,35 @@ class LocalSink:
         self.position += len(view)
         self.bytes_written += len(view)
 
-    def _record(self) -> None:
+    def _record(self, position: int, datasum: int) -> int:
         assert self._fd is not None
         os.fdatasync(self._fd)  # the data first: the journal must never run ahead of it
-        self.journal.save({**self.state, "offset": self.position, "datasum": self._sum})
+        self.journal.save({**self.state, "offset": position, "datasum": datasum})
+        return position
 
     async def checkpoint(self) -> None:
-        """Flush what is written and record it, so that a resumed build starts here."""
+        """Flush what is written and record it, so that a resumed build starts here.
+
+        The flush runs in the background while the next block is written: waiting for
+        the disk here would stall the pipeline once per block.  If the previous flush is
+        still running, this one is skipped (the next records more).
+        """
+        if self._pending is not None:
+            if not self._pending.done():
+                return
+            await self._settle()
+        loop = asyncio.get_running_loop()
+        self._pending = loop.run_in_executor(None, self._record, self.position, self._sum)
+
+    async def _settle(self) -> None:
+        """Wait for the flush under way, if any; what it recorded is saved."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
         try:
-            await asyncio.to_thread(self._record)
+            self.saved = await pending
         except OSError as exc:
             raise OutputError(f"saving progress failed: {exc.strerror or exc}", path=self.journal.path) from exc
-        self.saved = self.position
 
     def datasum(self) -> int:
         return self._sum
@@ -195,6 +213,7 @@ class LocalSink:
 
     async def commit(self) -> None:
         assert self._fd is not None
+        await self._settle()
         try:
             await asyncio.to_thread(os.fsync, self._fd)
             os.close(self._fd)
@@ -211,6 +230,10 @@ class LocalSink:
     async def abort(self) -> None:
         # Shielded from cancellation by the caller: this runs while a build is being
         # cancelled, and must finish.
+        try:
+            await self._settle()  # a flush under way may still record more
+        except OutputError:
+            pass
         if self._fd is not None:
             try:
                 os.close(self._fd)
