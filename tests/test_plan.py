@@ -112,3 +112,13 @@ def test_block_cap_limits_blocks_whatever_the_budget(ffis) -> None:
     # A tight budget still wins over the cap.
     tight = make_plan(ffis, max_memory=250_000, max_block_bytes=10**9)
     assert tight.block_rows == make_plan(ffis, max_memory=250_000).block_rows < 37
+
+
+def test_block_cap_never_makes_reads_smaller_than_min_read(ffis) -> None:
+    cols, n = 24, 10
+    row_bytes = cols * n * 2 * 4
+    # A cap of one row, but reads of 20 rows of one layer (20 x 24 x 4 bytes): 37 rows
+    # make two blocks, evened out to 19 rows.
+    plan = make_plan(ffis, max_memory=10**9, max_block_bytes=row_bytes, min_read=20 * cols * 4)
+    assert plan.block_rows == 19 and len(plan.blocks) == 2
+    assert make_plan(ffis, max_memory=10**9, max_block_bytes=row_bytes).block_rows == 1

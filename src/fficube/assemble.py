@@ -69,17 +69,22 @@ def place_group(
     block: np.ndarray, slabs: list[Slab], layers: tuple[ImageLayout, ...], first_slot: int, scratch: np.ndarray
 ) -> None:
     """Copy the slabs of consecutive raw-float32 FFIs (slots ``first_slot`` on) into the
-    block at once: gather each layer into ``scratch`` (contiguous copies), then one
-    transposed copy that writes whole cache lines."""
-    rows, count = slabs[0].rows, len(slabs)
-    offset = 0
-    bits, stack = _bits(block), _bits(scratch)[:count, :rows]
-    for index, layout in enumerate(layers):
-        nbytes = rows * layout.cols * layout.itemsize
-        for j, slab in enumerate(slabs):
-            stack[j] = slab.buffer[offset : offset + nbytes].view(np.uint32).reshape(rows, layout.cols)
-        bits[:rows, :, first_slot : first_slot + count, index] = stack.transpose(1, 2, 0)
-        offset += nbytes
+    block at once.
+
+    Each slab (its layers' rows, one after the other) is copied whole into ``scratch``
+    (``(group, layers, rows, cols)``), so that FFI-major ``scratch`` seen as
+    ``(group x layers, rows, cols)`` transposes into the block's pixel-major
+    ``(rows, cols, n_ffis x layers)`` in one copy whose innermost run is the group's
+    ``group x layers`` contiguous values of a pixel: whole cache lines, each written once.
+    """
+    rows, count, n_layers = slabs[0].rows, len(slabs), len(layers)
+    cols = layers[0].cols
+    stack = _bits(scratch)[:count, :n_layers, :rows]
+    for j, slab in enumerate(slabs):
+        stack[j] = slab.buffer[: n_layers * rows * cols * 4].view(np.uint32).reshape(n_layers, rows, cols)
+    pixels = _bits(block).reshape(block.shape[0], block.shape[1], -1)  # (rows, cols, n_ffis x layers)
+    first, last = first_slot * n_layers, (first_slot + count) * n_layers
+    pixels[:rows, :, first:last] = stack.reshape(count * n_layers, rows, cols).transpose(1, 2, 0)
 
 
 def place_base(block: np.ndarray, slab: Slab, slots: tuple[int, ...]) -> None:
@@ -112,7 +117,7 @@ async def assemble_blocks(
     n_files = len(plan.files)
     group = plan.memory.group
     rows, cols = plan.block_rows, plan.shape[1]
-    scratch = np.empty((group, rows, cols), dtype=">f4") if group > 1 else None
+    scratch = np.empty((group, plan.shape[3], rows, cols), dtype=np.uint32) if group > 1 else None
 
     async def place_ready(block: np.ndarray, held: dict[int, Slab], first: int, stop: int) -> None:
         slabs = [held.pop(j) for j in range(first, stop)]

@@ -60,7 +60,7 @@ class MemoryUse:
     decode_bytes: int  #: scratch for decoding scaled or non-float32 input
     base_bytes: int = 0  #: an update's buffer for the old cube's rows of one block
     group: int = 1  #: FFIs placed together (see GROUP)
-    group_bytes: int = 0  #: scratch holding one layer of a group's slabs
+    group_bytes: int = 0  #: scratch holding a group's slabs
 
     @property
     def total(self) -> int:
@@ -277,13 +277,14 @@ def cube_header(shape: tuple[int, int, int, int], now: dt.datetime) -> bytes:
 def _size_blocks(
     shape: tuple[int, int, int, int], files: Sequence[FfiInfo], table: bytes, primary: bytes,
     max_memory: int, read_ahead: int, reserved: int, max_block_bytes: int | None, base_row_bytes: int = 0,
+    min_read: int = 0,
 ) -> tuple[int, MemoryUse]:
     """Rows per block for a plan that keeps these headers and encoded pieces in memory."""
     # The plan keeps every FFI's header text: count it, with the encoded pieces.
     fixed = sum(len(f.primary_header) + len(f.image_header) for f in files) + len(table) + len(primary)
     return plan_memory(
         shape, files, fixed, max_memory, read_ahead, reserved, base_row_bytes=base_row_bytes,
-        max_block_bytes=max_block_bytes, group=GROUP if _groupable(files) else 1,
+        max_block_bytes=max_block_bytes, min_read=min_read, group=GROUP if _groupable(files) else 1,
     )
 
 
@@ -295,6 +296,7 @@ def _groupable(files: Sequence[FfiInfo]) -> bool:
 def plan_memory(
     shape: tuple[int, int, int, int], files: Sequence[FfiInfo], fixed: int, budget: int, slabs: int,
     reserved: int = 0, base_row_bytes: int = 0, max_block_bytes: int | None = None, group: int = 1,
+    min_read: int = 0,
 ) -> tuple[int, MemoryUse]:
     """Choose the rows per block that fit ``budget``; return them with the accounting.
 
@@ -323,7 +325,7 @@ def plan_memory(
             decode_bytes=block_rows * decode_row,
             base_bytes=block_rows * base_row_bytes,
             group=group,
-            group_bytes=block_rows * cols * VALUE_BYTES * group if group > 1 else 0,
+            group_bytes=block_rows * cols * layers * VALUE_BYTES * group if group > 1 else 0,
         )
 
     available = budget - fixed - reserved
@@ -337,8 +339,11 @@ def plan_memory(
             + (f" and {format_bytes(reserved)} of upload buffers" if reserved else "")
             + f"; give at least {format_bytes(fixed + reserved + per_row_single)}"
         )
-    # Blocks larger than max_block_bytes are slower, not faster (see make_plan).
-    cap_rows = rows if max_block_bytes is None else max(1, max_block_bytes // row_bytes)
+    # Blocks larger than max_block_bytes are slower, not faster (see make_plan); but not
+    # so small that a block's read of one FFI layer falls under min_read bytes.
+    cap_rows = rows
+    if max_block_bytes is not None:
+        cap_rows = max(1, max_block_bytes // row_bytes, -(-min_read // (cols * VALUE_BYTES)))
     if rows <= cap_rows and rows * per_row_single <= available:
         return rows, use(rows, 1)  # one block: nothing to overlap with
     per_row_double = use(1, 2).total - fixed - reserved
@@ -361,6 +366,7 @@ def make_plan(
     read_ahead: int = 8,
     reserved: int = 0,
     max_block_bytes: int | None = None,
+    min_read: int = 0,
     now: dt.datetime | None = None,
 ) -> CubePlan:
     """Plan a cube from scanned FFIs.
@@ -381,6 +387,9 @@ def make_plan(
         Largest block, whatever the budget.  For local files a few hundred MB are
         faster than multi-GB blocks: a huge fresh buffer costs a page fault per 4 kB
         at every build, and one block cannot overlap assembly with writing.
+    min_read
+        Smallest read per FFI layer per block that ``max_block_bytes`` may cause
+        (with thousands of FFIs, a block cap would otherwise mean tiny reads).
     now
         The build time, for ``DATE`` and the DATASUM stamp (now when ``None``).
 
@@ -424,7 +433,7 @@ def make_plan(
     cube = cube_header(shape, now)
 
     block_rows, memory = _size_blocks(
-        shape, files, table, primary, max_memory, read_ahead, reserved, max_block_bytes
+        shape, files, table, primary, max_memory, read_ahead, reserved, max_block_bytes, min_read=min_read,
     )
     assert len(primary) % BLOCK == 0 and len(cube) % BLOCK == 0
     return CubePlan(
@@ -488,6 +497,7 @@ def plan_update(
     read_ahead: int = 8,
     reserved: int = 0,
     max_block_bytes: int | None = None,
+    min_read: int = 0,
     now: dt.datetime | None = None,
 ) -> CubePlan:
     """Plan the cube that a fresh build of the cube's FFIs and ``ffis`` would give.
@@ -565,7 +575,7 @@ def plan_update(
 
     block_rows, memory = _size_blocks(
         shape, files, table, primary, max_memory, read_ahead, reserved, max_block_bytes,
-        base_row_bytes=cube.row_bytes,
+        base_row_bytes=cube.row_bytes, min_read=min_read,
     )
     return CubePlan(
         product=product,
