@@ -53,7 +53,10 @@ def _bits(array: np.ndarray) -> np.ndarray:
 
 
 def place(block: np.ndarray, slab: Slab, layers: tuple[ImageLayout, ...], slot: int) -> None:
-    """Copy one FFI's slab into ``block[:, :, slot, :]``."""
+    """Copy one FFI's slab into ``block[:, :, slot, :]``.
+
+    Layers lie in the slab at a stride of the block's full rows (``block.shape[0]``).
+    """
     offset = 0
     for index, layout in enumerate(layers):
         nbytes = slab.rows * layout.cols * layout.itemsize
@@ -62,29 +65,25 @@ def place(block: np.ndarray, slab: Slab, layers: tuple[ImageLayout, ...], slot: 
             _bits(block)[: slab.rows, :, slot, index] = _bits(raw)
         else:
             block[: slab.rows, :, slot, index] = decode(raw, layout)
-        offset += nbytes
+        offset += block.shape[0] * layout.cols * layout.itemsize
 
 
-def place_group(
-    block: np.ndarray, slabs: list[Slab], layers: tuple[ImageLayout, ...], first_slot: int, scratch: np.ndarray
-) -> None:
+def place_group(block: np.ndarray, slabs: list[Slab], layers: tuple[ImageLayout, ...], first_slot: int) -> None:
     """Copy the slabs of consecutive raw-float32 FFIs (slots ``first_slot`` on) into the
     block at once.
 
-    Each slab (its layers' rows, one after the other) is copied whole into ``scratch``
-    (``(group, layers, rows, cols)``), so that FFI-major ``scratch`` seen as
-    ``(group x layers, rows, cols)`` transposes into the block's pixel-major
+    The slabs are the first slots of one arena, ``(group, layers, block_rows, cols)``;
+    seen as ``(group x layers, rows, cols)`` they transpose into the block's pixel-major
     ``(rows, cols, n_ffis x layers)`` in one copy whose innermost run is the group's
     ``group x layers`` contiguous values of a pixel: whole cache lines, each written once.
     """
     rows, count, n_layers = slabs[0].rows, len(slabs), len(layers)
-    cols = layers[0].cols
-    stack = _bits(scratch)[:count, :n_layers, :rows]
-    for j, slab in enumerate(slabs):
-        stack[j] = slab.buffer[: n_layers * rows * cols * 4].view(np.uint32).reshape(n_layers, rows, cols)
+    arena = slabs[0].arena
+    assert arena is not None and all(s is arena.slabs[j] for j, s in enumerate(slabs)), "not one arena"
+    stack = arena.data[:count, :n_layers, :rows]
     pixels = _bits(block).reshape(block.shape[0], block.shape[1], -1)  # (rows, cols, n_ffis x layers)
     first, last = first_slot * n_layers, (first_slot + count) * n_layers
-    pixels[:rows, :, first:last] = stack.reshape(count * n_layers, rows, cols).transpose(1, 2, 0)
+    pixels[:rows, :, first:last] = stack.reshape(count * n_layers, rows, layers[0].cols).transpose(1, 2, 0)
 
 
 def place_base(block: np.ndarray, slab: Slab, slots: tuple[int, ...]) -> None:
@@ -103,6 +102,20 @@ def place_base(block: np.ndarray, slab: Slab, slots: tuple[int, ...]) -> None:
         start = stop
 
 
+def release(slabs: list[Slab]) -> None:
+    """Give placed slabs back to their pool: each alone, or their arena once (a group is
+    always placed whole, so the arena is free when its slabs are)."""
+    arenas = []
+    for slab in slabs:
+        if slab.arena is None:
+            assert slab.home is not None
+            slab.home.put_nowait(slab)
+        elif slab.arena not in arenas:
+            arenas.append(slab.arena)
+    for arena in arenas:
+        arena.home.put_nowait(arena)
+
+
 async def assemble_blocks(
     plan: CubePlan,
     ready: asyncio.Queue[Slab],
@@ -116,20 +129,17 @@ async def assemble_blocks(
     early: dict[int, list[Slab]] = defaultdict(list)  # slabs of blocks not started yet
     n_files = len(plan.files)
     group = plan.memory.group
-    rows, cols = plan.block_rows, plan.shape[1]
-    scratch = np.empty((group, plan.shape[3], rows, cols), dtype=np.uint32) if group > 1 else None
 
     async def place_ready(block: np.ndarray, held: dict[int, Slab], first: int, stop: int) -> None:
         slabs = [held.pop(j) for j in range(first, stop)]
         # A group's slots are consecutive unless an update interleaves old FFIs.
         consecutive = all(plan.slot(first + j) == plan.slot(first) + j for j in range(len(slabs)))
-        if scratch is not None and len(slabs) > 1 and consecutive:
-            await asyncio.to_thread(place_group, block, slabs, plan.files[first].layers, plan.slot(first), scratch)
+        if group > 1 and len(slabs) > 1 and consecutive:
+            await asyncio.to_thread(place_group, block, slabs, plan.files[first].layers, plan.slot(first))
         else:
             for j, slab in enumerate(slabs):
                 await asyncio.to_thread(place, block, slab, plan.files[first + j].layers, plan.slot(first + j))
-        for slab in slabs:
-            slab.home.put_nowait(slab)
+        release(slabs)
 
     for index, (start, stop) in enumerate(plan.blocks):
         block = await free_blocks.get()
@@ -144,7 +154,7 @@ async def assemble_blocks(
             if slab.ffi == BASE:
                 assert plan.base is not None
                 await asyncio.to_thread(place_base, block, slab, plan.base.slots)
-                slab.home.put_nowait(slab)
+                release([slab])
                 placed += 1
                 continue
             held[slab.ffi] = slab

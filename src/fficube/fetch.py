@@ -5,6 +5,12 @@ layer of each FFI, so one FFI costs one request per layer per block, and over a 
 build every data byte is read once.  Reads fill *slabs*, buffers taken from a fixed
 pool: the pool's size is what bounds the memory held by reads in flight and by slabs
 waiting for the assembler, however many FFIs there are.
+
+A slab holds each layer's rows at a fixed stride of ``plan.block_rows`` rows, whatever
+the rows of its block.  When FFIs are placed in groups (raw float32 input), the pool's
+buffers are *arenas* of one group each, ``(group, layers, block_rows, cols)``: the FFIs
+of a group are read straight into consecutive slots, and the assembler transposes the
+arena into the block without first gathering the slabs.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import numpy as np
 from .plan import CubePlan
 from .storage import ByteSource
 
-__all__ = ["Slab", "BASE", "new_slab_pool", "new_base_pool", "fetch_slabs"]
+__all__ = ["Slab", "Arena", "BASE", "new_slab_pool", "new_base_pool", "fetch_slabs", "layer_offsets"]
 
 #: ``Slab.ffi`` of a slab holding the base cube's rows (an update's old cube).
 BASE = -1
@@ -29,10 +35,29 @@ class Slab:
     (or, with ``ffi == BASE``, the old cube's rows of the block)."""
 
     buffer: np.ndarray  #: uint8, large enough for the biggest block
-    home: asyncio.Queue  #: the pool it returns to
+    home: asyncio.Queue | None  #: the pool it returns to (None: it goes back with its arena)
     block: int = -1
     ffi: int = -1
     rows: int = 0
+    arena: Arena | None = None  #: the group buffer it is a slot of, if any
+
+
+@dataclass(slots=True, eq=False)
+class Arena:
+    """One group's slabs in one buffer: ``data[j]`` is slot ``j``'s slab."""
+
+    data: np.ndarray  #: uint32, (group, layers, block_rows, cols)
+    slabs: list[Slab]
+    home: asyncio.Queue  #: the pool of arenas it returns to
+
+
+def layer_offsets(plan: CubePlan, index: int) -> list[int]:
+    """Byte offset of each layer of ``plan.files[index]`` in a slab."""
+    offsets, offset = [], 0
+    for layout in plan.files[index].layers:
+        offsets.append(offset)
+        offset += plan.block_rows * layout.cols * layout.itemsize
+    return offsets
 
 
 def _pool(count: int, nbytes: int) -> asyncio.Queue[Slab]:
@@ -42,9 +67,21 @@ def _pool(count: int, nbytes: int) -> asyncio.Queue[Slab]:
     return pool
 
 
-def new_slab_pool(plan: CubePlan) -> asyncio.Queue[Slab]:
-    """A queue holding the plan's slab buffers, all free."""
-    return _pool(plan.memory.slabs, plan.memory.slab_bytes)
+def new_slab_pool(plan: CubePlan) -> asyncio.Queue:
+    """A queue holding the plan's slab buffers, all free: slabs, or arenas of ``group`` slabs."""
+    group = plan.memory.group
+    if group == 1:
+        return _pool(plan.memory.slabs, plan.memory.slab_bytes)
+    pool: asyncio.Queue[Arena] = asyncio.Queue()
+    layers, cols = plan.shape[3], plan.shape[1]
+    for _ in range(plan.memory.slabs // group):
+        data = np.empty((group, layers, plan.block_rows, cols), dtype=np.uint32)
+        slabs = [Slab(data[j].reshape(-1).view(np.uint8), None) for j in range(group)]
+        arena = Arena(data, slabs, pool)
+        for slab in slabs:
+            slab.arena = arena
+        pool.put_nowait(arena)
+    return pool
 
 
 def new_base_pool(plan: CubePlan) -> asyncio.Queue[Slab]:
@@ -55,17 +92,15 @@ def new_base_pool(plan: CubePlan) -> asyncio.Queue[Slab]:
 async def _fill(slab: Slab, plan: CubePlan, source: ByteSource, start: int, stop: int) -> None:
     ffi = plan.files[slab.ffi]
     view = memoryview(slab.buffer)
-    offset = 0
-    for layout in ffi.layers:
+    for layout, offset in zip(ffi.layers, layer_offsets(plan, slab.ffi)):
         first, last = layout.row_range(start, stop)
         await source.readinto(ffi.path, first, view[offset : offset + last - first])
-        offset += last - first
 
 
 async def fetch_slabs(
     plan: CubePlan,
     source: ByteSource,
-    free: asyncio.Queue[Slab],
+    free: asyncio.Queue,
     ready: asyncio.Queue[Slab],
     base_source: ByteSource | None = None,
     base_free: asyncio.Queue[Slab] | None = None,
@@ -94,7 +129,13 @@ async def fetch_slabs(
                 slab = await base_free.get()
                 slab.block, slab.ffi, slab.rows = block, BASE, stop - start
                 tg.create_task(read_base(slab, start, stop))
+            group = plan.memory.group
             for ffi in range(len(plan.files)):
-                slab = await free.get()
+                if group == 1:
+                    slab = await free.get()
+                else:  # a group's FFIs go into the slots of one arena
+                    if ffi % group == 0:
+                        arena = await free.get()
+                    slab = arena.slabs[ffi % group]
                 slab.block, slab.ffi, slab.rows = block, ffi, stop - start
                 tg.create_task(read(slab, start, stop))

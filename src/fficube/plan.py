@@ -59,8 +59,7 @@ class MemoryUse:
     slabs: int  #: slab buffers in the pool (fetched ahead of assembly)
     decode_bytes: int  #: scratch for decoding scaled or non-float32 input
     base_bytes: int = 0  #: an update's buffer for the old cube's rows of one block
-    group: int = 1  #: FFIs placed together (see GROUP)
-    group_bytes: int = 0  #: scratch holding a group's slabs
+    group: int = 1  #: FFIs placed together (see GROUP); slabs then come in arenas of a group
 
     @property
     def total(self) -> int:
@@ -71,7 +70,6 @@ class MemoryUse:
             + self.slab_bytes * self.slabs
             + self.decode_bytes
             + self.base_bytes
-            + self.group_bytes
         )
 
 
@@ -325,7 +323,6 @@ def plan_memory(
             decode_bytes=block_rows * decode_row,
             base_bytes=block_rows * base_row_bytes,
             group=group,
-            group_bytes=block_rows * cols * layers * VALUE_BYTES * group if group > 1 else 0,
         )
 
     available = budget - fixed - reserved
