@@ -36,8 +36,8 @@ fficube.make_cube(paths, out, max_memory=budget, overwrite=True)
 """
 ASTROCUT = """
 import sys, json, warnings
-warnings.simplefilter("ignore")  # astrocut warns once per FFI about strings it cuts
 from astrocut import CubeFactory
+warnings.simplefilter("ignore")  # astrocut warns once per FFI about strings it cuts (after astropy's own filters)
 paths, out, budget = json.loads(sys.argv[1])
 CubeFactory().make_cube(paths, out, max_memory=budget / 1e9, verbose=False)
 """
