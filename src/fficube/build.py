@@ -41,7 +41,10 @@ from .storage import ByteSource, FsspecSource, IOStats, LocalSource, RetryPolicy
 from .units import format_bytes, parse_size
 from .write import CubeSink, LocalSink, S3Sink, Span, discard_upload, partial_path, write_cube
 
-__all__ = ["build_cube", "update_cube", "execute", "BuildResult", "Progress", "DEFAULT_CONCURRENCY"]
+__all__ = [
+    "build_cube", "update_cube", "execute", "BuildResult", "Progress", "DEFAULT_CONCURRENCY", "plan_options",
+    "open_source", "upload_reserve", "Reporter",
+]
 
 log = logging.getLogger("fficube")
 
@@ -285,7 +288,7 @@ async def build_cube(
             await _check_remote_output(output, found.paths, overwrite, filesystems)
         else:
             _check_local_output(output, found.paths, overwrite)
-        source, concurrency = await _open_source(found, concurrency, filesystems)
+        source, concurrency = await open_source(found, concurrency, filesystems)
         try:
             return await _build(
                 found, output, source, filesystems, wanted=wanted, budget=budget, sector=sector,
@@ -298,7 +301,7 @@ async def build_cube(
         await asyncio.shield(filesystems.aclose())
 
 
-async def _open_source(
+async def open_source(
     found: Inputs, concurrency: int | None, filesystems: Filesystems
 ) -> tuple[ByteSource, int]:
     """The byte source for the inputs, and the concurrency it uses."""
@@ -310,7 +313,7 @@ async def _open_source(
     return FsspecSource(fs, concurrency, sizes=found.sizes), concurrency
 
 
-class _Reporter:
+class Reporter:
     """Sends :class:`Progress` reports; bytes come from the sources and, once set, the sink."""
 
     def __init__(self, progress: Callable[[Progress], None] | None, sources: list[ByteSource], started: float):
@@ -333,7 +336,7 @@ async def _build(
     progress: Callable[[Progress], None] | None, started: float, remote_out: bool, resume: bool, restart: bool,
 ) -> BuildResult:
     upload_stats = IOStats()
-    report = _Reporter(progress, [source], started)
+    report = Reporter(progress, [source], started)
     paths = found.paths
 
     log.info("scanning %d file(s)", len(paths))
@@ -343,7 +346,7 @@ async def _build(
     )
     state = await _interrupted_build(output, filesystems, resume=resume, restart=restart)
     layers = len(ffis[0].layers) if ffis else 0
-    reserved, estimate = _upload_reserve(remote_out, ffis[0].shape if ffis else (0, 0), len(ffis), layers)
+    reserved, estimate = upload_reserve(remote_out, ffis[0].shape if ffis else (0, 0), len(ffis), layers)
     now = _build_time(state)
     plan = make_plan(ffis, max_memory=budget, sector=sector, reserved=reserved, now=now,
                      **plan_options(concurrency, local=isinstance(source, LocalSource)))
@@ -424,7 +427,7 @@ def plan_options(concurrency: int, *, local: bool) -> dict[str, Any]:
     }
 
 
-def _upload_reserve(remote_out: bool, shape: tuple[int, int], n_ffis: int, layers: int) -> tuple[int, int]:
+def upload_reserve(remote_out: bool, shape: tuple[int, int], n_ffis: int, layers: int) -> tuple[int, int]:
     """(bytes an S3 upload holds, estimated cube size) for a cube of that shape."""
     if not remote_out:
         return 0, 0
@@ -461,7 +464,7 @@ async def _make_sink(
     return LocalSink(output, span=span, total_bytes=plan.total_bytes, state=record, overwrite=overwrite)
 
 
-async def _run(plan: CubePlan, source: ByteSource, sink: CubeSink, filesystems: Filesystems, report: _Reporter,
+async def _run(plan: CubePlan, source: ByteSource, sink: CubeSink, filesystems: Filesystems, report: Reporter,
                started: float, budget: int, upload_stats: IOStats, state: Mapping[str, Any] | None,
                base_source: ByteSource | None = None) -> BuildResult:
     log.info(
@@ -571,15 +574,15 @@ async def update_cube(
                 await _check_remote_output(output, new_paths, overwrite, filesystems)
             else:
                 _check_local_output(output, new_paths, overwrite)
-        source, concurrency = await _open_source(found, concurrency, filesystems)
+        source, concurrency = await open_source(found, concurrency, filesystems)
         sources.append(source)
-        report = _Reporter(progress, sources, started)
+        report = Reporter(progress, sources, started)
         ffis = await scan(
             new_paths, source, product=PRODUCTS[old.product], workers=concurrency * 2,
             on_scanned=lambda done: report("scan", done, len(new_paths), 0),
         )
         rows, cols, n_old, layers = old.shape
-        reserved, estimate = _upload_reserve(is_url(output), (rows, cols), n_old + len(ffis), layers)
+        reserved, estimate = upload_reserve(is_url(output), (rows, cols), n_old + len(ffis), layers)
         state = await _interrupted_build(output, filesystems, resume=resume, restart=restart)
         now = _build_time(state)
         plan = plan_update(old, ffis, max_memory=budget, sector=sector, reserved=reserved, now=now,

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import journal
-from .build import Progress, _open_source, _Reporter, _upload_reserve, execute, plan_options
+from .build import Progress, open_source, Reporter, upload_reserve, execute, plan_options
 from .checksum import add, seal_header
 from .errors import InputError, OutputError, ResumeError
 from .inputs import InputsLike, resolve_inputs
@@ -213,11 +213,11 @@ async def build_shard(
         fs = await filesystems.get(protocol_of(output), output=True)
         shared = _Shared(fs, output, filesystems.stats)
         found = await resolve_inputs(inputs, get_product(product), filesystems)
-        source, concurrency = await _open_source(found, concurrency, filesystems)
+        source, concurrency = await open_source(found, concurrency, filesystems)
         try:
             ffis = await scan(found.paths, source, product=get_product(product), workers=concurrency * 2)
             layers = len(ffis[0].layers) if ffis else 0
-            reserved, estimate = _upload_reserve(True, ffis[0].shape if ffis else (0, 0), len(ffis), layers)
+            reserved, estimate = upload_reserve(True, ffis[0].shape if ffis else (0, 0), len(ffis), layers)
             options = plan_options(concurrency, local=False)
 
             def plan_at(now: dt.datetime):  # type: ignore[no-untyped-def]
@@ -244,7 +244,7 @@ async def build_shard(
                     journal_url=shared.url(f"{shard}.json"), window=window, upload_id=state["upload_id"],
                     shared=shared,
                 )
-                report = _Reporter(progress, [source], started)
+                report = Reporter(progress, [source], started)
                 report.sink = sink
                 await execute(plan, source, sink, resume=record,
                               on_block=lambda done, total: report("write", done, total, plan.total_bytes))
