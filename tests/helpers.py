@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 
 from astropy.io import fits
 
@@ -88,3 +89,20 @@ def data_and_header_bytes(paths: list[str], hdus: tuple[int, ...] = (0, 1, 2)) -
                 if hdul[i].header.get("NAXIS") == 2:
                     data += hdul[i].header["NAXIS1"] * hdul[i].header["NAXIS2"] * abs(hdul[i].header["BITPIX"]) // 8
     return data, header
+
+
+async def cancel_after_blocks(blocks: int, start: Callable[[Callable], Awaitable]) -> None:
+    """Run ``start(progress)`` (a build or an update given that progress callback) as a
+    task and cancel it once ``blocks`` blocks are written; it must end cancelled."""
+    task: asyncio.Task | None = None
+
+    def progress(p) -> None:
+        if p.stage == "write" and p.done == blocks:
+            task.cancel()
+
+    task = asyncio.ensure_future(start(progress))
+    try:
+        await task
+    except asyncio.CancelledError:
+        return
+    raise AssertionError("the build ended before it could be cancelled")

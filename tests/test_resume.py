@@ -14,7 +14,7 @@ from astropy.io import fits
 import fficube
 from conftest import without_build_stamps
 from cube_compare import assert_verifies
-from helpers import budget_for_rows
+from helpers import budget_for_rows, cancel_after_blocks
 
 SHAPE = (40, 48)
 
@@ -26,15 +26,7 @@ def paths(sector):
 
 async def interrupted(paths: list[str], out: Path, after_blocks: int, **options) -> None:
     """Run a build and cancel it once ``after_blocks`` blocks are written."""
-    task: asyncio.Task | None = None
-
-    def cancel(p: fficube.Progress) -> None:
-        if p.stage == "write" and p.done == after_blocks:
-            task.cancel()
-
-    task = asyncio.create_task(fficube.build_cube(paths, out, progress=cancel, **options))
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_after_blocks(after_blocks, lambda progress: fficube.build_cube(paths, out, progress=progress, **options))
 
 
 def journal_of(out: Path) -> dict:
@@ -134,16 +126,8 @@ async def test_interrupted_update_resumes(sector, tmp_path: Path) -> None:
     cube = tmp_path / "cube.fits"
     await fficube.build_cube(old, cube)
     before = cube.read_bytes()
-    task: asyncio.Task | None = None
-
-    def cancel(p: fficube.Progress) -> None:
-        if p.stage == "write" and p.done == 2:
-            task.cancel()
-
     budget = await asyncio.to_thread(budget_for_rows, paths, 3)
-    task = asyncio.create_task(fficube.update_cube(cube, new, max_memory=budget, progress=cancel))
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_after_blocks(2, lambda progress: fficube.update_cube(cube, new, max_memory=budget, progress=progress))
     assert cube.read_bytes() == before  # untouched until the update completes
     result = await fficube.update_cube(cube, new, resume=True)
     assert 0 < result.resumed_rows < SHAPE[0]

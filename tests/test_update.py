@@ -15,7 +15,7 @@ import fficube
 from conftest import without_build_stamps
 import fficube.sync
 from cli_helpers import run_cli
-from helpers import budget_for_rows
+from helpers import budget_for_rows, cancel_after_blocks
 
 SHAPE = (31, 40)
 
@@ -106,15 +106,8 @@ async def test_interrupted_update_leaves_the_cube_untouched(ten, tmp_path: Path)
     await fficube.build_cube(ten[:6], cube)
     before = cube.read_bytes()
     budget = await asyncio.to_thread(budget_for_rows, ten, 4)
-    task: asyncio.Task | None = None
-
-    def cancel(p: fficube.Progress) -> None:
-        if p.stage == "write" and p.done == 2:
-            task.cancel()
-
-    task = asyncio.create_task(fficube.update_cube(cube, ten[6:], max_memory=budget, progress=cancel))
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_after_blocks(2, lambda progress: fficube.update_cube(cube, ten[6:], max_memory=budget,
+                                                                       progress=progress))
     assert cube.read_bytes() == before  # the work done is kept aside, in cube.fits.partial
     assert (tmp_path / "cube.fits.partial").exists() and (tmp_path / "cube.fits.journal").exists()
     with pytest.raises(fficube.ResumeError, match="--resume"):

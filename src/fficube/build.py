@@ -401,11 +401,10 @@ async def _discard(output: str, state: Mapping[str, Any], filesystems: Filesyste
         fs = await filesystems.get(protocol_of(output), output=True)
         await discard_upload(fs, output, state.get("upload_id"), RetryPolicy(), filesystems.stats)
         return
-    for path in (partial_path(output),):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    try:
+        os.unlink(partial_path(output))
+    except FileNotFoundError:
+        pass
     journal.LocalJournal(output).remove()
 
 
