@@ -158,8 +158,9 @@ async def execute(
     return plan
 
 
-def rows_to_write(plan: CubePlan, needed: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
-    """The cube rows holding the bytes ``needed`` (byte ranges of the output), merged."""
+def rows_to_write(plan: CubePlan, needed: list[tuple[int, int]]) -> tuple[tuple[int, int], ...] | None:
+    """The cube rows holding the bytes ``needed`` (byte ranges of the output), merged;
+    None for all of them."""
     rows = plan.shape[0]
     ranges: list[tuple[int, int]] = []
     for first, last in needed:
@@ -171,9 +172,7 @@ def rows_to_write(plan: CubePlan, needed: list[tuple[int, int]]) -> tuple[tuple[
             ranges[-1] = (ranges[-1][0], max(stop, ranges[-1][1]))
         else:
             ranges.append((start, stop))
-    if ranges == [(0, rows)]:
-        return ()
-    return tuple(ranges) or ((rows, rows),)
+    return None if ranges == [(0, rows)] else tuple(ranges)
 
 
 def _check_local_output(output: str, inputs: list[str], overwrite: bool) -> None:

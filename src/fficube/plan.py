@@ -101,9 +101,9 @@ class CubePlan:
     info_table: bytes  #: HDU 2, header and padded data
     slots: tuple[int, ...] = ()  #: the cube's FFI index of each of ``files`` (default: in order)
     base: BaseCube | None = None  #: for an update, the cube whose rows are copied
-    #: Rows to write, as ``(start, stop)`` ranges; all rows when empty.  A resumed build
-    #: writes only the rows its output does not have yet.
-    row_ranges: tuple[tuple[int, int], ...] = ()
+    #: Rows to write, as ``(start, stop)`` ranges; all rows when None.  A resumed build
+    #: writes only the rows its output does not have yet (perhaps none).
+    row_ranges: tuple[tuple[int, int], ...] | None = None
 
     def slot(self, index: int) -> int:
         """The cube's FFI index of ``files[index]``."""
@@ -127,7 +127,7 @@ class CubePlan:
     @property
     def blocks(self) -> list[tuple[int, int]]:
         """Row ranges ``(start, stop)`` of the blocks, in file order."""
-        ranges = self.row_ranges or ((0, self.shape[0]),)
+        ranges = ((0, self.shape[0]),) if self.row_ranges is None else self.row_ranges
         return [
             (r, min(r + self.block_rows, stop)) for start, stop in ranges for r in range(start, stop, self.block_rows)
         ]

@@ -405,6 +405,11 @@ class CubeInfo:
         return cols * n * layers * 4
 
     @property
+    def table_offset(self) -> int:
+        """Where the info table's header starts: after the data and its padding."""
+        return self.data_offset + padded(self.row_bytes * self.shape[0])
+
+    @property
     def names(self) -> list[str]:
         return [n.decode() if isinstance(n, bytes) else str(n) for n in self.table.data["FFI_FILE"]]
 

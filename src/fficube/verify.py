@@ -116,7 +116,7 @@ async def _verify(source: ByteSource, path: str, on_read: Callable[[int], None] 
 
     heads = await source.read(path, 0, cube.data_offset)
     primary_end = padded(header_end(heads, 0) or 0)
-    table_offset = cube.data_offset + padded(cube.row_bytes * rows)
+    table_offset = cube.table_offset
     table = await source.read(path, table_offset, cube.size)
     table_header_end = padded(header_end(table, 0) or 0)
     table_length = data_bytes(fits.Header.fromstring(table[:table_header_end].decode("ascii", "replace")),
