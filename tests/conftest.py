@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from fficube.synthetic import SectorSpec, make_sector
-
-STAMPS = [
-    (re.compile(rb"DATE    = '\d{4}-\d\d-\d\d'"), b"DATE    = 'YYYY-MM-DD'"),
-    (re.compile(rb"checksum updated \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"), b"checksum updated YYYY-MM-DDThh:mm:ss"),
-    # A header's CHECKSUM covers its own time stamps, so it changes with them.
-    (re.compile(rb"CHECKSUM= '[0-9A-Za-z]{16}'"), b"CHECKSUM= '................'"),
-]
-
-
-def without_build_stamps(data: bytes) -> bytes:
-    """Cube bytes with the build date, the checksums' time stamps and CHECKSUM blanked.
-
-    Those cards hold (or depend on) the time of the build; all other bytes of two
-    cubes of the same FFIs must be equal.
-    """
-    for pattern, replacement in STAMPS:
-        data = pattern.sub(replacement, data)
-    return data
-
 
 @pytest.fixture
 def sector(tmp_path: Path):
@@ -37,14 +17,6 @@ def sector(tmp_path: Path):
         return make_sector(tmp_path / f"ffis-{spec.product}-{spec.seed}-{spec.n_ffis}", spec)
 
     return make
-
-
-def astrocut_cube(paths: list[str], output: Path, sector: int | None = 1) -> bytes:
-    """The cube astrocut's CubeFactory makes of ``paths``, as bytes."""
-    from astrocut import CubeFactory
-
-    CubeFactory().make_cube(list(paths), str(output), sector=sector, verbose=False)
-    return output.read_bytes()
 
 
 # ------------------------------------------------------------------------------------

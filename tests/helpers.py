@@ -1,16 +1,59 @@
-"""Helpers for tests that need a plan or a rewritten FFI."""
+"""Helpers shared by the tests: plans, rewritten FFIs, the CLI in-process, cubes compared.
+
+Fixtures live in ``conftest.py``; everything a test imports lives here (or in
+``cube_compare.py``, ``s3_proxy.py``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import os
+import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from astropy.io import fits
 
-from fficube.plan import CubePlan, make_plan
+from fficube.cli import main
+from fficube.plan import CubePlan, Limits, make_plan
+from fficube.remote import DEFAULT_LOCAL_CONCURRENCY
 from fficube.scan import scan, scan_file
 from fficube.storage import LocalSource
+
+STAMPS = [
+    (re.compile(rb"DATE    = '\d{4}-\d\d-\d\d'"), b"DATE    = 'YYYY-MM-DD'"),
+    (re.compile(rb"checksum updated \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"), b"checksum updated YYYY-MM-DDThh:mm:ss"),
+    # A header's CHECKSUM covers its own time stamps, so it changes with them.
+    (re.compile(rb"CHECKSUM= '[0-9A-Za-z]{16}'"), b"CHECKSUM= '................'"),
+]
+
+
+def without_build_stamps(data: bytes) -> bytes:
+    """Cube bytes with the build date, the checksums' time stamps and CHECKSUM blanked.
+
+    Those cards hold (or depend on) the time of the build; all other bytes of two
+    cubes of the same FFIs must be equal.
+    """
+    for pattern, replacement in STAMPS:
+        data = pattern.sub(replacement, data)
+    return data
+
+
+def astrocut_cube(paths: list[str], output: Path, sector: int | None = 1) -> bytes:
+    """The cube astrocut's CubeFactory makes of ``paths``, as bytes."""
+    from astrocut import CubeFactory
+
+    CubeFactory().make_cube(list(paths), str(output), sector=sector, verbose=False)
+    return output.read_bytes()
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """Run the CLI in-process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
 
 
 def _with_source(work):
@@ -36,28 +79,30 @@ def scan_one(path, product=None):
 
 
 def plan_of(paths: list[str], max_memory: int, **kw) -> CubePlan:
-    return make_plan(scan_paths(paths), max_memory=max_memory, **kw)
+    return make_plan(scan_paths(paths), Limits(max_memory, **kw))
 
 
 def budget_for_rows(paths: list[str], rows: int, **kw) -> int:
     """The smallest max_memory whose plan uses blocks of exactly ``rows`` rows, found by
-    bisection, planning as a local build with the default concurrency does."""
-    from fficube.build import DEFAULT_CONCURRENCY, plan_options
-
-    kw = {**plan_options(DEFAULT_CONCURRENCY, local=True), **kw}
+    bisection, planning as a local build with the default concurrency does (``kw``
+    overrides fields of its :class:`Limits`)."""
+    build = Limits.for_build(1, DEFAULT_LOCAL_CONCURRENCY, local=True)
     ffis = scan_paths(paths)
+
+    def rows_at(budget: int) -> int:
+        try:
+            return make_plan(ffis, dataclasses.replace(build, max_memory=budget, **kw)).block_rows
+        except ValueError:
+            return 0
+
     lo, hi = 1, 1 << 40
     while lo < hi:
         mid = (lo + hi) // 2
-        try:
-            got = make_plan(ffis, max_memory=mid, **kw).block_rows
-        except ValueError:
-            got = 0
-        if got >= rows:
+        if rows_at(mid) >= rows:
             hi = mid
         else:
             lo = mid + 1
-    assert make_plan(ffis, max_memory=lo, **kw).block_rows == rows, "no budget gives that block size"
+    assert rows_at(lo) == rows, "no budget gives that block size"
     return lo
 
 

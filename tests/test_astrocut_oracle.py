@@ -13,7 +13,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 import fficube
-from conftest import astrocut_cube
+from helpers import astrocut_cube
 from cube_compare import assert_equal_but_checksums
 from helpers import budget_for_rows, rewrite_ffi
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from cli_helpers import run_cli
+from helpers import run_cli
 from cube_compare import assert_verifies
 
 SHAPE = (20, 30)

@@ -11,7 +11,7 @@ import pytest
 from astropy.io import fits
 
 from cube_compare import assert_verifies
-from cli_helpers import run_cli as run
+from helpers import run_cli as run
 from fficube.cli import main
 
 
@@ -37,7 +37,7 @@ def test_quiet_build_prints_nothing(paths, tmp_path: Path) -> None:
     "args, message",
     [
         (["--max-memory", "1kB"], "fficube: error: max_memory = 1.0 kB cannot hold one row"),
-        (["--max-memory", "lots"], "fficube: error: not a size: 'lots'"),
+        (["--max-memory", "lots"], "fficube: error: --max-memory: not a size: 'lots'"),
         (["--product", "tica"], "this is a SPOC FFI, not TICA"),
     ],
 )

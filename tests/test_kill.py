@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import fficube
-from conftest import without_build_stamps
+from helpers import without_build_stamps
 from cube_compare import assert_verifies
 
 KILLS = 8

@@ -9,7 +9,7 @@ import pytest
 from astropy.io import fits
 
 from fficube.errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError
-from fficube.plan import make_plan
+from fficube.plan import Limits, make_plan
 from helpers import scan_paths
 
 
@@ -19,7 +19,7 @@ def ffis(sector):
 
 
 def test_time_order_and_template(ffis) -> None:
-    plan = make_plan(ffis, max_memory=10**9)
+    plan = make_plan(ffis, Limits(max_memory=10**9))
     starts = [f.start for f in plan.files]
     assert starts == sorted(starts) and len(set(starts)) == 10
     # The template is the first *input* with WCS, whatever its time.
@@ -31,7 +31,7 @@ def test_time_order_and_template(ffis) -> None:
 
 def test_primary_header_from_earliest_and_latest(ffis) -> None:
     now = dt.datetime(2030, 1, 2, 3, 4, 5)
-    plan = make_plan(ffis, max_memory=10**9, sector=7, now=now)
+    plan = make_plan(ffis, Limits(max_memory=10**9), sector=7, now=now)
     header = plan.primary()
     earliest = fits.Header.fromstring(plan.files[0].primary_header)
     latest_image = fits.Header.fromstring(plan.files[-1].image_header)
@@ -47,7 +47,7 @@ def test_primary_header_from_earliest_and_latest(ffis) -> None:
 
 @pytest.mark.parametrize("budget", [2 * 10**5, 3 * 10**5, 6 * 10**5, 10**9])
 def test_blocks_fit_the_budget_and_cover_every_row(ffis, budget: int) -> None:
-    plan = make_plan(ffis, max_memory=budget)
+    plan = make_plan(ffis, Limits(max_memory=budget))
     assert plan.memory.total <= budget
     blocks = plan.blocks
     assert blocks[0][0] == 0 and blocks[-1][1] == 37
@@ -61,17 +61,17 @@ def test_blocks_fit_the_budget_and_cover_every_row(ffis, budget: int) -> None:
 
 
 def test_reserved_output_memory_shrinks_the_blocks(ffis) -> None:
-    free = make_plan(ffis, max_memory=250_000)
-    reserved = make_plan(ffis, max_memory=250_000, reserved=50_000)
+    free = make_plan(ffis, Limits(max_memory=250_000))
+    reserved = make_plan(ffis, Limits(max_memory=250_000, reserved=50_000))
     assert reserved.block_rows < free.block_rows < 37
     assert reserved.memory.total <= 250_000 and reserved.memory.reserved == 50_000
     with pytest.raises(MemoryBudgetError, match="of upload buffers"):
-        make_plan(ffis, max_memory=250_000, reserved=100_000)
+        make_plan(ffis, Limits(max_memory=250_000, reserved=100_000))
 
 
 def test_budget_too_small_names_the_numbers(ffis) -> None:
     with pytest.raises(MemoryBudgetError) as info:
-        make_plan(ffis, max_memory=50_000)
+        make_plan(ffis, Limits(max_memory=50_000))
     message = str(info.value)
     assert "max_memory = 50.0 kB" in message and "24 columns x 10 FFIs x 2 layer(s)" in message
     assert "give at least" in message
@@ -81,37 +81,37 @@ def test_refuses_mixed_cameras_shapes_and_products(sector) -> None:
     a = scan_paths(sector(n_ffis=3, shape=(16, 20), seed=1))
     cam2 = scan_paths(sector(n_ffis=2, shape=(16, 20), camera=2, seed=2, first_start=1330.0))
     with pytest.raises(MixedInputError, match=r"cameras differ \(1: 3 file\(s\).*2: 2 file\(s\)"):
-        make_plan(a + cam2, max_memory=10**9)
+        make_plan(a + cam2, Limits(max_memory=10**9))
     other_shape = scan_paths(sector(n_ffis=1, shape=(16, 24), seed=3, first_start=1331.0))
     with pytest.raises(MixedInputError, match="image shapes differ.*16x20.*16x24"):
-        make_plan(a + other_shape, max_memory=10**9)
+        make_plan(a + other_shape, Limits(max_memory=10**9))
     tica = scan_paths(sector(n_ffis=1, shape=(16, 20), product="tica", seed=4, first_start=1332.0))
     with pytest.raises(MixedInputError, match="products differ.*SPOC.*TICA"):
-        make_plan(a + tica, max_memory=10**9)
+        make_plan(a + tica, Limits(max_memory=10**9))
 
 
 def test_refuses_two_files_with_one_start_time(sector, tmp_path) -> None:
     first = scan_paths(sector(n_ffis=2, shape=(16, 20), seed=1))
     again = scan_paths(sector(n_ffis=1, shape=(16, 20), seed=2))  # same first start time
     with pytest.raises(InputError, match="same TSTART"):
-        make_plan(first + again, max_memory=10**9)
+        make_plan(first + again, Limits(max_memory=10**9))
 
 
 def test_refuses_no_template_and_no_input(sector) -> None:
     with pytest.raises(InputError, match=r"template.*WCSAXES = 2"):
-        make_plan(scan_paths(sector(n_ffis=3, shape=(16, 20), no_wcs=(0, 1, 2))), max_memory=10**9)
+        make_plan(scan_paths(sector(n_ffis=3, shape=(16, 20), no_wcs=(0, 1, 2))), Limits(max_memory=10**9))
     with pytest.raises(NoInputsError):
-        make_plan([], max_memory=10**9)
+        make_plan([], Limits(max_memory=10**9))
 
 
 def test_block_cap_limits_blocks_whatever_the_budget(ffis) -> None:
     row_bytes = 24 * 10 * 2 * 4
-    capped = make_plan(ffis, max_memory=10**9, max_block_bytes=5 * row_bytes)
+    capped = make_plan(ffis, Limits(max_memory=10**9, max_block_bytes=5 * row_bytes))
     assert capped.block_rows == 5 and len(capped.blocks) == 8 and capped.memory.block_buffers == 2
-    assert make_plan(ffis, max_memory=10**9).block_rows == 37  # uncapped: one block
+    assert make_plan(ffis, Limits(max_memory=10**9)).block_rows == 37  # uncapped: one block
     # A tight budget still wins over the cap.
-    tight = make_plan(ffis, max_memory=250_000, max_block_bytes=10**9)
-    assert tight.block_rows == make_plan(ffis, max_memory=250_000).block_rows < 37
+    tight = make_plan(ffis, Limits(max_memory=250_000, max_block_bytes=10**9))
+    assert tight.block_rows == make_plan(ffis, Limits(max_memory=250_000)).block_rows < 37
 
 
 def test_block_cap_never_makes_reads_smaller_than_min_read(ffis) -> None:
@@ -119,6 +119,6 @@ def test_block_cap_never_makes_reads_smaller_than_min_read(ffis) -> None:
     row_bytes = cols * n * 2 * 4
     # A cap of one row, but reads of 20 rows of one layer (20 x 24 x 4 bytes): 37 rows
     # make two blocks, evened out to 19 rows.
-    plan = make_plan(ffis, max_memory=10**9, max_block_bytes=row_bytes, min_read=20 * cols * 4)
+    plan = make_plan(ffis, Limits(max_memory=10**9, max_block_bytes=row_bytes, min_read=20 * cols * 4))
     assert plan.block_rows == 19 and len(plan.blocks) == 2
-    assert make_plan(ffis, max_memory=10**9, max_block_bytes=row_bytes).block_rows == 1
+    assert make_plan(ffis, Limits(max_memory=10**9, max_block_bytes=row_bytes)).block_rows == 1

@@ -10,7 +10,7 @@ import pytest
 from astropy.io import fits
 
 import fficube
-from cli_helpers import run_cli
+from helpers import run_cli
 from fficube.redact import file_name, redact, redact_options
 from helpers import budget_for_rows, cancel_after_blocks
 

@@ -12,7 +12,7 @@ import pytest
 from astropy.io import fits
 
 import fficube
-from conftest import without_build_stamps
+from helpers import without_build_stamps
 from cube_compare import assert_verifies
 from helpers import budget_for_rows, cancel_after_blocks
 

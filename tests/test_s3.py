@@ -10,11 +10,11 @@ import fsspec
 import pytest
 
 import fficube
-from conftest import without_build_stamps
+from helpers import without_build_stamps
 from cube_compare import assert_verifies
 from helpers import budget_for_rows, data_and_header_bytes
 from s3_proxy import S3Proxy
-from fficube.write import MAX_PARTS, MIN_PART, S3Sink, part_size_for
+from fficube.sinks.s3 import MAX_PARTS, MIN_PART, PART_BUFFERS, part_size_for
 
 SHAPE = (60, 70)
 
@@ -82,7 +82,7 @@ def test_s3_reads_each_byte_once(s3, sector, tmp_path: Path) -> None:
 
 def test_local_to_s3_and_s3_to_s3(s3, ffis, local_cube) -> None:
     out = f"s3://{s3.bucket}/cubes/tess-s0001-1-1-cube.fits"
-    budget = budget_for_rows(ffis, 7, reserved=S3Sink.memory(0))  # two 5 MiB part buffers
+    budget = budget_for_rows(ffis, 7, reserved=PART_BUFFERS * MIN_PART)  # two 5 MiB part buffers
     result = fficube.make_cube(ffis, out, sector=1, max_memory=budget, storage_options=s3.options)
     assert result.block_rows == 7
     assert without_build_stamps(object_bytes(s3, "cubes/tess-s0001-1-1-cube.fits")) == local_cube
@@ -159,7 +159,7 @@ def test_transient_faults_are_retried_and_the_cube_is_identical(s3, ffis, local_
     result = fficube.make_cube(urls, tmp_path / "c.fits", sector=1, max_memory=budget, storage_options=options)
     assert without_build_stamps((tmp_path / "c.fits").read_bytes()) == local_cube
     out = f"s3://{s3.bucket}/faulty-cube.fits"
-    result2 = fficube.make_cube(urls, out, sector=1, max_memory=budget + S3Sink.memory(0), storage_options=options)
+    result2 = fficube.make_cube(urls, out, sector=1, max_memory=budget + PART_BUFFERS * MIN_PART, storage_options=options)
     assert without_build_stamps(object_bytes(s3, "faulty-cube.fits")) == local_cube
     assert p.state.faults >= 10 and result.retries > 0 and result2.retries > 0
     # Every 503 is retried by fficube; a dropped keep-alive connection may be retried

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import fficube
-from cli_helpers import run_cli
-from conftest import without_build_stamps
+from helpers import run_cli
+from helpers import without_build_stamps
 from cube_compare import assert_verifies
 from fficube.sector import array_target
 from fficube.shard import parse_shard, shard_window

@@ -12,9 +12,9 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 import fficube
-from conftest import without_build_stamps
+from helpers import without_build_stamps
 import fficube.sync
-from cli_helpers import run_cli
+from helpers import run_cli
 from helpers import budget_for_rows, cancel_after_blocks
 
 SHAPE = (31, 40)

@@ -10,8 +10,8 @@ import pytest
 from astropy.io import fits
 
 import fficube
-from cli_helpers import run_cli
-from conftest import astrocut_cube
+from helpers import run_cli
+from helpers import astrocut_cube
 from fficube.verify import verify_cube
 
 SHAPE = (30, 40)

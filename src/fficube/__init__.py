@@ -1,15 +1,18 @@
 """fficube: build TESS full-frame-image cubes with a bounded-memory asyncio pipeline.
 
-The pipeline's stages are modules: :mod:`~fficube.scan` (headers by byte range),
-:mod:`~fficube.plan` (pure planning), :mod:`~fficube.fetch` (row ranges into a slab
-pool), :mod:`~fficube.assemble` (slabs into blocks), :mod:`~fficube.write` (blocks into
-the cube) and :mod:`~fficube.info_table`.  :func:`build_cube` runs them; :func:`make_cube`
-is its synchronous twin.
+The pipeline's stages are modules: :mod:`~fficube.inputs` (what to read),
+:mod:`~fficube.scan` (headers by byte range), :mod:`~fficube.plan` (pure planning),
+:mod:`~fficube.fetch` (row ranges into a slab pool), :mod:`~fficube.assemble` (slabs
+into blocks) and :mod:`~fficube.write` (blocks into a sink of :mod:`~fficube.sinks`),
+run by :mod:`~fficube.pipeline`.  :func:`build_cube` is the async entry point;
+:func:`make_cube` is its synchronous twin.
 """
 
+from . import sync
 from .astrocut_compat import CubeFactory, TicaCubeFactory
-from .build import BuildResult, Progress, build_cube, update_cube
+from .build import build_cube, update_cube
 from .errors import (
+    DuplicateInputWarning,
     EventLoopError,
     FficubeError,
     FitsFormatError,
@@ -18,15 +21,16 @@ from .errors import (
     MixedInputError,
     NoInputsError,
     OutputError,
+    OptionError,
     OutputExistsError,
     ReadError,
     ResumeError,
+    TemplateWarning,
 )
-from .inputs import DuplicateInputWarning, FficubeWarning, TemplateWarning
-from . import sync
+from .errors import FficubeWarning
+from .results import BuildResult, Progress
 from .sync import make_cube
 from .verify import Check, Verification, verify_cube
-
 from ._version import __version__
 
 __all__ = [
@@ -51,6 +55,7 @@ __all__ = [
     "ReadError",
     "OutputError",
     "OutputExistsError",
+    "OptionError",
     "EventLoopError",
     "ResumeError",
     "FficubeWarning",

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["first_error", "run_tasks"]
+__all__ = ["first_error", "run_tasks", "closing"]
+
+
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
 
 
 def first_error(group: BaseExceptionGroup) -> BaseException:
@@ -43,3 +51,16 @@ async def run_tasks(coros: Iterable[Coroutine[Any, Any, Any]]) -> None:
         # Keep the error's own cause (``raise ... from backend_error``); hide the group.
         exc.__suppress_context__ = True
         raise exc
+
+
+@asynccontextmanager
+async def closing(resource: C) -> AsyncIterator[C]:
+    """Use ``resource`` and close it at the end, even when the block is cancelled.
+
+    The close is shielded: a cancelled build must still release its threads,
+    descriptors and sessions before the cancellation goes on.
+    """
+    try:
+        yield resource
+    finally:
+        await asyncio.shield(resource.aclose())

@@ -19,11 +19,13 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from ._version import __version__
-from .build import DEFAULT_CONCURRENCY, BuildResult, Progress, build_cube, update_cube
+from .build import build_cube, update_cube
 from .cubeinfo import describe_cube
-from .errors import FficubeError
+from .errors import FficubeError, OptionError
 from .journal import journal_path
-from .remote import is_url
+from .products import CHOICES, PRODUCTS
+from .remote import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY, is_url
+from .results import BuildResult, Progress
 from .units import format_bytes
 from .sector import ARRAY_INDEX, CAMERAS, CCDS, CubeOutcome, array_target, build_sector, sector_jobs
 from .shard import build_shard, finish_cube, parse_shard
@@ -149,12 +151,13 @@ def _parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="build a cube from FFIs")
     build.add_argument("inputs", nargs="+", help="FFI files, directories, globs, or s3://, https://... URLs")
     build.add_argument("-o", "--output", required=True, help="the cube to write: a path or an s3:// URL")
-    build.add_argument("--product", choices=["auto", "spoc", "tica"], default="auto")
+    build.add_argument("--product", choices=CHOICES, default="auto")
     build.add_argument("--sector", type=int, help="sector number for the SECTOR keyword")
     build.add_argument("--max-memory", default="4GB", help="memory budget, e.g. 4GB, 512MB (default 4GB)")
     build.add_argument(
         "--concurrency", type=int, default=None,
-        help=f"requests in flight at most (default {DEFAULT_CONCURRENCY} for local files, 32 for remote)",
+        help=f"requests in flight at most (default {DEFAULT_LOCAL_CONCURRENCY} for local files, "
+             f"{DEFAULT_REMOTE_CONCURRENCY} for remote)",
     )
     build.add_argument("--overwrite", action="store_true", help="replace an existing output")
     build.add_argument("--anon", action="store_true", help="access S3 anonymously (public buckets)")
@@ -213,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="make a small synthetic sector, build its cube, inspect it")
     demo.add_argument("directory", nargs="?", default="fficube-demo")
-    demo.add_argument("--product", choices=["spoc", "tica"], default="spoc")
+    demo.add_argument("--product", choices=list(PRODUCTS), default="spoc")
     demo.add_argument("--n-ffis", type=int, default=24)
     return parser
 
@@ -389,6 +392,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except (FficubeError, OSError, ValueError) as exc:
         if args.debug:
             raise
+        if isinstance(exc, OptionError):  # named as on the command line, not as in Python
+            exc = OptionError("--" + exc.option.replace("_", "-"), exc.detail)
         err.write(f"fficube: error: {exc}\n")
         return EXIT_ERROR
 

@@ -1,19 +1,94 @@
-"""Read what a finished cube says about itself (headers and info table, not the data)."""
+"""Existing cubes: what a cube says about itself (headers and info table, not the data).
+
+:func:`scan_cube` reads a cube's headers and table by byte range, for updates,
+``verify`` and ``inspect``; :func:`describe_cube` turns them into what people want
+to see.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
 
-from .products import PRODUCTS, Product
-from .remote import Filesystems, is_url, protocol_of
-from .scan import scan_cube
-from .storage import ByteSource, FsspecSource, LocalSource
+from ._aio import closing
+from .errors import FitsFormatError
+from .fitsblocks import BLOCK, HeaderReader, data_bytes, padded
+from .products import Product, product_with_layers
+from .remote import Filesystems, open_source, protocol_or_local
+from .storage import ByteSource
 
-__all__ = ["CubeDescription", "describe_cube"]
+__all__ = ["CubeInfo", "scan_cube", "CubeDescription", "describe_cube"]
+
+#: First read of a cube: its primary and cube headers are one block each in most cubes.
+FIRST_READ = 2 * BLOCK
+
+
+@dataclass(frozen=True, slots=True)
+class CubeInfo:
+    """An existing cube: its headers and table, and where its data is."""
+
+    path: str
+    size: int
+    product: Product
+    shape: tuple[int, int, int, int]  #: (rows, cols, n_ffis, layers)
+    data_offset: int
+    primary_header: str
+    table: fits.BinTableHDU
+    header_bytes: int
+
+    @property
+    def row_bytes(self) -> int:
+        rows, cols, n, layers = self.shape
+        return cols * n * layers * 4
+
+    @property
+    def table_offset(self) -> int:
+        """Where the info table's header starts: after the data and its padding."""
+        return self.data_offset + padded(self.row_bytes * self.shape[0])
+
+    @property
+    def names(self) -> list[str]:
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in self.table.data["FFI_FILE"]]
+
+
+async def scan_cube(source: ByteSource, path: str) -> CubeInfo:
+    """Read a cube's primary header, cube header and info table (not its data).
+
+    Raises
+    ------
+    FitsFormatError
+        If the file is not a complete cube in the astrocut format.
+    """
+    reader = await HeaderReader.open(source, path, FIRST_READ)
+    size = reader.size
+    primary, primary_raw, offset = await reader.header_at(0, FIRST_READ)
+    cube, _, data_offset = await reader.header_at(offset, BLOCK)
+    axes = [cube.get(f"NAXIS{i}") for i in range(1, 5)]
+    if cube.get("XTENSION") != "IMAGE" or cube.get("NAXIS") != 4 or cube.get("BITPIX") != -32:
+        raise FitsFormatError("HDU 1 is not a 4-D float32 image: not an FFI cube", path=path)
+    layers, n, cols, rows = axes
+    table_offset = data_offset + padded(data_bytes(cube, path=path, hdu=1))
+    table_header, table_raw, table_data = await reader.header_at(table_offset, 4 * BLOCK)
+    if table_header.get("XTENSION") != "BINTABLE":
+        raise FitsFormatError("HDU 2 is not the info table: not an FFI cube", path=path)
+    length = data_bytes(table_header, path=path, hdu=2)
+    if table_data + length > size:
+        raise FitsFormatError("the info table is cut short: truncated", path=path, byte_range=(table_data, table_data + length))
+    data = await source.read(path, table_data, table_data + length)
+    table = fits.BinTableHDU.fromstring(table_raw.encode("ascii").ljust(padded(len(table_raw)), b" ") + data)
+    if "FFI_FILE" not in table.columns.names or len(table.data) != n:
+        raise FitsFormatError(f"the info table has no FFI_FILE column or not {n} rows: not an FFI cube", path=path)
+    product = product_with_layers(layers, path=path)
+    return CubeInfo(
+        path=path, size=size, product=product, shape=(rows, cols, n, layers), data_offset=data_offset,
+        primary_header=primary_raw, table=table, header_bytes=reader.bytes_used + length,
+    )
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +131,7 @@ class CubeDescription:
 
 
 async def describe_cube(
-    path: str | os.PathLike[str], *, anon: bool | None = None, storage_options: dict | None = None
+    path: str | os.PathLike[str], *, anon: bool | None = None, storage_options: Mapping[str, Any] | None = None
 ) -> CubeDescription:
     """Describe the cube at ``path`` (local or any ranged fsspec URL), reading only its
     headers and info table by byte range.
@@ -67,24 +142,15 @@ async def describe_cube(
         If the file is not a cube in fficube's (astrocut's) format.
     """
     path = os.fspath(path)
-    filesystems = Filesystems(anon=anon, storage_options=storage_options)
-    try:
-        source: ByteSource
-        if is_url(path):
-            source = FsspecSource(await filesystems.get(protocol_of(path)), 4)
-        else:
-            source = LocalSource(1)
-        try:
+    async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
+        source = await open_source(protocol_or_local(path), filesystems, 4)
+        async with closing(source):
             cube = await scan_cube(source, path)
-        finally:
-            await source.aclose()
-    finally:
-        await filesystems.aclose()
     primary = fits.Header.fromstring(cube.primary_header)
-    product: Product = PRODUCTS[cube.product]
+    product = cube.product
     table = cube.table.data
     columns = cube.table.columns.names
-    stop_key = "ENDTJD" if product.name == "tica" else "TSTOP"
+    stop_key = product.stop_keyword
     start = float(np.nanmin(table[product.time_keyword])) if product.time_keyword in columns else float("nan")
     stop = float(np.nanmax(table[stop_key])) if stop_key in columns else float("nan")
     files = cube.names

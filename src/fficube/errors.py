@@ -25,6 +25,10 @@ __all__ = [
     "MemoryBudgetError",
     "EventLoopError",
     "ResumeError",
+    "OptionError",
+    "FficubeWarning",
+    "DuplicateInputWarning",
+    "TemplateWarning",
 ]
 
 
@@ -64,6 +68,17 @@ class FitsFormatError(InputError):
 
 class MixedInputError(InputError):
     """The inputs do not belong to one cube (products, cameras, CCDs or shapes differ)."""
+
+
+class OptionError(FficubeError, ValueError):
+    """An option has a value fficube cannot use (``max_memory="lots"``, ``concurrency=0``...).
+
+    ``option`` is the option's name, as the Python API spells it.
+    """
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option, self.detail = option, message
+        super().__init__(f"{option}: {message}")
 
 
 class MemoryBudgetError(FficubeError, ValueError):
@@ -106,3 +121,15 @@ class ResumeError(FficubeError, ValueError):
     def __init__(self, message: str, *, path: str) -> None:
         self.path = path
         super().__init__(f"{path}: {message}")
+
+
+class FficubeWarning(UserWarning):
+    """Base class of fficube's warnings."""
+
+
+class DuplicateInputWarning(FficubeWarning):
+    """The same file was given more than once; it is used once."""
+
+
+class TemplateWarning(FficubeWarning):
+    """The info-table template has no WCS, so cutout tools will find none in the cube."""

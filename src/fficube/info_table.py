@@ -20,7 +20,7 @@ import numpy as np
 from astropy.io import fits
 
 from .checksum import checksum_cards, data_sum, seal_header
-from .scan import header_end, padded
+from .fitsblocks import header_end, padded
 
 __all__ = ["ColumnSpec", "template_columns", "column_values", "encode_info_table", "FILE_COLUMN"]
 

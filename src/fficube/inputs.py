@@ -1,38 +1,61 @@
-"""Turn what the user gave (paths, directories, globs, URLs, prefixes) into a list of files."""
+"""Turn what the user gave (paths, directories, globs, URLs, prefixes) into a list of files.
+
+Each file comes with its :class:`Version` (size, and mtime or ETag), which says
+whether it changed between two runs of a build.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
+import posixpath
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import Any, Union
 
-from .errors import InputError, NoInputsError
-from .journal import Version, local_version
+from .errors import DuplicateInputWarning, InputError, NoInputsError
 from .products import PRODUCTS, Product
+from .remote import Filesystems, is_url, protocol_of, protocol_or_local
+from .storage import IOStats, describe_failure, fs_request
 
-if TYPE_CHECKING:
-    from .remote import Filesystems
-
-__all__ = [
-    "InputsLike", "Inputs", "resolve_inputs", "DuplicateInputWarning", "FficubeWarning", "TemplateWarning",
-]
+__all__ = ["InputsLike", "Inputs", "resolve_inputs", "Version", "local_version", "remote_version", "version_of"]
 
 InputsLike = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
 
 
-class FficubeWarning(UserWarning):
-    """Base class of fficube's warnings."""
+@dataclass(frozen=True, slots=True)
+class Version:
+    """What identifies one version of a file: size, and mtime (local) or ETag (S3)."""
+
+    size: int
+    tag: str
+
+    def as_list(self) -> list[Any]:
+        """``[size, tag]``, as journals record it."""
+        return [self.size, self.tag]
 
 
-class DuplicateInputWarning(FficubeWarning):
-    """The same file was given more than once; it is used once."""
+def local_version(path: str) -> Version:
+    """A local file's size and modification time (ns)."""
+    stat = os.stat(path)
+    return Version(stat.st_size, f"mtime:{stat.st_mtime_ns}")
 
 
-class TemplateWarning(FficubeWarning):
-    """The info-table template has no WCS, so cutout tools will find none in the cube."""
+def remote_version(info: Mapping[str, Any]) -> Version:
+    """A version from an fsspec ``info``/listing entry (ETag for S3, else a date)."""
+    tag = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("last_modified") or ""
+    return Version(int(info.get("size", 0)), f"etag:{str(tag).strip(chr(34))}" if tag else "")
+
+
+async def version_of(path: str, filesystems: Filesystems, *, output: bool = False) -> Version:
+    """The version of the file at ``path`` now (``output``: asked with the output's credentials)."""
+    protocol = protocol_or_local(path)
+    if protocol is None:
+        return local_version(path)
+    fs = await filesystems.get(protocol, output=output)
+    return remote_version(await fs_request(fs, "info", path, stats=filesystems.stats))
 
 
 def _is_pattern(text: str) -> bool:
@@ -101,8 +124,6 @@ async def resolve_inputs(
     InputError
         If a named file does not exist, or local paths and URLs (or two protocols) mix.
     """
-    from .remote import Filesystems, is_url, protocol_of, resolve_remote
-
     items = [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(i) for i in inputs]
     if not items:
         raise NoInputsError("no inputs given")
@@ -121,7 +142,7 @@ async def resolve_inputs(
             fs = await filesystems.get(protocol)
             files = []
             for item in items:
-                found, found_versions = await resolve_remote(item, fs, product, filesystems.stats)
+                found, found_versions = await _remote_files(item, fs, product, filesystems.stats)
                 files.extend(found)
                 versions.update(found_versions)
         finally:
@@ -137,3 +158,56 @@ async def resolve_inputs(
         seen.add(key)
         unique.append(f)
     return Inputs(unique, protocol, versions)
+
+
+def _matches_product(name: str, products: Iterable[Product]) -> bool:
+    return any(fnmatch.fnmatch(name, p.file_pattern) for p in products)
+
+
+async def _remote_files(
+    url: str, fs: Any, product: Product | None, stats: IOStats
+) -> tuple[list[str], dict[str, Version]]:
+    """Files behind one URL: an object, a prefix (searched recursively) or a glob.
+
+    Returns the URLs, sorted, and their versions: sizes (so that scanning needs no
+    extra request) and ETags (so that a resumed build knows whether they changed).
+
+    Raises
+    ------
+    NoInputsError
+        If a prefix or pattern yields no FFI.
+    InputError
+        If a named object does not exist.
+    """
+    protocol = protocol_of(url)
+    products = [product] if product else list(PRODUCTS.values())
+
+    def full(path: str) -> str:
+        return path if "://" in path else f"{protocol}://{path}"
+
+    async def request(name: str, **kwargs: Any) -> Any:
+        try:
+            return await fs_request(fs, name, url, stats=stats, **kwargs)
+        except FileNotFoundError as exc:
+            raise InputError("no such object or prefix", path=url) from exc
+        except Exception as exc:
+            raise InputError(f"cannot list: {describe_failure(exc)}", path=url) from exc
+
+    if any(ch in url for ch in "*?["):
+        found = await request("glob", detail=True)
+        files = {full(p): remote_version(i) for p, i in found.items() if i.get("type") == "file"}
+        if not files:
+            raise NoInputsError("the pattern matches no object", path=url)
+        return sorted(files), files
+    info = await request("info")
+    if info.get("type") == "directory":
+        found = await request("find", detail=True)
+        files = {
+            full(p): remote_version(i) for p, i in found.items()
+            if i.get("type") == "file" and _matches_product(posixpath.basename(p), products)
+        }
+        if not files:
+            patterns = ", ".join(p.file_pattern for p in products)
+            raise NoInputsError(f"no FFI objects ({patterns}) under this prefix", path=url)
+        return sorted(files), files
+    return [url], {url: remote_version(info)}

@@ -1,44 +1,57 @@
-"""What an interrupted build leaves behind so that it can be resumed.
+"""What an interrupted build leaves behind so that it can be resumed: the one home of its schema.
 
 A build writes a small JSON *journal* beside its output: ``<output>.journal`` (a
-local file next to ``<output>.partial``, or an S3 object next to the output).  It
-records the plan's identity, the build time (so that a resumed build writes the
-same headers, time stamps included) and how far the output is durably written:
+local file next to ``<output>.partial``, or an S3 object next to the output).  A
+:class:`Journal` records the plan's :class:`Identity`, the build time (so that a
+resumed build writes the same headers, time stamps included) and how far the output
+is durably written:
 
 * locally, the number of bytes of ``<output>.partial`` that were written and
   flushed to disk before the journal was updated, with their data checksum;
 * on S3, the multipart upload's id and, for each uploaded part, its ETag and data
-  checksum.  On resume the parts are listed from S3; only parts that S3 has, with
-  the recorded ETag, are trusted.
+  checksum (:class:`Part`).  On resume the parts are listed from S3; only parts that
+  S3 has, with the recorded ETag, are trusted.
+
+A cube built by several workers (:mod:`fficube.shard`) has one journal per worker
+and one :class:`SharedPlan` that all of them follow.
 
 The identity is what decides the output's bytes: the inputs (path, size, mtime or
 ETag), the encoded headers and table, the cube's shape.  Memory budget and
 concurrency may change between runs; they do not change the bytes.
+
+Every record is a frozen dataclass with ``to_json``/``from_json``; nothing else in
+fficube reads or writes the JSON's keys.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from .inputs import Version
 from .redact import redact
 
 if TYPE_CHECKING:
     from .plan import CubePlan
 
 __all__ = [
-    "journal_path", "Version", "local_version", "remote_version", "plan_identity", "identity_changes",
-    "LocalJournal", "FORMAT",
+    "FORMAT", "SHARED_FORMAT", "FILE_MODE", "journal_path", "Identity", "Part", "Journal", "SharedPlan",
+    "LocalJournal",
 ]
 
 FORMAT = "fficube-journal/1"
+SHARED_FORMAT = "fficube-shards/1"
 #: Mode of the partial file and the journal before the umask: the user's default
 #: permissions, but never writable by others, whatever the umask.
 FILE_MODE = 0o664
+
+T = TypeVar("T")
+FileEntry = tuple[str, int, str]  #: (path, size, mtime or ETag tag)
 
 
 def journal_path(output: str) -> str:
@@ -46,81 +59,205 @@ def journal_path(output: str) -> str:
     return output + ".journal"
 
 
-@dataclass(frozen=True, slots=True)
-class Version:
-    """What identifies one version of a file: size, and mtime (local) or ETag (S3)."""
-
-    size: int
-    tag: str
-
-    def as_list(self) -> list[Any]:
-        return [self.size, self.tag]
-
-
-def local_version(path: str) -> Version:
-    stat = os.stat(path)
-    return Version(stat.st_size, f"mtime:{stat.st_mtime_ns}")
-
-
-def remote_version(info: Mapping[str, Any]) -> Version:
-    """A version from an fsspec ``info``/listing entry (ETag for S3, else a date)."""
-    tag = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("last_modified") or ""
-    return Version(int(info.get("size", 0)), f"etag:{str(tag).strip(chr(34))}" if tag else "")
-
-
-def plan_identity(plan: CubePlan, versions: Mapping[str, Version]) -> dict[str, Any]:
-    """The plan's identity: two plans with equal identities write the same bytes."""
-    pieces = hashlib.sha256(plan.primary_header + plan.cube_header + plan.info_table).hexdigest()
+def _entry(path: str, version: Version) -> FileEntry:
     # Paths are redacted: a presigned URL's signature must not be written down.
-    files = [[redact(f.path), *versions[f.path].as_list()] for f in plan.files]
-    base = [redact(plan.base.path), *versions[plan.base.path].as_list()] if plan.base else None
-    return {"product": plan.product.name, "shape": list(plan.shape), "files": files, "base": base, "headers": pieces}
+    return (redact(path), version.size, version.tag)
 
 
-def _files_changed(old: Sequence[Sequence[Any]], new: Sequence[Sequence[Any]]) -> list[str]:
+def _entries_changed(old: Sequence[FileEntry], new: Sequence[FileEntry]) -> list[str]:
     before = {f[0]: f[1:] for f in old}
     after = {f[0]: f[1:] for f in new}
     notes = []
     gone = [p for p in before if p not in after]
     added = [p for p in after if p not in before]
-    changed = [p for p in after if p in before and list(before[p]) != list(after[p])]
-    for label, paths in (("no longer given", gone), ("new", added), ("changed since", changed)):
+    changed = [p for p in after if p in before and before[p] != after[p]]
+    for label, paths in (("no longer given", gone), ("new", added), ("changed since the first run", changed)):
         if paths:
             shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-            notes.append(f"{len(paths)} input(s) {label}{' the first run' if label == 'changed since' else ''}: {shown}")
+            notes.append(f"{len(paths)} input(s) {label}: {shown}")
     return notes
 
 
-def identity_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Why two identities differ, for people (empty when they are equal)."""
-    notes: list[str] = []
-    if old.get("product") != new.get("product"):
-        notes.append(f"product {old.get('product')} -> {new.get('product')}")
-    if old.get("shape") != new.get("shape"):
-        notes.append(f"cube shape {old.get('shape')} -> {new.get('shape')}")
-    notes += _files_changed(old.get("files", []), new.get("files", []))
-    if old.get("base") != new.get("base"):
-        notes.append("the cube being updated changed")
-    if not notes and old.get("headers") != new.get("headers"):
-        notes.append("the cube's headers would differ (another --sector, or input headers changed)")
-    if not notes and dict(old) != dict(new):
-        notes.append("the build's options differ")
-    return notes
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The plan's identity: two plans with equal identities write the same bytes."""
+
+    product: str
+    shape: tuple[int, int, int, int]
+    files: tuple[FileEntry, ...]  #: the FFIs read, in time order
+    base: FileEntry | None  #: the cube an update copies from
+    headers: str  #: SHA-256 of the encoded primary header, cube header and info table
+
+    @classmethod
+    def of(cls, plan: CubePlan, versions: Mapping[str, Version]) -> Identity:
+        """The identity of ``plan``, whose files have the given versions."""
+        pieces = hashlib.sha256(plan.primary_header + plan.cube_header + plan.info_table).hexdigest()
+        return cls(
+            product=plan.product.name,
+            shape=plan.shape,
+            files=tuple(_entry(f.path, versions[f.path]) for f in plan.files),
+            base=_entry(plan.base.path, versions[plan.base.path]) if plan.base else None,
+            headers=pieces,
+        )
+
+    def changes(self, new: Identity) -> list[str]:
+        """Why ``new`` differs from this identity, for people (empty when they are equal)."""
+        notes: list[str] = []
+        if self.product != new.product:
+            notes.append(f"product {self.product} -> {new.product}")
+        if self.shape != new.shape:
+            notes.append(f"cube shape {list(self.shape)} -> {list(new.shape)}")
+        notes += _entries_changed(self.files, new.files)
+        if self.base != new.base:
+            notes.append("the cube being updated changed")
+        if not notes and self.headers != new.headers:
+            notes.append("the cube's headers would differ (another --sector, or input headers changed)")
+        return notes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "product": self.product, "shape": list(self.shape), "files": [list(f) for f in self.files],
+            "base": list(self.base) if self.base else None, "headers": self.headers,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Identity:
+        rows, cols, n, layers = (int(x) for x in data["shape"])
+        base = data.get("base")
+        return cls(
+            product=str(data["product"]),
+            shape=(rows, cols, n, layers),
+            files=tuple((str(p), int(s), str(t)) for p, s, t in data["files"]),
+            base=(str(base[0]), int(base[1]), str(base[2])) if base else None,
+            headers=str(data["headers"]),
+        )
 
 
-def encode(state: Mapping[str, Any]) -> bytes:
-    return json.dumps({"format": FORMAT, **state}, indent=1).encode()
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One uploaded part of an S3 multipart upload."""
+
+    etag: str
+    datasum: int  #: ones' complement sum of the part's bytes inside the cube's data
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ETag": self.etag, "datasum": self.datasum, "size": self.size}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Part:
+        return cls(str(data["ETag"]), int(data["datasum"]), int(data["size"]))
 
 
-def decode(raw: bytes, where: str) -> dict[str, Any]:
-    """A journal's state, or ValueError naming ``where`` when it is not one of ours."""
+def _time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """The durable progress of one build (or of one worker of a sharded build)."""
+
+    identity: Identity
+    now: dt.datetime  #: the build time written into the headers
+    offset: int = 0  #: local: bytes of the partial file durably written
+    datasum: int = 0  #: local: data sum of those bytes
+    upload_id: str | None = None  #: S3: the multipart upload
+    part_size: int = 0  #: S3: bytes per part (the last may be shorter)
+    parts: Mapping[int, Part] = field(default_factory=dict)  #: S3: parts uploaded (2 and up)
+    shard: int | None = None  #: the worker of a sharded build that keeps this journal
+    done: bool = False  #: a shard's parts are all uploaded
+
+    def advanced(self, **changes: Any) -> Journal:
+        """This journal with more progress recorded."""
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"format": FORMAT, "identity": self.identity.to_json(), "now": self.now.isoformat()}
+        if self.upload_id is None:
+            data.update(offset=self.offset, datasum=self.datasum)
+        else:
+            data.update(upload_id=self.upload_id, part_size=self.part_size,
+                        parts={str(n): p.to_json() for n, p in sorted(self.parts.items())})
+        if self.shard is not None:
+            data.update(shard=self.shard, done=self.done)
+        return data
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json(), indent=1).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes, where: str) -> Journal:
+        """The journal in ``raw``; ValueError naming ``where`` if it is not one of ours."""
+        return _decode(raw, where, FORMAT, cls.from_json)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Journal:
+        return cls(
+            identity=Identity.from_json(data["identity"]),
+            now=_time(str(data["now"])),
+            offset=int(data.get("offset", 0)),
+            datasum=int(data.get("datasum", 0)),
+            upload_id=str(data["upload_id"]) if data.get("upload_id") else None,
+            part_size=int(data.get("part_size", 0)),
+            parts={int(n): Part.from_json(p) for n, p in dict(data.get("parts", {})).items()},
+            shard=int(data["shard"]) if data.get("shard") is not None else None,
+            done=bool(data.get("done", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SharedPlan:
+    """What the workers of one sharded build agree on (``<output>.shards/plan.json``)."""
+
+    upload_id: str
+    now: dt.datetime
+    shards: int
+    part_size: int
+    total_bytes: int
+    header_offset: int  #: where the cube header starts (after the primary header)
+    cube_header: bytes  #: unsealed: sealed with the sum of all parts at the end
+    span: tuple[int, int]  #: the cube data's bytes, whose sum is DATASUM
+    identity: Identity
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": SHARED_FORMAT, "upload_id": self.upload_id, "now": self.now.isoformat(),
+            "shards": self.shards, "part_size": self.part_size, "total_bytes": self.total_bytes,
+            "header_offset": self.header_offset, "cube_header": self.cube_header.decode("ascii"),
+            "span": list(self.span), "identity": self.identity.to_json(),
+        }
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json()).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes, where: str) -> SharedPlan:
+        """The shared plan in ``raw``; ValueError naming ``where`` if it is not one of ours."""
+        return _decode(raw, where, SHARED_FORMAT, cls.from_json)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SharedPlan:
+        start, stop = (int(x) for x in data["span"])
+        return cls(
+            upload_id=str(data["upload_id"]), now=_time(str(data["now"])), shards=int(data["shards"]),
+            part_size=int(data["part_size"]), total_bytes=int(data["total_bytes"]),
+            header_offset=int(data["header_offset"]), cube_header=str(data["cube_header"]).encode("ascii"),
+            span=(start, stop), identity=Identity.from_json(data["identity"]),
+        )
+
+
+def _decode(raw: bytes, where: str, fmt: str, build: Callable[[dict[str, Any]], T]) -> T:
+    """``build`` of the JSON in ``raw``, or ValueError naming ``where``."""
     try:
-        state = json.loads(raw)
+        data = json.loads(raw)
     except ValueError as exc:
         raise ValueError(f"{where}: not an fficube journal ({exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{where}: not an fficube journal of format {FORMAT}")
-    return state
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise ValueError(f"{where}: not an fficube journal of format {fmt}")
+    try:
+        return build(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: a damaged fficube journal ({type(exc).__name__}: {exc})") from exc
 
 
 class LocalJournal:
@@ -132,16 +269,23 @@ class LocalJournal:
     def exists(self) -> bool:
         return os.path.exists(self.path)
 
-    def load(self) -> dict[str, Any]:
-        with open(self.path, "rb") as f:
-            return decode(f.read(), self.path)
+    def load(self) -> Journal:
+        """The journal on disk.
 
-    def save(self, state: Mapping[str, Any]) -> None:
+        Raises
+        ------
+        ValueError
+            If it is not a journal of ours.
+        """
+        with open(self.path, "rb") as f:
+            return Journal.decode(f.read(), self.path)
+
+    def save(self, record: Journal) -> None:
         """Replace the journal; on return it is on disk (blocking: call from a thread)."""
         temp = self.path + ".tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         try:
-            os.write(fd, encode(state))
+            os.write(fd, record.encode())
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -21,8 +21,9 @@ from astropy.io import fits
 
 from ._version import __version__
 from .checksum import ZERO, checksum_cards, seal_header
-from .errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError
-from .inputs import TemplateWarning
+from .cubeinfo import CubeInfo
+from .errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError, TemplateWarning
+from .fitsblocks import BLOCK, header_end, padded
 from .info_table import (
     COMMENTARY,
     FILE_COLUMN,
@@ -33,10 +34,10 @@ from .info_table import (
     template_columns,
 )
 from .products import PRODUCTS, Product
-from .scan import BLOCK, CubeInfo, FfiInfo, header_end, padded
+from .scan import FfiInfo
 from .units import format_bytes
 
-__all__ = ["CubePlan", "BaseCube", "MemoryUse", "make_plan", "plan_update"]
+__all__ = ["CubePlan", "BaseCube", "MemoryUse", "Limits", "make_plan", "plan_update", "plan_memory", "GROUP"]
 
 #: Bytes per cube value: the cube is always float32.
 VALUE_BYTES = 4
@@ -44,6 +45,47 @@ VALUE_BYTES = 4
 #: column, so placing one FFI at a time writes 4 bytes per 64-byte cache line and
 #: rewrites every line once per FFI; 16 FFIs x 2 layers x 4 bytes fill two lines at once.
 GROUP = 16
+#: Largest block when reading local files (measured, 100 full-size FFIs: 4.4 s with
+#: blocks of 128 MB or 64 MB, 4.7 s with 256 MB, 12 s with 870 MB and 25 s as one
+#: 3.6 GB block: the pipeline fills and drains faster, and huge fresh buffers cost a
+#: page fault per 4 kB). Remote reads keep budget-sized blocks: bigger blocks mean
+#: bigger, fewer requests.
+LOCAL_MAX_BLOCK_BYTES = 128 * 10**6
+#: ... but never so small that one read (an FFI layer's rows of a block) is under
+#: 256 kB: with thousands of FFIs the cap would otherwise mean many tiny reads.
+LOCAL_MIN_READ = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a plan must fit in: the memory budget and how the pipeline may use it."""
+
+    max_memory: int  #: bytes the pipeline may hold
+    read_ahead: int = 8  #: slab buffers: how many FFI reads may run ahead of assembly
+    reserved: int = 0  #: bytes of the budget held elsewhere (an upload's part buffers)
+    #: Largest block, whatever the budget.  For local files a few hundred MB are
+    #: faster than multi-GB blocks: a huge fresh buffer costs a page fault per 4 kB
+    #: at every build, and one block cannot overlap assembly with writing.
+    max_block_bytes: int | None = None
+    #: Smallest read per FFI layer per block that ``max_block_bytes`` may cause (with
+    #: thousands of FFIs, a block cap would otherwise mean tiny reads).
+    min_read: int = 0
+
+    @classmethod
+    def for_build(cls, max_memory: int, concurrency: int, *, local: bool, reserved: int = 0) -> Limits:
+        """The limits a build with ``concurrency`` requests in flight plans with.
+
+        Slab buffers cover the reads in flight plus room for the assembler to gather
+        whole groups (a group uses at most half the pool); local inputs get the
+        block cap.
+        """
+        return cls(
+            max_memory=max_memory,
+            read_ahead=max(2 * concurrency, 2 * GROUP),
+            reserved=reserved,
+            max_block_bytes=LOCAL_MAX_BLOCK_BYTES if local else None,
+            min_read=LOCAL_MIN_READ if local else 0,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,16 +315,14 @@ def cube_header(shape: tuple[int, int, int, int], now: dt.datetime) -> bytes:
 
 
 def _size_blocks(
-    shape: tuple[int, int, int, int], files: Sequence[FfiInfo], table: bytes, primary: bytes,
-    max_memory: int, read_ahead: int, reserved: int, max_block_bytes: int | None, base_row_bytes: int = 0,
-    min_read: int = 0,
+    shape: tuple[int, int, int, int], files: Sequence[FfiInfo], table: bytes, primary: bytes, limits: Limits,
+    base_row_bytes: int = 0,
 ) -> tuple[int, MemoryUse]:
     """Rows per block for a plan that keeps these headers and encoded pieces in memory."""
     # The plan keeps every FFI's header text: count it, with the encoded pieces.
     fixed = sum(len(f.primary_header) + len(f.image_header) for f in files) + len(table) + len(primary)
     return plan_memory(
-        shape, files, fixed, max_memory, read_ahead, reserved, base_row_bytes=base_row_bytes,
-        max_block_bytes=max_block_bytes, min_read=min_read, group=GROUP if _groupable(files) else 1,
+        shape, files, fixed, limits, base_row_bytes=base_row_bytes, group=GROUP if _groupable(files) else 1,
     )
 
 
@@ -292,22 +332,22 @@ def _groupable(files: Sequence[FfiInfo]) -> bool:
 
 
 def plan_memory(
-    shape: tuple[int, int, int, int], files: Sequence[FfiInfo], fixed: int, budget: int, slabs: int,
-    reserved: int = 0, base_row_bytes: int = 0, max_block_bytes: int | None = None, group: int = 1,
-    min_read: int = 0,
+    shape: tuple[int, int, int, int], files: Sequence[FfiInfo], fixed: int, limits: Limits,
+    base_row_bytes: int = 0, group: int = 1,
 ) -> tuple[int, MemoryUse]:
-    """Choose the rows per block that fit ``budget``; return them with the accounting.
+    """Choose the rows per block that fit ``limits``; return them with the accounting.
 
     Per row of a block the pipeline holds: the row in each block buffer (two, so that
     one is assembled while the other is written), the row of every slab in the pool,
     and decoding scratch when the input is not raw float32.
     """
+    budget, reserved, max_block_bytes = limits.max_memory, limits.reserved, limits.max_block_bytes
     rows, cols, n, layers = shape
     row_bytes = cols * n * layers * VALUE_BYTES
     slab_row = cols * sum(max((f.layers[i].itemsize for f in files), default=4) for i in range(layers))
     needs_decode = any(not lay.is_raw_float32 for f in files for lay in f.layers)
     decode_row = cols * 8 if needs_decode else 0  # one layer, as float64 at most
-    slabs = max(1, min(slabs, len(files)))
+    slabs = max(1, min(limits.read_ahead, len(files)))
     # Groups need their slabs held at once: never more than half the pool.
     group = max(1, min(group, slabs // 2, len(files)))
 
@@ -340,7 +380,7 @@ def plan_memory(
     # so small that a block's read of one FFI layer falls under min_read bytes.
     cap_rows = rows
     if max_block_bytes is not None:
-        cap_rows = max(1, max_block_bytes // row_bytes, -(-min_read // (cols * VALUE_BYTES)))
+        cap_rows = max(1, max_block_bytes // row_bytes, -(-limits.min_read // (cols * VALUE_BYTES)))
     if rows <= cap_rows and rows * per_row_single <= available:
         return rows, use(rows, 1)  # one block: nothing to overlap with
     per_row_double = use(1, 2).total - fixed - reserved
@@ -357,13 +397,9 @@ def plan_memory(
 
 def make_plan(
     ffis: Sequence[FfiInfo],
+    limits: Limits,
     *,
-    max_memory: int,
     sector: int | None = None,
-    read_ahead: int = 8,
-    reserved: int = 0,
-    max_block_bytes: int | None = None,
-    min_read: int = 0,
     now: dt.datetime | None = None,
 ) -> CubePlan:
     """Plan a cube from scanned FFIs.
@@ -372,21 +408,10 @@ def make_plan(
     ----------
     ffis
         Scan results, in input order (the template is the first that qualifies).
-    max_memory
-        Bytes the pipeline may hold.
+    limits
+        The memory budget and how the pipeline may use it.
     sector
         Written as ``SECTOR`` in the primary header (undefined when ``None``).
-    read_ahead
-        Slab buffers: how many FFI reads may run ahead of assembly.
-    reserved
-        Bytes of the budget held elsewhere (an upload's part buffers).
-    max_block_bytes
-        Largest block, whatever the budget.  For local files a few hundred MB are
-        faster than multi-GB blocks: a huge fresh buffer costs a page fault per 4 kB
-        at every build, and one block cannot overlap assembly with writing.
-    min_read
-        Smallest read per FFI layer per block that ``max_block_bytes`` may cause
-        (with thousands of FFIs, a block cap would otherwise mean tiny reads).
     now
         The build time, for ``DATE`` and the DATASUM stamp (now when ``None``).
 
@@ -429,9 +454,7 @@ def make_plan(
     primary = encode_primary(primary_header(product, files[0], files[-1], sector, now), now)
     cube = cube_header(shape, now)
 
-    block_rows, memory = _size_blocks(
-        shape, files, table, primary, max_memory, read_ahead, reserved, max_block_bytes, min_read=min_read,
-    )
+    block_rows, memory = _size_blocks(shape, files, table, primary, limits)
     assert len(primary) % BLOCK == 0 and len(cube) % BLOCK == 0
     return CubePlan(
         product=product,
@@ -488,13 +511,9 @@ def _check_update(cube: CubeInfo, ffis: Sequence[FfiInfo], product: Product, sec
 def plan_update(
     cube: CubeInfo,
     ffis: Sequence[FfiInfo],
+    limits: Limits,
     *,
-    max_memory: int,
     sector: int | None = None,
-    read_ahead: int = 8,
-    reserved: int = 0,
-    max_block_bytes: int | None = None,
-    min_read: int = 0,
     now: dt.datetime | None = None,
 ) -> CubePlan:
     """Plan the cube that a fresh build of the cube's FFIs and ``ffis`` would give.
@@ -512,7 +531,7 @@ def plan_update(
     MemoryBudgetError
         If ``max_memory`` cannot hold one row.
     """
-    product = PRODUCTS[cube.product]
+    product = cube.product
     _check_update(cube, ffis, product, sector)
     _check_inputs(ffis)
     now = now or dt.datetime.now()
@@ -570,10 +589,7 @@ def plan_update(
     header.add_history(f"first new FFI: {files[0].name}")
     primary = encode_primary(header, now)
 
-    block_rows, memory = _size_blocks(
-        shape, files, table, primary, max_memory, read_ahead, reserved, max_block_bytes,
-        base_row_bytes=cube.row_bytes, min_read=min_read,
-    )
+    block_rows, memory = _size_blocks(shape, files, table, primary, limits, base_row_bytes=cube.row_bytes)
     return CubePlan(
         product=product,
         files=files,

@@ -8,10 +8,13 @@ data, so supporting a product is a matter of describing it here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-__all__ = ["Product", "SPOC", "TICA", "PRODUCTS", "get_product"]
+from .errors import FitsFormatError, OptionError
+
+__all__ = ["Product", "SPOC", "TICA", "PRODUCTS", "CHOICES", "get_product", "detect_product", "product_with_layers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +32,21 @@ class Product:
     last_file_keywords: tuple[str, ...]
     #: Keywords copied from the earliest FFI's image header (camera and CCD).
     camera_keywords: tuple[str, str]
+    #: Keyword of the image header that ends the FFI's exposure (the cube's time range).
+    stop_keyword: str
     #: Image-header values a file must have to serve as the info-table template.
     template_requirements: Mapping[str, Any]
     #: Glob used when an input is a directory.
     file_pattern: str
+    #: ``NAXIS`` of HDU 0 in this product's FFIs: how a file is recognised.  (A product
+    #: with its image in an extension also needs ``EXTEND = T``.)
+    primary_naxis: int
+
+    def matches(self, primary: Mapping[str, Any]) -> bool:
+        """Whether an FFI whose primary header is ``primary`` is of this product."""
+        if primary.get("NAXIS") != self.primary_naxis:
+            return False
+        return self.image_hdu == 0 or bool(primary.get("EXTEND", False))
 
     @property
     def layers(self) -> int:
@@ -52,8 +66,10 @@ SPOC = Product(
     time_keyword="TSTART",
     last_file_keywords=("DATE-END", "TSTOP"),
     camera_keywords=("CAMERA", "CCD"),
+    stop_keyword="TSTOP",
     template_requirements={"WCSAXES": 2},
     file_pattern="*ffic.fits",
+    primary_naxis=0,
 )
 
 TICA = Product(
@@ -63,11 +79,15 @@ TICA = Product(
     time_keyword="STARTTJD",
     last_file_keywords=("ENDTJD",),
     camera_keywords=("CAMNUM", "CCDNUM"),
+    stop_keyword="ENDTJD",
     template_requirements={"NAXIS": 2},
     file_pattern="*_img.fits",
+    primary_naxis=2,
 )
 
 PRODUCTS: dict[str, Product] = {p.name: p for p in (SPOC, TICA)}
+#: What ``product=`` (``--product``) accepts.
+CHOICES: tuple[str, ...] = ("auto", *PRODUCTS)
 
 
 def get_product(name: str) -> Product | None:
@@ -75,14 +95,44 @@ def get_product(name: str) -> Product | None:
 
     Raises
     ------
-    ValueError
+    OptionError
         If ``name`` is neither ``"auto"`` nor a known product.
     """
-    key = name.lower()
+    key = str(name).lower()
     if key == "auto":
         return None
     try:
         return PRODUCTS[key]
     except KeyError:
-        known = ", ".join(["auto", *PRODUCTS])
-        raise ValueError(f"unknown product {name!r}; expected one of {known}") from None
+        raise OptionError("product", f"unknown product {name!r}; expected one of {', '.join(CHOICES)}") from None
+
+
+def detect_product(primary: Mapping[str, Any], *, path: str) -> Product:
+    """The product of the FFI whose primary header is ``primary``.
+
+    Raises
+    ------
+    FitsFormatError
+        If it is none of them.
+    """
+    for product in PRODUCTS.values():
+        if product.matches(primary):
+            return product
+    rules = "; ".join(f"{p.name.upper()}: NAXIS = {p.primary_naxis}" for p in PRODUCTS.values())
+    raise FitsFormatError(
+        f"not an FFI fficube knows: HDU 0 has NAXIS = {primary.get('NAXIS')!r} ({rules})", path=path
+    )
+
+
+def product_with_layers(layers: int, *, path: str) -> Product:
+    """The product whose cubes have ``layers`` layers (how a cube tells its product).
+
+    Raises
+    ------
+    FitsFormatError
+        If no product makes such cubes.
+    """
+    for product in PRODUCTS.values():
+        if product.layers == layers:
+            return product
+    raise FitsFormatError(f"a cube with {layers} layer(s) is of no product fficube knows", path=path)

@@ -1,28 +1,32 @@
-"""Remote locations: fsspec URLs for inputs and outputs, one session per build.
+"""Where bytes live: local paths or fsspec URLs, one session per build, and byte sources.
 
 :class:`Filesystems` opens at most one filesystem per protocol for a build, with the
 user's ``anon`` and ``storage_options``, and closes their sessions at the end.  s3fs's
 and botocore's own retries are turned off, so that every retry goes through
 :func:`fficube.storage.retrying`, where it is bounded, backed off and counted.
+:func:`open_source` gives the :class:`~fficube.storage.ByteSource` for a location.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import posixpath
-from collections.abc import Iterable, Mapping
+import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import fsspec
 
-from .errors import InputError, NoInputsError
-from .journal import Version, remote_version
-from .products import PRODUCTS, Product
-from .storage import IOStats, describe_failure, fs_request
+from .storage import ByteSource, FsspecSource, IOStats, LocalSource
 
-__all__ = ["is_url", "protocol_of", "Filesystems", "resolve_remote", "S3_PROTOCOLS"]
+__all__ = [
+    "is_url", "protocol_of", "protocol_or_local", "Filesystems", "open_source", "S3_PROTOCOLS",
+    "DEFAULT_LOCAL_CONCURRENCY", "DEFAULT_REMOTE_CONCURRENCY",
+]
 
 S3_PROTOCOLS = ("s3", "s3a")
+#: Reads in flight for local files: a few keep a disk busy; more only add seeks.
+DEFAULT_LOCAL_CONCURRENCY = 4
+#: Requests in flight for remote files: enough to hide tens of ms of latency.
+DEFAULT_REMOTE_CONCURRENCY = 32
 
 
 def is_url(path: str) -> bool:
@@ -31,7 +35,13 @@ def is_url(path: str) -> bool:
 
 
 def protocol_of(url: str) -> str:
+    """The protocol of a URL, lower case (``"s3"`` for ``s3://bucket/key``)."""
     return url.split("://", 1)[0].lower()
+
+
+def protocol_or_local(path: str) -> str | None:
+    """The protocol of ``path``, or None for a local path."""
+    return protocol_of(path) if is_url(path) else None
 
 
 class Filesystems:
@@ -77,7 +87,14 @@ class Filesystems:
             self._open[key] = fs
         return self._open[key]
 
+    async def __aenter__(self) -> Filesystems:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.shield(self.aclose())
+
     async def aclose(self) -> None:
+        """Close the sessions opened so far."""
         sessions, self._sessions, self._open = self._sessions, [], {}
         for session in sessions:
             close = getattr(session, "close", None)
@@ -85,54 +102,32 @@ class Filesystems:
                 await close()
 
 
-def _matches_product(name: str, products: Iterable[Product]) -> bool:
-    return any(fnmatch.fnmatch(name, p.file_pattern) for p in products)
+async def open_source(
+    protocol: str | None,
+    filesystems: Filesystems,
+    concurrency: int | None = None,
+    *,
+    sizes: Mapping[str, int] | None = None,
+    output: bool = False,
+) -> ByteSource:
+    """The byte source that reads files of ``protocol`` (None: local files).
 
-
-async def resolve_remote(
-    url: str, fs: Any, product: Product | None, stats: IOStats
-) -> tuple[list[str], dict[str, Version]]:
-    """Files behind one URL: an object, a prefix (searched recursively) or a glob.
-
-    Returns the URLs, sorted, and their versions: sizes (so that scanning needs no
-    extra request) and ETags (so that a resumed build knows whether they changed).
-
-    Raises
-    ------
-    NoInputsError
-        If a prefix or pattern yields no FFI.
-    InputError
-        If a named object does not exist.
+    Parameters
+    ----------
+    protocol
+        ``"s3"``, ``"https"``... (see :func:`protocol_or_local`), or None for local files.
+    filesystems
+        The build's filesystems (the source uses their session; closing the source
+        does not close it).
+    concurrency
+        Requests in flight at most (default: 4 for local files, 32 for remote ones).
+    sizes
+        File sizes already known (from a listing), so that they cost no request.
+    output
+        Read with the output's credentials (never ``anon``): for the cube an update
+        replaces, which lives where the user writes.
     """
-    protocol = protocol_of(url)
-    products = [product] if product else list(PRODUCTS.values())
-
-    def full(path: str) -> str:
-        return path if "://" in path else f"{protocol}://{path}"
-
-    async def request(name: str, **kwargs: Any) -> Any:
-        try:
-            return await fs_request(fs, name, url, stats=stats, **kwargs)
-        except FileNotFoundError as exc:
-            raise InputError("no such object or prefix", path=url) from exc
-        except Exception as exc:
-            raise InputError(f"cannot list: {describe_failure(exc)}", path=url) from exc
-
-    if any(ch in url for ch in "*?["):
-        found = await request("glob", detail=True)
-        files = {full(p): remote_version(i) for p, i in found.items() if i.get("type") == "file"}
-        if not files:
-            raise NoInputsError("the pattern matches no object", path=url)
-        return sorted(files), files
-    info = await request("info")
-    if info.get("type") == "directory":
-        found = await request("find", detail=True)
-        files = {
-            full(p): remote_version(i) for p, i in found.items()
-            if i.get("type") == "file" and _matches_product(posixpath.basename(p), products)
-        }
-        if not files:
-            patterns = ", ".join(p.file_pattern for p in products)
-            raise NoInputsError(f"no FFI objects ({patterns}) under this prefix", path=url)
-        return sorted(files), files
-    return [url], {url: remote_version(info)}
+    if protocol is None:
+        return LocalSource(concurrency or DEFAULT_LOCAL_CONCURRENCY)
+    fs = await filesystems.get(protocol, output=output)
+    return FsspecSource(fs, concurrency or DEFAULT_REMOTE_CONCURRENCY, sizes=dict(sizes or {}))

@@ -12,7 +12,6 @@ how to decode them, the raw header text the plan needs, and the sort key.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,14 +20,13 @@ from astropy.io import fits
 
 from ._aio import run_tasks
 from .errors import FitsFormatError
+from .fitsblocks import BLOCK, HeaderReader, data_bytes, int_card, padded
+from .products import Product, detect_product
 from .redact import file_name
-from .products import PRODUCTS, SPOC, TICA, Product
 from .storage import ByteSource
 
-__all__ = ["FfiInfo", "ImageLayout", "CubeInfo", "scan", "scan_file", "scan_cube", "BLOCK"]
+__all__ = ["FfiInfo", "ImageLayout", "scan", "scan_file", "image_layout", "time_value", "BITPIX_DTYPES"]
 
-BLOCK = 2880
-CARD = 80
 #: First read of a file: seven blocks are exactly the primary and image headers of 98 %
 #: of SPOC FFIs (their science data starts at byte 20160; 14400 without WCS), so one
 #: request usually suffices and no data byte is read twice.
@@ -95,65 +93,7 @@ class FfiInfo:
 
 
 # ----------------------------------------------------------------------------------
-# Pure header walking
-
-
-def header_end(buf: bytes, start: int) -> int | None:
-    """Return the offset just past the END card of the header at ``start``.
-
-    ``None`` when ``buf`` ends before an END card is found.  Only whole 2880-byte
-    blocks are examined, as FITS headers are made of them.
-    """
-    pos = start
-    while pos + BLOCK <= len(buf):
-        for card in range(pos, pos + BLOCK, CARD):
-            if buf[card : card + 8] == b"END     ":
-                return card + CARD
-        pos += BLOCK
-    return None
-
-
-def padded(n: int) -> int:
-    """``n`` rounded up to whole FITS blocks."""
-    return -(-n // BLOCK) * BLOCK
-
-
-def parse_header(raw: bytes, *, path: str, offset: int) -> fits.Header:
-    """Parse header text, turning anything astropy dislikes into a FitsFormatError."""
-    try:
-        text = raw.decode("ascii")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", fits.verify.VerifyWarning)
-            header = fits.Header.fromstring(text)
-            # Cards are parsed lazily: parse them all now, inside this guard, so that a
-            # malformed card is reported here, with the file, and not later by astropy.
-            for card in header.cards:
-                card.value  # noqa: B018
-    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError,
-            fits.verify.VerifyWarning, fits.verify.VerifyError) as exc:
-        raise FitsFormatError(
-            f"unreadable FITS header ({exc})", path=path, byte_range=(offset, offset + len(raw))
-        ) from exc
-    return header
-
-
-def _int_card(header: fits.Header, key: str, default: int | None, *, path: str, hdu: int) -> int:
-    value = header.get(key, default)
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise FitsFormatError(f"HDU {hdu}: {key} = {value!r} is not an integer", path=path)
-    return int(value)
-
-
-def data_bytes(header: fits.Header, *, path: str, hdu: int) -> int:
-    """Size in bytes of the HDU's data, without padding (FITS standard 4.4.1)."""
-    naxis = _int_card(header, "NAXIS", None, path=path, hdu=hdu)
-    if naxis == 0:
-        return 0
-    bitpix = _int_card(header, "BITPIX", None, path=path, hdu=hdu)
-    axes = [_int_card(header, f"NAXIS{i}", None, path=path, hdu=hdu) for i in range(1, naxis + 1)]
-    pcount = _int_card(header, "PCOUNT", 0, path=path, hdu=hdu)
-    gcount = _int_card(header, "GCOUNT", 1, path=path, hdu=hdu)
-    return abs(bitpix) // 8 * gcount * (pcount + math.prod(axes))
+# Pure header rules
 
 
 def image_layout(header: fits.Header, data_offset: int, *, path: str, hdu: int) -> ImageLayout:
@@ -164,11 +104,11 @@ def image_layout(header: fits.Header, data_offset: int, *, path: str, hdu: int) 
         raise FitsFormatError(
             f"HDU {hdu} is a {header.get('XTENSION')!r} extension, not an image: not an FFI", path=path
         )
-    naxis = _int_card(header, "NAXIS", None, path=path, hdu=hdu)
+    naxis = int_card(header, "NAXIS", None, path=path, hdu=hdu)
     if naxis != 2:
         kind = "a cube" if naxis > 2 else "not an image"
         raise FitsFormatError(f"HDU {hdu} has NAXIS = {naxis} ({kind}); an FFI image has 2", path=path)
-    bitpix = _int_card(header, "BITPIX", None, path=path, hdu=hdu)
+    bitpix = int_card(header, "BITPIX", None, path=path, hdu=hdu)
     if bitpix not in BITPIX_DTYPES:
         raise FitsFormatError(f"HDU {hdu}: BITPIX = {bitpix} is not a FITS image type", path=path)
     scale: dict[str, float] = {}
@@ -183,26 +123,12 @@ def image_layout(header: fits.Header, data_offset: int, *, path: str, hdu: int) 
     return ImageLayout(
         hdu=hdu,
         offset=data_offset,
-        rows=_int_card(header, "NAXIS2", None, path=path, hdu=hdu),
-        cols=_int_card(header, "NAXIS1", None, path=path, hdu=hdu),
+        rows=int_card(header, "NAXIS2", None, path=path, hdu=hdu),
+        cols=int_card(header, "NAXIS1", None, path=path, hdu=hdu),
         bitpix=bitpix,
         bscale=scale["BSCALE"],
         bzero=scale["BZERO"],
         blank=blank,
-    )
-
-
-def detect_product(primary: fits.Header, *, path: str) -> Product:
-    """Tell SPOC from TICA by where the image is: HDU 0 (TICA) or the extensions (SPOC)."""
-    naxis = primary.get("NAXIS")
-    if naxis == 0 and primary.get("EXTEND", False):
-        return SPOC
-    if naxis == 2:
-        return TICA
-    raise FitsFormatError(
-        f"not a SPOC or TICA FFI: HDU 0 has NAXIS = {naxis!r} (SPOC FFIs have no image in HDU 0, "
-        "TICA FFIs a 2-D one)",
-        path=path,
     )
 
 
@@ -217,53 +143,6 @@ def time_value(header: fits.Header, product: Product, *, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise FitsFormatError(f"{key} = {value!r} in HDU {product.image_hdu} is not a finite number", path=path)
     return float(value)
-
-
-# ----------------------------------------------------------------------------------
-# Reading
-
-
-class _HeaderReader:
-    """Reads header text at given offsets, keeping the last window to avoid re-reads."""
-
-    def __init__(self, source: ByteSource, path: str, size: int) -> None:
-        self.source, self.path, self.size = source, path, size
-        self.window_start = 0
-        self.window = b""
-        self.bytes_used = 0
-
-    async def header_at(self, offset: int, guess: int) -> tuple[fits.Header, str, int]:
-        """Return (header, raw text, offset past the padded header) of the HDU at ``offset``."""
-        if offset + BLOCK > self.size:
-            raise FitsFormatError(
-                f"file ends at byte {self.size}, before the header expected at byte {offset}: truncated",
-                path=self.path,
-                byte_range=(offset, offset + BLOCK),
-            )
-        window_end = self.window_start + len(self.window)
-        if not self.window_start <= offset < window_end:
-            self.window_start, self.window = offset, b""
-            window_end = offset
-        chunk = max(guess, BLOCK)
-        while True:
-            end = header_end(self.window, offset - self.window_start)
-            if end is not None:
-                break
-            if window_end >= self.size:
-                raise FitsFormatError(
-                    "no END card before the end of the file: not a complete FITS header",
-                    path=self.path,
-                    byte_range=(offset, self.size),
-                )
-            more = await self.source.read(self.path, window_end, min(self.size, window_end + chunk))
-            self.window += more
-            window_end += len(more)
-            chunk *= 2  # a header larger than guessed: grow, so that the requests stay few
-        start = offset - self.window_start
-        raw = self.window[start:end]
-        self.bytes_used += padded(len(raw))
-        header = parse_header(raw, path=self.path, offset=offset)
-        return header, raw.decode("ascii"), offset + padded(len(raw))
 
 
 async def scan_file(source: ByteSource, path: str, product: Product | None = None) -> FfiInfo:
@@ -283,12 +162,8 @@ async def scan_file(source: ByteSource, path: str, product: Product | None = Non
     FitsFormatError
         If the file is not a complete FFI of the product.
     """
-    size = await source.size(path)
-    reader = _HeaderReader(source, path, size)
-    head = await source.read(path, 0, min(size, FIRST_READ))
-    reader.window = head
-    if not head.startswith(b"SIMPLE  =") or size < BLOCK:
-        raise FitsFormatError("not a FITS file (it does not start with a SIMPLE card)", path=path)
+    reader = await HeaderReader.open(source, path, FIRST_READ)
+    size = reader.size
     primary, primary_raw, offset = await reader.header_at(0, FIRST_READ)
     detected = detect_product(primary, path=path)
     if product is not None and detected is not product:
@@ -375,77 +250,3 @@ async def scan(
 
     await run_tasks(worker() for _ in range(max(1, min(workers, len(paths)))))
     return [r for r in results if r is not None]
-
-
-def product_of(info: FfiInfo) -> Product:
-    return PRODUCTS[info.product]
-
-
-
-# ----------------------------------------------------------------------------------
-# Existing cubes (for updates)
-
-
-@dataclass(frozen=True, slots=True)
-class CubeInfo:
-    """An existing cube: its headers and table, and where its data is."""
-
-    path: str
-    size: int
-    product: str
-    shape: tuple[int, int, int, int]  #: (rows, cols, n_ffis, layers)
-    data_offset: int
-    primary_header: str
-    table: fits.BinTableHDU
-    header_bytes: int
-
-    @property
-    def row_bytes(self) -> int:
-        rows, cols, n, layers = self.shape
-        return cols * n * layers * 4
-
-    @property
-    def table_offset(self) -> int:
-        """Where the info table's header starts: after the data and its padding."""
-        return self.data_offset + padded(self.row_bytes * self.shape[0])
-
-    @property
-    def names(self) -> list[str]:
-        return [n.decode() if isinstance(n, bytes) else str(n) for n in self.table.data["FFI_FILE"]]
-
-
-async def scan_cube(source: ByteSource, path: str) -> CubeInfo:
-    """Read a cube's primary header, cube header and info table (not its data).
-
-    Raises
-    ------
-    FitsFormatError
-        If the file is not a complete cube in the astrocut format.
-    """
-    size = await source.size(path)
-    reader = _HeaderReader(source, path, size)
-    reader.window = await source.read(path, 0, min(size, FIRST_READ))
-    if not reader.window.startswith(b"SIMPLE  ="):
-        raise FitsFormatError("not a FITS file (it does not start with a SIMPLE card)", path=path)
-    primary, primary_raw, offset = await reader.header_at(0, FIRST_READ)
-    cube, _, data_offset = await reader.header_at(offset, BLOCK)
-    axes = [cube.get(f"NAXIS{i}") for i in range(1, 5)]
-    if cube.get("XTENSION") != "IMAGE" or cube.get("NAXIS") != 4 or cube.get("BITPIX") != -32:
-        raise FitsFormatError("HDU 1 is not a 4-D float32 image: not an FFI cube", path=path)
-    layers, n, cols, rows = axes
-    table_offset = data_offset + padded(data_bytes(cube, path=path, hdu=1))
-    table_header, table_raw, table_data = await reader.header_at(table_offset, 4 * BLOCK)
-    if table_header.get("XTENSION") != "BINTABLE":
-        raise FitsFormatError("HDU 2 is not the info table: not an FFI cube", path=path)
-    length = data_bytes(table_header, path=path, hdu=2)
-    if table_data + length > size:
-        raise FitsFormatError("the info table is cut short: truncated", path=path, byte_range=(table_data, table_data + length))
-    data = await source.read(path, table_data, table_data + length)
-    table = fits.BinTableHDU.fromstring(table_raw.encode("ascii").ljust(padded(len(table_raw)), b" ") + data)
-    if "FFI_FILE" not in table.columns.names or len(table.data) != n:
-        raise FitsFormatError(f"the info table has no FFI_FILE column or not {n} rows: not an FFI cube", path=path)
-    product = TICA if layers == 1 else SPOC
-    return CubeInfo(
-        path=path, size=size, product=product.name, shape=(rows, cols, n, layers), data_offset=data_offset,
-        primary_header=primary_raw, table=table, header_bytes=reader.bytes_used + length,
-    )

@@ -20,10 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .build import BuildResult, Progress, build_cube
+from .build import build_cube
 from .errors import FficubeError
-from .remote import Filesystems, is_url, protocol_of
-from .storage import fs_request
+from .remote import Filesystems, is_url
+from .results import BuildResult, Progress
+from .sinks import open_output
 from .units import parse_size
 
 __all__ = ["CubeJob", "CubeOutcome", "sector_jobs", "array_target", "build_sector", "cube_name", "ARRAY_INDEX"]
@@ -93,13 +94,6 @@ class CubeOutcome:
         )
 
 
-async def _exists(path: str, filesystems: Filesystems) -> bool:
-    if not is_url(path):
-        return os.path.exists(path)
-    fs = await filesystems.get(protocol_of(path), output=True)
-    return bool(await fs_request(fs, "exists", path, stats=filesystems.stats))
-
-
 async def build_sector(
     jobs: Sequence[CubeJob],
     *,
@@ -127,7 +121,7 @@ async def build_sector(
         async with slots:
             started = time.monotonic()
             try:
-                if await _exists(job.output, filesystems):
+                if await (await open_output(job.output, filesystems)).exists():
                     outcome = CubeOutcome(job, "skipped", error="already at the destination")
                 else:
                     result = await build_cube(

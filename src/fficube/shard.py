@@ -24,32 +24,32 @@ does the same by hand.  The result is byte-identical to a one-worker build.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import journal
-from .build import Progress, open_source, Reporter, upload_reserve, execute, plan_options
+from ._aio import closing
 from .checksum import add, seal_header
 from .errors import InputError, OutputError, ResumeError
-from .inputs import InputsLike, resolve_inputs
-from .plan import make_plan
-from .products import get_product
-from .remote import S3_PROTOCOLS, Filesystems, is_url, protocol_of
+from .build import BuildOptions, cube_size_estimate
+from .inputs import InputsLike, Version, resolve_inputs
+from .journal import Identity, Journal, Part, SharedPlan
+from .pipeline import execute
+from .plan import CubePlan, Limits, make_plan
+from .remote import S3_PROTOCOLS, Filesystems, open_source, protocol_or_local
+from .results import Progress, Reporter
 from .scan import scan
-from .storage import IOStats, RetryPolicy
-from .units import parse_size
-from .write import S3Sink, Span, error_code, part_size_for, s3_call
+from .sinks import open_output
+from .sinks.base import Span
+from .sinks.s3 import Bucket, S3Output, S3Sink, SharedUpload, error_code, part_size_for
+from .storage import IOStats
 
 __all__ = ["ShardResult", "build_shard", "finish_cube", "shard_window", "parse_shard"]
 
 log = logging.getLogger("fficube")
-FORMAT = "fficube-shards/1"
 
 
 def parse_shard(text: str, array_index: str | None = None) -> tuple[int, int]:
@@ -99,83 +99,27 @@ class _Shared:
     """The objects under ``<output>.shards/``."""
 
     def __init__(self, fs: Any, output: str, stats: IOStats) -> None:
-        self.fs, self.output, self.stats = fs, output, stats
-        self.bucket, self.key, _ = fs.split_path(output)
-        self.prefix = f"{self.key}.shards/"
+        self.output = output
+        self.bucket = Bucket(fs, output, stats=stats)
+        self.prefix = f"{self.bucket.key}.shards/"
 
-    def url(self, name: str) -> str:
-        return f"{protocol_of(self.output)}://{self.bucket}/{self.prefix}{name}"
+    def key(self, name: str) -> str:
+        return self.prefix + name
 
-    async def call(self, what: str, method: str, **kwargs: Any) -> Any:
-        return await s3_call(self.fs, method, what=what, url=self.output, policy=RetryPolicy(),
-                             stats=self.stats, Bucket=self.bucket, **kwargs)
+    async def plan(self) -> SharedPlan | None:
+        raw = await self.bucket.get(self.key("plan.json"))
+        return None if raw is None else SharedPlan.decode(raw, self.bucket.url_of(self.key("plan.json")))
 
-    async def get(self, name: str) -> bytes | None:
-        try:
-            response = await self.call(f"reading {self.prefix}{name}", "get_object", Key=self.prefix + name)
-        except OutputError as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
-                return None
-            raise
-        async with response["Body"] as body:
-            return await body.read()
+    async def journal(self, shard: int) -> Journal | None:
+        raw = await self.bucket.get(self.key(f"{shard}.json"))
+        return None if raw is None else Journal.decode(raw, self.bucket.url_of(self.key(f"{shard}.json")))
 
-    async def get_json(self, name: str) -> dict[str, Any] | None:
-        raw = await self.get(name)
-        return None if raw is None else json.loads(raw)
-
-    async def put(self, name: str, body: bytes, *, only_new: bool = False) -> bool:
-        """Write an object; with ``only_new``, only if it does not exist (False if it did)."""
-        extra = {"IfNoneMatch": "*"} if only_new else {}
-        try:
-            await self.call(f"writing {self.prefix}{name}", "put_object", Key=self.prefix + name, Body=body, **extra)
-        except OutputError as exc:
-            if only_new and error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                return False
-            raise
-        return True
+    async def save_head(self, head: bytes) -> None:
+        await self.bucket.put(self.key("head"), head)
 
     async def remove(self, names: list[str]) -> None:
         for name in names:
-            await self.call(f"removing {self.prefix}{name}", "delete_object", Key=self.prefix + name)
-
-    async def cube_exists(self) -> bool:
-        try:
-            await self.call("checking the cube", "head_object", Key=self.key)
-        except OutputError as exc:
-            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
-
-
-class _ShardSink(S3Sink):
-    """An S3 sink for one window of a shared upload: never starts, aborts or completes it."""
-
-    def __init__(self, *args: Any, window: tuple[int, int], upload_id: str, shared: _Shared, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.window, self.upload_id, self.shared = window, upload_id, shared
-
-    async def open(self, resume: Mapping[str, Any] | None) -> list[tuple[int, int]]:
-        return await self.resume_parts(resume or {})
-
-    async def patch(self, offset: int, data: bytes) -> None:
-        """Nothing: the cube header is sealed by whoever finishes the cube."""
-
-    async def commit(self) -> None:
-        if self._buffer:  # the cube's last part, shorter than the others
-            part, self._buffer = bytes(self._buffer), bytearray()
-            await self._send(part)
-        if self.window[0] == 0:
-            await self.shared.put("head", bytes(self._head))
-        self.state["done"] = True
-        await self._save_journal()
-
-    async def abort(self) -> None:
-        # The upload is shared: keep it, and this worker's recorded parts, for a re-run.
-        if self.parts:
-            log.warning("%s: shard stopped with %d part(s) recorded; run it again to continue", self.url,
-                        len(self.parts))
+            await self.bucket.delete(self.key(name))
 
 
 async def build_shard(
@@ -205,44 +149,45 @@ async def build_shard(
         If the workers do not agree (other inputs, another number of shards).
     """
     started = time.monotonic()
-    if not is_url(output) or protocol_of(output) not in S3_PROTOCOLS:
+    if protocol_or_local(output) not in S3_PROTOCOLS:
         raise InputError("a cube built by several workers must go to s3:// (one multipart upload)", path=output)
-    budget = parse_size(max_memory)
-    filesystems = Filesystems(anon=anon, storage_options=storage_options)
-    try:
-        fs = await filesystems.get(protocol_of(output), output=True)
-        shared = _Shared(fs, output, filesystems.stats)
-        found = await resolve_inputs(inputs, get_product(product), filesystems)
-        source, concurrency = await open_source(found, concurrency, filesystems)
-        try:
-            ffis = await scan(found.paths, source, product=get_product(product), workers=concurrency * 2)
+    options = BuildOptions.check(product=product, max_memory=max_memory, concurrency=concurrency, resume=True,
+                                 restart=False)
+    async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
+        out = await open_output(output, filesystems)
+        assert isinstance(out, S3Output)
+        shared = _Shared(out.fs, output, filesystems.stats)
+        found = await resolve_inputs(inputs, options.product, filesystems)
+        source = await open_source(found.protocol, filesystems, options.concurrency, sizes=found.sizes)
+        async with closing(source):
+            ffis = await scan(found.paths, source, product=options.product, workers=source.concurrency * 2)
             layers = len(ffis[0].layers) if ffis else 0
-            reserved, estimate = upload_reserve(True, ffis[0].shape if ffis else (0, 0), len(ffis), layers)
-            options = plan_options(concurrency, local=False)
+            cube_bytes = cube_size_estimate(ffis[0].shape if ffis else (0, 0), len(ffis), layers)
+            limits = Limits.for_build(options.max_memory, source.concurrency, local=False,
+                                      reserved=out.reserve(cube_bytes))
 
-            def plan_at(now: dt.datetime):  # type: ignore[no-untyped-def]
-                return make_plan(ffis, max_memory=budget, sector=sector, reserved=reserved, now=now, **options)
+            def plan_at(now: dt.datetime) -> CubePlan:
+                return make_plan(ffis, limits, sector=sector, now=now)
 
             versions = {p: found.version(p) for p in found.paths}
-            state = await _join(shared, plan_at, shards, part_size_for(estimate), versions)
-            plan = plan_at(dt.datetime.fromisoformat(state["now"]))
-            identity = journal.plan_identity(plan, versions)
-            changes = journal.identity_changes(state["identity"], identity)
-            if changes or state["shards"] != shards:
+            agreed = await _join(shared, plan_at, shards, part_size_for(cube_bytes), versions)
+            plan = plan_at(agreed.now)
+            identity = Identity.of(plan, versions)
+            changes = agreed.identity.changes(identity)
+            if changes or agreed.shards != shards:
                 raise ResumeError(
                     "this worker's build differs from the one the shards share ("
-                    + "; ".join(changes or [f"{state['shards']} shards, not {shards}"]) + ")", path=output,
+                    + "; ".join(changes or [f"{agreed.shards} shards, not {shards}"]) + ")", path=output,
                 )
-            part_size = int(state["part_size"])
-            window = shard_window(plan.total_bytes, part_size, shard, shards)
-            record = await shared.get_json(f"{shard}.json")
+            window = shard_window(plan.total_bytes, agreed.part_size, shard, shards)
+            record = await shared.journal(shard)
             written = 0
-            if not (record and record.get("done")):
-                sink = _ShardSink(
-                    fs, output, total_bytes=plan.total_bytes, span=Span.of(plan), part_size=part_size,
-                    state={"shard": shard, "identity": identity}, stats=IOStats(),
-                    journal_url=shared.url(f"{shard}.json"), window=window, upload_id=state["upload_id"],
-                    shared=shared,
+            if not (record and record.done):
+                upload = SharedUpload(agreed.upload_id, window, shared.key(f"{shard}.json"), shared.save_head)
+                sink = S3Sink(
+                    out.fs, output, total_bytes=plan.total_bytes, span=Span.of(plan),
+                    journal=record or Journal(identity, agreed.now, part_size=agreed.part_size, shard=shard),
+                    stats=IOStats(), shared=upload,
                 )
                 report = Reporter(progress, [source], started)
                 report.sink = sink
@@ -252,40 +197,35 @@ async def build_shard(
             finished = await finish_cube(output, filesystems=filesystems)
             return ShardResult(output, shard, shards, window, source.stats.bytes_read, written,
                                time.monotonic() - started, finished)
-        finally:
-            await asyncio.shield(source.aclose())
-    finally:
-        await asyncio.shield(filesystems.aclose())
 
 
 async def _join(
-    shared: _Shared, plan_at: Callable[[dt.datetime], Any], shards: int, part_size: int,
-    versions: Mapping[str, journal.Version],
-) -> dict[str, Any]:
-    """The shared plan record: read it, or create the upload and the record if first."""
-    state = await shared.get_json("plan.json")
-    if state is not None:
-        return state
-    if await shared.cube_exists():
+    shared: _Shared, plan_at: Callable[[dt.datetime], CubePlan], shards: int, part_size: int,
+    versions: Mapping[str, Version],
+) -> SharedPlan:
+    """The shared plan: read it, or create the upload and the plan if this worker is first."""
+    agreed = await shared.plan()
+    if agreed is not None:
+        return agreed
+    if await shared.bucket.exists():
         raise InputError("already exists (a finished cube); delete it to build it again", path=shared.output)
     now = dt.datetime.now().replace(microsecond=0)
     plan = plan_at(now)
-    response = await shared.call("starting the upload", "create_multipart_upload", Key=shared.key)
-    proposal = {
-        "format": FORMAT, "upload_id": response["UploadId"], "now": now.isoformat(), "shards": shards,
-        "part_size": part_size, "total_bytes": plan.total_bytes, "header_offset": len(plan.primary_header),
-        "cube_header": plan.cube_header.decode("ascii"), "span": [plan.data_offset, plan.data_offset + plan.data_bytes],
+    response = await shared.bucket.call("starting the upload", "create_multipart_upload")
+    proposal = SharedPlan(
+        upload_id=response["UploadId"], now=now, shards=shards, part_size=part_size, total_bytes=plan.total_bytes,
+        header_offset=len(plan.primary_header), cube_header=plan.cube_header,
+        span=(plan.data_offset, plan.data_offset + plan.data_bytes),
         # Every worker (this one too) checks its own plan against this one.
-        "identity": journal.plan_identity(plan, versions),
-    }
-    if await shared.put("plan.json", json.dumps(proposal).encode(), only_new=True):
+        identity=Identity.of(plan, versions),
+    )
+    if await shared.bucket.put(shared.key("plan.json"), proposal.encode(), only_new=True):
         return proposal
     # Another worker came first: use its upload.
-    await shared.call("aborting a duplicate upload", "abort_multipart_upload", Key=shared.key,
-                      UploadId=response["UploadId"])
-    state = await shared.get_json("plan.json")
-    assert state is not None
-    return state
+    await shared.bucket.call("aborting a duplicate upload", "abort_multipart_upload", UploadId=response["UploadId"])
+    agreed = await shared.plan()
+    assert agreed is not None
+    return agreed
 
 
 async def finish_cube(
@@ -297,43 +237,36 @@ async def finish_cube(
     Idempotent: several workers may call it at once, and calling it on a finished
     cube returns True.
     """
-    own = filesystems is None
-    filesystems = filesystems or Filesystems(anon=anon, storage_options=storage_options)
+    if filesystems is None:
+        async with Filesystems(anon=anon, storage_options=storage_options) as own:
+            return await finish_cube(output, filesystems=own)
+    out = await open_output(output, filesystems)
+    assert isinstance(out, S3Output)
+    shared = _Shared(out.fs, output, filesystems.stats)
+    agreed = await shared.plan()
+    if agreed is None:
+        if await shared.bucket.exists():
+            return True
+        raise InputError("no sharded build of this cube is under way", path=output)
+    records = [await shared.journal(k) for k in range(1, agreed.shards + 1)]
+    waiting = [k + 1 for k, r in enumerate(records) if not (r and r.done)]
+    if waiting:
+        log.info("%s: waiting for shard(s) %s", output, ", ".join(map(str, waiting)))
+        return False
+    head = await shared.bucket.get(shared.key("head"))
+    if head is None:
+        return await shared.bucket.exists()  # another worker finished it meanwhile
+    parts: dict[int, Part] = {n: p for r in records if r for n, p in r.parts.items()}
+    span = Span(*agreed.span)
+    datasum = add(span.sum(0, head), *(p.datasum for p in parts.values()))
+    sealed = seal_header(agreed.cube_header, datasum)
+    offset = agreed.header_offset
+    head = head[:offset] + sealed + head[offset + len(sealed):]
     try:
-        fs = await filesystems.get(protocol_of(output), output=True)
-        shared = _Shared(fs, output, filesystems.stats)
-        state = await shared.get_json("plan.json")
-        if state is None:
-            if await shared.cube_exists():
-                return True
-            raise InputError("no sharded build of this cube is under way", path=output)
-        records = [await shared.get_json(f"{k}.json") for k in range(1, state["shards"] + 1)]
-        waiting = [k + 1 for k, r in enumerate(records) if not (r and r.get("done"))]
-        if waiting:
-            log.info("%s: waiting for shard(s) %s", output, ", ".join(map(str, waiting)))
-            return False
-        head = await shared.get("head")
-        if head is None:
-            return await shared.cube_exists()  # another worker finished it meanwhile
-        parts = {int(n): p for r in records if r for n, p in r["parts"].items()}
-        span = Span(*state["span"])
-        datasum = add(span.sum(0, head), *(int(p["datasum"]) for p in parts.values()))
-        sealed = seal_header(state["cube_header"].encode("ascii"), datasum)
-        offset = int(state["header_offset"])
-        head = head[:offset] + sealed + head[offset + len(sealed):]
-        try:
-            first = await shared.call("uploading part 1", "upload_part", Key=shared.key, UploadId=state["upload_id"],
-                                      PartNumber=1, Body=head)
-            listing = [{"ETag": first["ETag"], "PartNumber": 1}]
-            listing += [{"ETag": p["ETag"], "PartNumber": n} for n, p in sorted(parts.items())]
-            await shared.call("completing the upload", "complete_multipart_upload", Key=shared.key,
-                              UploadId=state["upload_id"], MultipartUpload={"Parts": listing})
-        except OutputError as exc:
-            if error_code(exc) == "NoSuchUpload" and await shared.cube_exists():
-                return True  # another worker completed it first
-            raise
-        await shared.remove(["head", *(f"{k}.json" for k in range(1, state["shards"] + 1)), "plan.json"])
-        return True
-    finally:
-        if own:
-            await filesystems.aclose()
+        await shared.bucket.complete(agreed.upload_id, head, parts)
+    except OutputError as exc:
+        if error_code(exc) == "NoSuchUpload" and await shared.bucket.exists():
+            return True  # another worker completed it first
+        raise
+    await shared.remove(["head", *(f"{k}.json" for k in range(1, agreed.shards + 1)), "plan.json"])
+    return True

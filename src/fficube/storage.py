@@ -52,6 +52,7 @@ class ByteSource(Protocol):
     """What the pipeline needs from storage: sizes and exact byte ranges."""
 
     stats: IOStats
+    concurrency: int  #: requests in flight at most
 
     async def size(self, path: str) -> int:
         """Return the size of ``path`` in bytes."""
@@ -83,6 +84,7 @@ class LocalSource:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         self.stats = IOStats()
+        self.concurrency = concurrency
         self._limit = asyncio.Semaphore(concurrency)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fficube-read")
         self._fds: dict[str, int] = {}
@@ -311,6 +313,7 @@ class FsspecSource:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         self.fs = fs
         self.stats = IOStats()
+        self.concurrency = concurrency
         self.policy = policy
         self._sizes = dict(sizes or {})
         self._limit = asyncio.Semaphore(concurrency)

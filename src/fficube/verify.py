@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
 
-from ._aio import run_tasks
+from ._aio import closing, run_tasks
 from .checksum import WORD, ZERO, add, data_sum, header_sum
+from .cubeinfo import scan_cube
 from .errors import FficubeError
-from .products import PRODUCTS
-from .remote import Filesystems, is_url, protocol_of
-from .scan import data_bytes, header_end, padded, scan_cube
-from .storage import ByteSource, FsspecSource, LocalSource
+from .fitsblocks import data_bytes, header_end, padded
+from .remote import Filesystems, open_source, protocol_or_local
+from .storage import ByteSource
 
 __all__ = ["Check", "Verification", "verify_cube"]
 
@@ -132,7 +132,7 @@ async def _verify(source: ByteSource, path: str, on_read: Callable[[int], None] 
         _ok("table rows", f"{n_rows} rows, one per FFI") if n_rows == n
         else _fail("table rows", f"{n_rows} rows for {n} FFIs")
     )
-    product = PRODUCTS[cube.product]
+    product = cube.product
     if product.time_keyword in cube.table.columns.names:
         times = np.asarray(cube.table.data[product.time_keyword], dtype=float)
         steps = np.diff(times)
@@ -154,7 +154,7 @@ async def _verify(source: ByteSource, path: str, on_read: Callable[[int], None] 
 
 
 async def verify_cube(
-    path: str | os.PathLike[str], *, anon: bool | None = None, storage_options: dict[str, Any] | None = None,
+    path: str | os.PathLike[str], *, anon: bool | None = None, storage_options: Mapping[str, Any] | None = None,
     on_read: Callable[[int], None] | None = None,
 ) -> Verification:
     """Verify the cube at ``path`` (local, ``s3://`` or any ranged fsspec URL).
@@ -166,20 +166,9 @@ async def verify_cube(
     ``on_read`` is called with the size of each chunk of data read.
     """
     path = os.fspath(path)
-    filesystems = Filesystems(anon=anon, storage_options=storage_options)
-    try:
-        source: ByteSource
-        if is_url(path):
-            source = FsspecSource(await filesystems.get(protocol_of(path)), IN_FLIGHT)
-        else:
-            if not os.path.isfile(path):
-                return Verification(path, (_fail("structure", f"{path}: no such file"),))
-            source = LocalSource(IN_FLIGHT)
-        try:
+    async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
+        source = await open_source(protocol_or_local(path), filesystems, IN_FLIGHT)
+        async with closing(source):
             checks = await _verify(source, path, on_read)
-        finally:
-            await source.aclose()
         return Verification(path, tuple(checks), source.stats.bytes_read)
-    finally:
-        await filesystems.aclose()
 

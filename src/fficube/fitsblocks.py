@@ -1,0 +1,140 @@
+"""FITS byte rules: 2880-byte blocks, 80-byte cards, data sizes, and headers read by range.
+
+These are the few rules of the FITS standard that fficube needs to find its way
+through a file without ``astropy.io.fits.open``: where a header ends, how long an
+HDU's data is, and how padding rounds both up to whole blocks.  The scanner of FFIs,
+the reader of existing cubes, the info-table encoder, the writer and ``verify`` all
+use them.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from astropy.io import fits
+
+from .errors import FitsFormatError
+from .storage import ByteSource
+
+__all__ = ["BLOCK", "CARD", "header_end", "padded", "parse_header", "int_card", "data_bytes", "HeaderReader"]
+
+BLOCK = 2880
+CARD = 80
+
+
+def header_end(buf: bytes, start: int) -> int | None:
+    """Return the offset just past the END card of the header at ``start``.
+
+    ``None`` when ``buf`` ends before an END card is found.  Only whole 2880-byte
+    blocks are examined, as FITS headers are made of them.
+    """
+    pos = start
+    while pos + BLOCK <= len(buf):
+        for card in range(pos, pos + BLOCK, CARD):
+            if buf[card : card + 8] == b"END     ":
+                return card + CARD
+        pos += BLOCK
+    return None
+
+
+def padded(n: int) -> int:
+    """``n`` rounded up to whole FITS blocks."""
+    return -(-n // BLOCK) * BLOCK
+
+
+def parse_header(raw: bytes, *, path: str, offset: int) -> fits.Header:
+    """Parse header text, turning anything astropy dislikes into a FitsFormatError."""
+    try:
+        text = raw.decode("ascii")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", fits.verify.VerifyWarning)
+            header = fits.Header.fromstring(text)
+            # Cards are parsed lazily: parse them all now, inside this guard, so that a
+            # malformed card is reported here, with the file, and not later by astropy.
+            for card in header.cards:
+                card.value  # noqa: B018
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError,
+            fits.verify.VerifyWarning, fits.verify.VerifyError) as exc:
+        raise FitsFormatError(
+            f"unreadable FITS header ({exc})", path=path, byte_range=(offset, offset + len(raw))
+        ) from exc
+    return header
+
+
+def int_card(header: fits.Header, key: str, default: int | None, *, path: str, hdu: int) -> int:
+    value = header.get(key, default)
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise FitsFormatError(f"HDU {hdu}: {key} = {value!r} is not an integer", path=path)
+    return int(value)
+
+
+def data_bytes(header: fits.Header, *, path: str, hdu: int) -> int:
+    """Size in bytes of the HDU's data, without padding (FITS standard 4.4.1)."""
+    naxis = int_card(header, "NAXIS", None, path=path, hdu=hdu)
+    if naxis == 0:
+        return 0
+    bitpix = int_card(header, "BITPIX", None, path=path, hdu=hdu)
+    axes = [int_card(header, f"NAXIS{i}", None, path=path, hdu=hdu) for i in range(1, naxis + 1)]
+    pcount = int_card(header, "PCOUNT", 0, path=path, hdu=hdu)
+    gcount = int_card(header, "GCOUNT", 1, path=path, hdu=hdu)
+    return abs(bitpix) // 8 * gcount * (pcount + math.prod(axes))
+
+
+class HeaderReader:
+    """Reads header text at given offsets, keeping the last window to avoid re-reads."""
+
+    def __init__(self, source: ByteSource, path: str, size: int, window: bytes = b"") -> None:
+        self.source, self.path, self.size = source, path, size
+        self.window_start = 0
+        self.window = window  #: bytes of the file from ``window_start``
+        self.bytes_used = 0
+
+    @classmethod
+    async def open(cls, source: ByteSource, path: str, first_read: int) -> HeaderReader:
+        """A reader for ``path`` with its first ``first_read`` bytes read.
+
+        Raises
+        ------
+        FitsFormatError
+            If the file does not start as a FITS file does.
+        """
+        size = await source.size(path)
+        head = await source.read(path, 0, min(size, first_read))
+        if not head.startswith(b"SIMPLE  =") or size < BLOCK:
+            raise FitsFormatError("not a FITS file (it does not start with a SIMPLE card)", path=path)
+        return cls(source, path, size, head)
+
+    async def header_at(self, offset: int, guess: int) -> tuple[fits.Header, str, int]:
+        """Return (header, raw text, offset past the padded header) of the HDU at ``offset``."""
+        if offset + BLOCK > self.size:
+            raise FitsFormatError(
+                f"file ends at byte {self.size}, before the header expected at byte {offset}: truncated",
+                path=self.path,
+                byte_range=(offset, offset + BLOCK),
+            )
+        window_end = self.window_start + len(self.window)
+        if not self.window_start <= offset < window_end:
+            self.window_start, self.window = offset, b""
+            window_end = offset
+        chunk = max(guess, BLOCK)
+        while True:
+            end = header_end(self.window, offset - self.window_start)
+            if end is not None:
+                break
+            if window_end >= self.size:
+                raise FitsFormatError(
+                    "no END card before the end of the file: not a complete FITS header",
+                    path=self.path,
+                    byte_range=(offset, self.size),
+                )
+            more = await self.source.read(self.path, window_end, min(self.size, window_end + chunk))
+            self.window += more
+            window_end += len(more)
+            chunk *= 2  # a header larger than guessed: grow, so that the requests stay few
+        start = offset - self.window_start
+        raw = self.window[start:end]
+        self.bytes_used += padded(len(raw))
+        header = parse_header(raw, path=self.path, offset=offset)
+        return header, raw.decode("ascii"), offset + padded(len(raw))

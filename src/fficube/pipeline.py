@@ -1,0 +1,89 @@
+"""The pipeline: fetch -> assemble -> write, three tasks of one ``asyncio.TaskGroup``.
+
+:func:`execute` runs any plan into any sink.  The stages are connected by queues:
+
+* ``free_slabs`` / ``ready``: the slab pool (bounded by the plan), fetch -> assemble;
+* ``free_blocks`` / ``full_blocks``: one or two block buffers, assemble -> write.
+
+Buffers circulate instead of being allocated per block, so what the pipeline holds is
+fixed by the plan: ``plan.memory.total`` bytes at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from ._aio import run_tasks
+from .assemble import Block, assemble_blocks
+from .fetch import Slab, fetch_slabs, new_base_pool, new_slab_pool
+from .journal import Journal
+from .plan import CubePlan
+from .sinks.base import CubeSink
+from .storage import ByteSource
+from .write import write_cube
+
+__all__ = ["execute", "rows_to_write"]
+
+
+async def execute(
+    plan: CubePlan,
+    source: ByteSource,
+    sink: CubeSink,
+    *,
+    resume: Journal | None = None,
+    on_block: Callable[[int, int], None] | None = None,
+    base_source: ByteSource | None = None,
+) -> CubePlan:
+    """Run a plan: read, assemble and write the cube into ``sink``, then commit it.
+
+    With ``resume`` (an interrupted build's journal) the sink continues where that build stopped
+    and only the missing rows are read.  On an error or cancellation the sink is
+    aborted: it keeps what it recorded as saved, and removes anything else.  Returns
+    the plan as run (its ``row_ranges`` say which rows were written).
+    """
+    try:
+        needed = await sink.open(resume)
+        plan = replace(plan, row_ranges=rows_to_write(plan, needed))
+        rows, cols, n, layers = plan.shape
+        free_blocks: asyncio.Queue[np.ndarray] = asyncio.Queue()
+        for _ in range(plan.memory.block_buffers):
+            free_blocks.put_nowait(np.empty((plan.block_rows, cols, n, layers), dtype=">f4"))
+        full_blocks: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=1)
+        n_blocks = len(plan.blocks)
+        done = (lambda index: on_block(index + 1, n_blocks)) if on_block is not None else None
+        if on_block is not None:
+            on_block(0, n_blocks)
+        ready: asyncio.Queue[Slab] = asyncio.Queue()
+        await run_tasks(
+            [
+                fetch_slabs(plan, source, new_slab_pool(plan), ready, base_source, new_base_pool(plan)),
+                assemble_blocks(plan, ready, free_blocks, full_blocks),
+                write_cube(plan, sink, full_blocks, free_blocks, done),
+            ]
+        )
+        await sink.commit()
+    except BaseException:
+        await asyncio.shield(sink.abort())
+        raise
+    return plan
+
+
+def rows_to_write(plan: CubePlan, needed: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...] | None:
+    """The cube rows holding the bytes ``needed`` (byte ranges of the output), merged;
+    None for all of them."""
+    rows = plan.shape[0]
+    ranges: list[tuple[int, int]] = []
+    for first, last in needed:
+        first, last = max(first, plan.data_offset), min(last, plan.data_offset + plan.data_bytes)
+        if last <= first:
+            continue  # headers or table only: the writer always writes those
+        start, stop = plan.row_of(first), plan.row_of(last - 1) + 1
+        if ranges and start <= ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], max(stop, ranges[-1][1]))
+        else:
+            ranges.append((start, stop))
+    return None if ranges == [(0, rows)] else tuple(ranges)

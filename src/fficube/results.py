@@ -1,0 +1,86 @@
+"""What a build reports: :class:`Progress` while it runs, a :class:`BuildResult` at the end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .sinks.base import CubeSink
+from .storage import ByteSource
+from .units import format_bytes
+
+__all__ = ["Progress", "BuildResult", "Reporter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A progress report, passed to the ``progress`` callback.
+
+    ``stage`` is ``"scan"`` (``done``/``total`` count files) or ``"write"``
+    (``done``/``total`` count blocks).
+    """
+
+    stage: str
+    done: int
+    total: int
+    bytes_read: int
+    bytes_written: int
+    total_bytes: int  #: size of the finished cube (0 while scanning)
+    elapsed: float
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """What a build did."""
+
+    output: str
+    shape: tuple[int, int, int, int]  #: (rows, cols, n_ffis, layers)
+    n_ffis: int
+    blocks: int
+    block_rows: int
+    bytes_read: int
+    bytes_written: int
+    requests: int  #: read requests, retries included
+    retries: int  #: transient failures retried (reads and uploads)
+    seconds: float
+    product: str
+    max_in_flight: int = 0  #: most read requests in flight at once
+    resumed_rows: int = 0  #: cube rows an interrupted build had already written
+    cube_bytes: int = 0  #: size of the finished cube (``bytes_written`` is this run's share)
+
+    @property
+    def read_rate(self) -> float:
+        """Bytes read per second."""
+        return self.bytes_read / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line for people."""
+        rows, cols, n, layers = self.shape
+        return (
+            f"{self.output}: {self.product.upper()} cube {rows}x{cols}x{n}x{layers} "
+            f"({format_bytes(self.cube_bytes or self.bytes_written)}) from {self.n_ffis} FFIs in {self.seconds:.1f} s, "
+            f"{self.blocks} block(s); read {format_bytes(self.bytes_read)} in {self.requests} requests "
+            f"({format_bytes(self.read_rate)}/s), {self.retries} retried"
+            + (f"; resumed with {self.resumed_rows} of {rows} rows already written, "
+               f"{format_bytes(self.bytes_written)} written now" if self.resumed_rows else "")
+        )
+
+
+class Reporter:
+    """Sends :class:`Progress` reports; bytes come from the sources and, once set, the sink."""
+
+    def __init__(
+        self, progress: Callable[[Progress], None] | None, sources: Sequence[ByteSource], started: float
+    ) -> None:
+        self.progress, self.sources, self.started = progress, list(sources), started
+        self.sink: CubeSink | None = None
+
+    def __call__(self, stage: str, done: int, total: int, total_bytes: int) -> None:
+        if self.progress is not None:
+            self.progress(
+                Progress(
+                    stage, done, total, sum(s.stats.bytes_read for s in self.sources),
+                    self.sink.bytes_written if self.sink else 0, total_bytes, time.monotonic() - self.started,
+                )
+            )

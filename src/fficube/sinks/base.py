@@ -1,0 +1,132 @@
+"""What every output kind provides: an :class:`Output` (its lifecycle) and a :class:`CubeSink`.
+
+An output kind (a local file, an S3 object) owns everything about where a cube goes:
+checking that it can be written there, finding, resuming or discarding an
+interrupted build (its journal), the memory its sink holds, the version of a cube
+stored there (for updates), and the sink that the writer streams into.  The build
+only talks to these two protocols, so a new kind of output is one new module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from ..checksum import ZERO, data_sum
+from ..journal import Journal
+from ..units import format_bytes
+
+if TYPE_CHECKING:
+    from ..plan import CubePlan
+    from ..storage import IOStats
+
+__all__ = ["Span", "CubeSink", "Output", "kept_message", "Buffer"]
+
+#: What sinks accept as bytes.
+Buffer = bytes | bytearray | memoryview
+
+
+class Span:
+    """The cube's data unit in the output file: the bytes whose sum is ``DATASUM``."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, stop
+
+    @classmethod
+    def of(cls, plan: CubePlan) -> Span:
+        """The data unit of the cube ``plan`` writes."""
+        return cls(plan.data_offset, plan.data_offset + plan.data_bytes)
+
+    def sum(self, offset: int, data: Buffer) -> int:
+        """The data sum of the part of ``data`` (at file ``offset``) inside the span.
+
+        Every cut falls on a row, an S3 part (whole MiB) or the span's own ends, all
+        multiples of 4 from the span's start, so words never straddle two pieces.
+        """
+        first = max(offset, self.start)
+        last = min(offset + len(data), self.stop)
+        if last <= first:
+            return ZERO
+        return data_sum(memoryview(data)[first - offset : last - offset])
+
+
+class CubeSink(Protocol):
+    """Where the cube's bytes go, in file order, with the progress recorded as it goes."""
+
+    bytes_written: int  #: bytes written by this run
+    location: str  #: the finished cube's path or URL
+
+    async def open(self, resume: Journal | None) -> list[tuple[int, int]]:
+        """Start (or continue, from ``resume``) and return the byte ranges of the file
+        still to be written (the writer may write more: they are dropped)."""
+        ...
+
+    async def write_at(self, offset: int, data: Buffer) -> None:
+        """Write ``data`` at file ``offset`` (offsets only grow, but for headers patched later)."""
+        ...
+
+    async def checkpoint(self) -> None:
+        """Record what is written so far, so that a resumed build starts there."""
+        ...
+
+    def datasum(self) -> int:
+        """The data sum of the cube's data written so far (resumed parts included)."""
+        ...
+
+    async def patch(self, offset: int, data: bytes) -> None:
+        """Replace bytes already written (the sealed cube header)."""
+        ...
+
+    async def commit(self) -> None:
+        """Make the cube visible at its location, complete."""
+        ...
+
+    async def abort(self) -> None:
+        """Stop: keep what was recorded for a resumed build, remove the rest."""
+        ...
+
+
+class Output(Protocol):
+    """One place a cube goes, and everything about writing it there."""
+
+    location: str  #: the path or URL, as given
+
+    async def check(self, inputs: Sequence[str], *, overwrite: bool) -> None:
+        """Refuse, before anything is read, an output that cannot be written as asked
+        (one of the inputs, a directory, existing without ``overwrite``, no permission)."""
+        ...
+
+    async def exists(self) -> bool:
+        """Whether a (complete) cube is at the location."""
+        ...
+
+    async def load_journal(self) -> Journal | None:
+        """The journal of an interrupted build of this output, if there is one.
+
+        Raises ValueError (naming the journal) if there is one that is not readable.
+        """
+        ...
+
+    async def discard(self, journal: Journal | None) -> None:
+        """Remove an interrupted build: what it wrote, and its journal."""
+        ...
+
+    async def check_resumable(self, journal: Journal) -> None:
+        """Raise ResumeError if what ``journal`` records is no longer there to continue."""
+        ...
+
+    def reserve(self, cube_bytes: int) -> int:
+        """Bytes of memory the sink holds while writing a cube of about ``cube_bytes``."""
+        ...
+
+    def sink(self, plan: CubePlan, journal: Journal, *, overwrite: bool, stats: IOStats) -> CubeSink:
+        """The sink that writes ``plan``'s cube, recording progress on top of ``journal``."""
+        ...
+
+
+def kept_message(kept: str, saved: int, total: int) -> str:
+    """What an interrupted build says it kept, and how to continue."""
+    return (
+        f"kept {kept} ({format_bytes(saved)} of {format_bytes(total)} written): "
+        "run the same build again with --resume (resume=True) to continue, or --restart to start over"
+    )

@@ -1,0 +1,220 @@
+"""Local cube files: written through ``<output>.partial`` and made visible by an atomic rename.
+
+:class:`LocalOutput` owns a local output's lifecycle: the checks before a build, the
+partial file and journal of an interrupted build, and the :class:`LocalSink`.  After
+each block the sink flushes the data (``fdatasync``) and only then records the
+progress in the journal, so the journal never runs ahead of the data on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+
+from ..checksum import ZERO, add
+from ..errors import InputError, OutputError, OutputExistsError, ResumeError
+from ..journal import FILE_MODE, Journal, LocalJournal
+from ..plan import CubePlan
+from ..storage import IOStats
+from .base import Buffer, Span, kept_message
+
+__all__ = ["LocalOutput", "LocalSink", "partial_path"]
+
+log = logging.getLogger("fficube")
+
+
+def partial_path(output: str) -> str:
+    """Where a local cube is written until it is complete."""
+    return output + ".partial"
+
+
+class LocalOutput:
+    """A cube file on a local (or shared) filesystem."""
+
+    def __init__(self, path: str) -> None:
+        self.location = path
+        self.partial = partial_path(path)
+        self.journal = LocalJournal(path)
+
+    async def check(self, inputs: Sequence[str], *, overwrite: bool) -> None:
+        output = self.location
+        real = os.path.realpath(output)
+        if any(os.path.realpath(path) == real for path in inputs):
+            raise InputError("the output is one of the inputs; choose another output path", path=output)
+        if os.path.isdir(output):
+            raise OutputExistsError("is a directory; give the cube's file name", path=output)
+        if os.path.exists(output) and not overwrite:
+            raise OutputExistsError("already exists; use overwrite=True (--overwrite) to replace it", path=output)
+        # Fail before reading anything when the cube cannot be written there.
+        parent = os.path.dirname(os.path.abspath(output))
+        while not os.path.exists(parent):  # missing directories are created
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise OutputError(f"cannot write here: {parent} is not a directory", path=output)
+        if not os.access(parent, os.W_OK):
+            raise OutputError(f"cannot write here: no permission to write in {parent}", path=output)
+
+    async def exists(self) -> bool:
+        return os.path.isfile(self.location)
+
+    async def load_journal(self) -> Journal | None:
+        if not self.journal.exists():
+            return None
+        return await asyncio.to_thread(self.journal.load)
+
+    async def discard(self, journal: Journal | None) -> None:
+        log.info("discarding the interrupted build of %s", self.location)
+        try:
+            os.unlink(self.partial)
+        except FileNotFoundError:
+            pass
+        self.journal.remove()
+
+    async def check_resumable(self, journal: Journal) -> None:
+        if not os.path.isfile(self.partial) or os.path.getsize(self.partial) < journal.offset:
+            raise ResumeError(f"cannot resume: {self.partial} is missing or shorter than its journal says; "
+                              "use --restart to start over", path=self.location)
+
+    def reserve(self, cube_bytes: int) -> int:
+        return 0  # blocks go straight from the pipeline's buffers to the file
+
+    def sink(self, plan: CubePlan, journal: Journal, *, overwrite: bool, stats: IOStats) -> LocalSink:
+        return LocalSink(self.location, span=Span.of(plan), total_bytes=plan.total_bytes, journal=journal,
+                         overwrite=overwrite)
+
+
+class LocalSink:
+    """Writes a local file through ``<output>.partial`` and an atomic rename."""
+
+    def __init__(self, output: str, *, span: Span, total_bytes: int, journal: Journal, overwrite: bool = False) -> None:
+        self.output = self.location = output
+        self.partial = partial_path(output)
+        self.span, self.total_bytes, self.overwrite = span, total_bytes, overwrite
+        self.record = journal  #: identity and build time; progress is added as it is made
+        self.journal = LocalJournal(output)
+        self.bytes_written = 0
+        self.position = 0  #: bytes of the partial file written so far
+        self.saved = 0  #: bytes durably written and recorded in the journal
+        self._sum = ZERO
+        self._fd: int | None = None
+        self._pending: asyncio.Future[int] | None = None  #: the flush under way
+
+    async def open(self, resume: Journal | None) -> list[tuple[int, int]]:
+        """Create the partial file, or reopen it at the journal's offset; return what is
+        left to write."""
+        try:
+            await asyncio.to_thread(os.makedirs, os.path.dirname(os.path.abspath(self.output)), exist_ok=True)
+            if resume is None:
+                self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            else:
+                self._fd = os.open(self.partial, os.O_WRONLY)
+                self.position = self.saved = resume.offset
+                self._sum = resume.datasum
+                await asyncio.to_thread(os.ftruncate, self._fd, self.position)  # drop what was not recorded
+        except OSError as exc:
+            raise OutputError(f"cannot write here: {exc.strerror or exc}", path=self.output) from exc
+        return [(self.position, self.total_bytes)]
+
+    def _write(self, data: memoryview) -> int:
+        assert self._fd is not None
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self._fd, data[done:], self.position + done)
+        return self.span.sum(self.position, data)
+
+    async def write_at(self, offset: int, data: Buffer) -> None:
+        view = memoryview(data).cast("B")
+        if offset < self.position:  # already in the file (a resumed build)
+            view = view[min(len(view), self.position - offset):]
+            offset = self.position
+        if not len(view):
+            return
+        if offset != self.position:
+            raise AssertionError(f"write at {offset}, expected {self.position}")
+        try:
+            part_sum = await asyncio.to_thread(self._write, view)
+        except OSError as exc:
+            raise OutputError(f"writing failed: {exc.strerror or exc}", path=self.partial) from exc
+        self._sum = add(self._sum, part_sum)
+        self.position += len(view)
+        self.bytes_written += len(view)
+
+    def _record(self, position: int, datasum: int) -> int:
+        assert self._fd is not None
+        os.fdatasync(self._fd)  # the data first: the journal must never run ahead of it
+        self.journal.save(self.record.advanced(offset=position, datasum=datasum))
+        return position
+
+    async def checkpoint(self) -> None:
+        """Flush what is written and record it, so that a resumed build starts here.
+
+        The flush runs in the background while the next block is written: waiting for
+        the disk here would stall the pipeline once per block.  If the previous flush is
+        still running, this one is skipped (the next records more).
+        """
+        if self._pending is not None:
+            if not self._pending.done():
+                return
+            await self._settle()
+        loop = asyncio.get_running_loop()
+        self._pending = loop.run_in_executor(None, self._record, self.position, self._sum)
+
+    async def _settle(self) -> None:
+        """Wait for the flush under way, if any; what it recorded is saved."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            self.saved = await pending
+        except OSError as exc:
+            raise OutputError(f"saving progress failed: {exc.strerror or exc}", path=self.journal.path) from exc
+
+    def datasum(self) -> int:
+        return self._sum
+
+    async def patch(self, offset: int, data: bytes) -> None:
+        assert self._fd is not None
+        try:
+            await asyncio.to_thread(os.pwrite, self._fd, data, offset)
+        except OSError as exc:
+            raise OutputError(f"writing failed: {exc.strerror or exc}", path=self.partial) from exc
+
+    async def commit(self) -> None:
+        assert self._fd is not None
+        await self._settle()
+        try:
+            await asyncio.to_thread(os.fsync, self._fd)
+            os.close(self._fd)
+            self._fd = None
+            if not self.overwrite and os.path.exists(self.output):
+                raise OutputExistsError("appeared during the build; not replaced (use overwrite)", path=self.output)
+            os.replace(self.partial, self.output)
+        except OutputError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"finishing the cube failed: {exc.strerror or exc}", path=self.output) from exc
+        self.journal.remove()
+
+    async def abort(self) -> None:
+        # Shielded from cancellation by the caller: this runs while a build is being
+        # cancelled, and must finish.
+        try:
+            await self._settle()  # a flush under way may still record more
+        except OutputError:
+            pass
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+        if self.saved:
+            log.warning("%s", kept_message(self.partial, self.saved, self.total_bytes))
+            return
+        try:
+            os.unlink(self.partial)
+        except OSError:  # never created (or cannot be: the error being raised says why)
+            pass
+        self.journal.remove()

@@ -1,0 +1,380 @@
+"""S3 cube objects: one multipart upload, completed only when the whole cube is in it.
+
+:class:`S3Output` owns an ``s3://`` output's lifecycle: the checks before a build,
+the journal object of an interrupted build (the upload id and each part's ETag and
+data sum), aborting an upload that is discarded, and the :class:`S3Sink`.
+
+Part 1 holds the headers, so it is kept in memory and uploaded last, once the cube
+header is sealed; every other part is recorded in the journal as it is uploaded.
+Parts grow with the cube so that it never needs more than 10,000 of them.
+
+A sink can also own a *window* of an upload that several workers share
+(:class:`SharedUpload`, used by :mod:`fficube.shard`): it then uploads only the parts
+of its window, never starts, aborts or completes the upload, and leaves the sealing
+of the cube header to whoever finishes the cube.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..checksum import add
+from ..errors import InputError, OutputError, OutputExistsError
+from ..journal import Journal, Part, journal_path
+from ..plan import CubePlan
+from ..storage import IOStats, RetryPolicy, fs_request, retrying
+from .base import Buffer, Span, kept_message
+
+__all__ = [
+    "S3Output", "S3Sink", "SharedUpload", "Bucket", "part_size_for", "error_code", "MIN_PART", "MAX_PARTS",
+]
+
+log = logging.getLogger("fficube")
+
+MIB = 2**20
+MIN_PART = 5 * MIB  #: S3's smallest part (but the last)
+MAX_PARTS = 10_000  #: S3's most parts in one upload
+#: Part buffers a sink holds: part 1, the part filling and the part being sent.
+PART_BUFFERS = 3
+
+
+def part_size_for(total_bytes: int) -> int:
+    """Part size for an upload of ``total_bytes``: 5 MiB, or more so that 10,000 parts do.
+
+    Rounded up to whole MiB; a 430 GB cube gets 42 MiB parts.
+    """
+    needed = -(-total_bytes // MAX_PARTS)
+    return max(MIN_PART, -(-needed // MIB) * MIB)
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code behind an OutputError from :meth:`Bucket.call` (``""`` if none)."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    response = getattr(cause, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+
+
+class Bucket:
+    """S3 API calls about one object (``url``) through s3fs's aiobotocore client.
+
+    Each call is retried if its failure is transient; what still fails is an
+    :class:`~fficube.errors.OutputError` naming ``url``, with the botocore error as its
+    cause (see :func:`error_code`).
+    """
+
+    def __init__(self, fs: Any, url: str, *, policy: RetryPolicy = RetryPolicy(), stats: IOStats | None = None):
+        self.fs, self.url, self.policy = fs, url, policy
+        self.stats = stats or IOStats()
+        self.bucket, self.key, _ = fs.split_path(url)
+
+    def url_of(self, key: str) -> str:
+        """The URL of another object of the bucket."""
+        return f"{self.url.split('://', 1)[0]}://{self.bucket}/{key}"
+
+    async def call(self, what: str, method: str, **kwargs: Any) -> Any:
+        """``method`` of the S3 client with ``Bucket`` (and by default ``Key``: the object's)."""
+        kwargs.setdefault("Key", self.key)
+
+        async def once() -> Any:
+            self.stats.requests += 1
+            return await getattr(self.fs.s3, method)(Bucket=self.bucket, **kwargs)
+
+        try:
+            return await retrying(once, policy=self.policy, stats=self.stats, what=what)
+        except Exception as exc:
+            raise OutputError(f"{what} failed: {exc}", path=self.url) from exc
+
+    async def get(self, key: str) -> bytes | None:
+        """The bytes of object ``key``, or None if there is none."""
+        try:
+            response = await self.call(f"reading {key}", "get_object", Key=key)
+        except OutputError as exc:
+            if error_code(exc) in NOT_FOUND:
+                return None
+            raise
+        async with response["Body"] as body:
+            data: bytes = await body.read()
+            return data
+
+    async def put(self, key: str, body: bytes, *, only_new: bool = False) -> bool:
+        """Write object ``key``; with ``only_new``, only if it does not exist (False if it did)."""
+        extra = {"IfNoneMatch": "*"} if only_new else {}
+        try:
+            await self.call(f"writing {key}", "put_object", Key=key, Body=body, **extra)
+        except OutputError as exc:
+            if only_new and error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
+    async def delete(self, key: str) -> None:
+        await self.call(f"removing {key}", "delete_object", Key=key)
+
+    async def exists(self, key: str | None = None) -> bool:
+        """Whether object ``key`` (default: the cube) exists."""
+        try:
+            await self.call("checking the cube", "head_object", Key=key or self.key)
+        except OutputError as exc:
+            if error_code(exc) in NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def complete(self, upload_id: str, head: bytes, parts: Mapping[int, Part]) -> None:
+        """Upload part 1 (``head``) and complete the upload of ``head`` and ``parts``."""
+        first = await self.call("uploading part 1", "upload_part", UploadId=upload_id, PartNumber=1, Body=head)
+        listing = [{"ETag": first["ETag"], "PartNumber": 1}]
+        listing += [{"ETag": p.etag, "PartNumber": n} for n, p in sorted(parts.items())]
+        await self.call("completing the upload", "complete_multipart_upload", UploadId=upload_id,
+                        MultipartUpload={"Parts": listing})
+
+    async def abort(self, upload_id: str | None, journal_key: str) -> None:
+        """Abort an upload (if any) and remove its journal; failures are logged, not raised."""
+        calls: list[tuple[str, str, dict[str, Any]]] = []
+        if upload_id:
+            calls.append(("aborting the upload", "abort_multipart_upload", {"UploadId": upload_id}))
+        calls.append(("removing the journal", "delete_object", {"Key": journal_key}))
+        for what, method, kwargs in calls:
+            try:
+                await self.call(what, method, **kwargs)
+            except OutputError as exc:
+                # Nothing more can be done here; the bucket's lifecycle rule for incomplete
+                # uploads (if any) will remove the parts.
+                log.warning("%s (upload id %s)", exc, upload_id)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedUpload:
+    """A window of a multipart upload that several workers fill (see :mod:`fficube.shard`)."""
+
+    upload_id: str
+    window: tuple[int, int]  #: bytes ``lo:hi`` of the cube this worker uploads (whole parts)
+    journal_key: str  #: this worker's journal object
+    #: Where part 1 goes, unsealed, if the window starts the cube: the finisher seals it.
+    save_head: Callable[[bytes], Awaitable[None]]
+
+
+class S3Output:
+    """A cube object in S3 (``s3://bucket/key``)."""
+
+    def __init__(self, url: str, fs: Any, stats: IOStats) -> None:
+        self.location = url
+        self.fs, self.stats = fs, stats
+        self.bucket = Bucket(fs, url, stats=stats)
+        self.journal_url = journal_path(url)
+
+    async def check(self, inputs: Sequence[str], *, overwrite: bool) -> None:
+        if self.location in inputs:
+            raise InputError("the output is one of the inputs; choose another output path", path=self.location)
+        if not overwrite and await self.exists():
+            raise OutputExistsError("already exists; use overwrite=True (--overwrite) to replace it",
+                                    path=self.location)
+
+    async def exists(self) -> bool:
+        return bool(await fs_request(self.fs, "exists", self.location, stats=self.stats))
+
+    async def load_journal(self) -> Journal | None:
+        try:
+            raw = await fs_request(self.fs, "cat_file", self.journal_url, stats=self.stats)
+        except FileNotFoundError:
+            return None
+        return Journal.decode(raw, self.journal_url)
+
+    async def discard(self, journal: Journal | None) -> None:
+        log.info("discarding the interrupted build of %s", self.location)
+        await self.bucket.abort(journal.upload_id if journal else None, journal_path(self.bucket.key))
+
+    async def check_resumable(self, journal: Journal) -> None:
+        """Nothing to check here: the sink trusts only the parts S3 lists with their ETags."""
+
+    def reserve(self, cube_bytes: int) -> int:
+        return PART_BUFFERS * part_size_for(cube_bytes)
+
+    def sink(self, plan: CubePlan, journal: Journal, *, overwrite: bool, stats: IOStats) -> S3Sink:
+        return S3Sink(self.fs, self.location, total_bytes=plan.total_bytes, span=Span.of(plan), journal=journal,
+                      overwrite=overwrite, stats=stats)
+
+
+class S3Sink:
+    """Streams the cube into one S3 multipart upload through s3fs's aiobotocore client.
+
+    Part 1 (the headers and the first data) stays in memory until the end; other
+    parts are uploaded one after another as they fill, each recorded in the journal
+    object.  The sink holds at most three part buffers (:meth:`S3Output.reserve`).
+    With ``shared``, the sink fills one window of a shared upload.
+    """
+
+    def __init__(
+        self, fs: Any, url: str, *, total_bytes: int, span: Span, journal: Journal, overwrite: bool = False,
+        policy: RetryPolicy = RetryPolicy(), stats: IOStats | None = None, shared: SharedUpload | None = None,
+    ) -> None:
+        self.url = self.location = url
+        self.overwrite, self.shared = overwrite, shared
+        self.span, self.total_bytes = span, total_bytes
+        self.bucket = Bucket(fs, url, policy=policy, stats=stats)
+        self.journal_key = shared.journal_key if shared else journal_path(self.bucket.key)
+        self.window = shared.window if shared else (0, total_bytes)  #: the bytes this sink uploads
+        self.part_size = journal.part_size or part_size_for(total_bytes)
+        self.record = journal.advanced(part_size=self.part_size)
+        self.bytes_written = 0
+        self.upload_id: str | None = shared.upload_id if shared else None
+        self.parts: dict[int, Part] = {}  #: uploaded parts 2.., as recorded
+        self._head = bytearray()  #: part 1, uploaded last
+        self._buffer = bytearray()
+        self._buffer_start = 0  #: file offset of ``_buffer[0]``
+
+    async def _save_journal(self) -> None:
+        self.record = self.record.advanced(upload_id=self.upload_id, parts=dict(self.parts))
+        await self.bucket.call("saving progress", "put_object", Key=self.journal_key, Body=self.record.encode())
+
+    async def _listed_parts(self) -> dict[int, str]:
+        """The upload's parts as S3 has them: number -> ETag."""
+        listed: dict[int, str] = {}
+        marker = 0
+        while True:
+            page = await self.bucket.call("listing uploaded parts", "list_parts", UploadId=self.upload_id,
+                                          PartNumberMarker=marker)
+            for part in page.get("Parts", []):
+                listed[int(part["PartNumber"])] = part["ETag"]
+            if not page.get("IsTruncated"):
+                return listed
+            marker = int(page["NextPartNumberMarker"])
+
+    async def open(self, resume: Journal | None) -> list[tuple[int, int]]:
+        """Start the upload, or continue the journal's; return what is left to write
+        (part 1, never sent before the end, and what follows the parts S3 has)."""
+        if resume is not None:
+            self.upload_id = resume.upload_id or self.upload_id
+            return await self._resume_parts(resume.parts)
+        if self.shared is None:
+            if not self.overwrite and await self.bucket.exists():
+                raise OutputExistsError("already exists; use overwrite=True (--overwrite) to replace it",
+                                        path=self.url)
+            response = await self.bucket.call("starting the upload", "create_multipart_upload")
+            self.upload_id = response["UploadId"]
+            await self._save_journal()
+        return await self._resume_parts({})
+
+    async def _resume_parts(self, recorded: Mapping[int, Part]) -> list[tuple[int, int]]:
+        """Take over the ``recorded`` parts that S3 has; return what is left to write.
+
+        A part is trusted only if S3 lists it with the recorded ETag, and only a run of
+        them from the window's first part: what comes after a gap is uploaded again.
+        """
+        lo, hi = self.window
+        first = max(2, lo // self.part_size + 1)  # part 1 is sent last, by whoever finishes
+        number = first
+        if recorded:
+            listed = await self._listed_parts()
+            while number in recorded and listed.get(number) == recorded[number].etag:
+                self.parts[number] = recorded[number]
+                number += 1
+        self._buffer_start = min(hi, (number - 1) * self.part_size)
+        needed = [(self._buffer_start, hi)]
+        if lo < self.part_size:
+            needed.insert(0, (0, min(self.part_size, hi)))
+        return needed
+
+    async def _upload(self, number: int, offset: int, data: bytes) -> Part:
+        part_sum = await asyncio.to_thread(self.span.sum, offset, data)
+        response = await self.bucket.call(f"uploading part {number}", "upload_part", UploadId=self.upload_id,
+                                          PartNumber=number, Body=data)
+        self.bytes_written += len(data)
+        return Part(response["ETag"], part_sum, len(data))
+
+    async def write_at(self, offset: int, data: Buffer) -> None:
+        view = memoryview(data).cast("B")
+        lo, hi = self.window
+        if offset < lo or offset + len(view) > hi:  # another shard's bytes
+            first, last = max(offset, lo), min(offset + len(view), hi)
+            if last <= first:
+                return
+            view, offset = view[first - offset : last - offset], first
+        # Part 1: kept until the end (a resumed upload makes it again).
+        if offset < len(self._head):
+            skip = min(len(view), len(self._head) - offset)
+            view, offset = view[skip:], offset + skip
+        if offset < self.part_size and len(view):
+            if offset != len(self._head):
+                raise AssertionError(f"write at {offset}, part 1 has {len(self._head)} bytes")
+            take = view[: self.part_size - offset]
+            self._head += take
+            view, offset = view[len(take):], offset + len(take)
+        # Later parts: skip what a resumed upload has, then fill and send parts.
+        end = self._buffer_start + len(self._buffer)
+        if offset < end:
+            view, offset = view[min(len(view), end - offset):], end
+        if not len(view):
+            return
+        if offset != end:
+            raise AssertionError(f"write at {offset}, expected {end}")
+        self._buffer += view
+        while len(self._buffer) >= self.part_size:
+            with memoryview(self._buffer) as buffered:  # one copy of the part, not two
+                part = bytes(buffered[: self.part_size])
+            del self._buffer[: self.part_size]
+            await self._send(part)
+
+    async def _send(self, part: bytes) -> None:
+        number = self._buffer_start // self.part_size + 1
+        self.parts[number] = await self._upload(number, self._buffer_start, part)
+        self._buffer_start += len(part)
+        await self._save_journal()
+
+    async def checkpoint(self) -> None:
+        """Nothing to do: every part is recorded as it is uploaded."""
+
+    def datasum(self) -> int:
+        return add(
+            self.span.sum(0, self._head),
+            *(p.datasum for p in self.parts.values()),
+            self.span.sum(self._buffer_start, self._buffer),
+        )
+
+    async def patch(self, offset: int, data: bytes) -> None:
+        if self.shared is not None:
+            return  # the cube header is sealed by whoever finishes the shared upload
+        if offset + len(data) > len(self._head):
+            raise AssertionError("only part 1 can be patched")
+        self._head[offset : offset + len(data)] = data
+
+    async def commit(self) -> None:
+        if self._buffer:  # the cube's last part, shorter than the others
+            part, self._buffer = bytes(self._buffer), bytearray()
+            await self._send(part)
+        if self.shared is not None:
+            if self.window[0] == 0:
+                await self.shared.save_head(bytes(self._head))
+            self.record = self.record.advanced(done=True)
+            await self._save_journal()
+            return
+        assert self.upload_id is not None
+        await self.bucket.complete(self.upload_id, bytes(self._head), self.parts)
+        self.bytes_written += len(self._head)
+        self.upload_id = None
+        await self.bucket.delete(self.journal_key)
+
+    async def abort(self) -> None:
+        self._buffer = bytearray()
+        self._head = bytearray()
+        if self.shared is not None:
+            # The upload is shared: keep it, and this worker's recorded parts, for a re-run.
+            if self.parts:
+                log.warning("%s: shard stopped with %d part(s) recorded; run it again to continue", self.url,
+                            len(self.parts))
+            return
+        if self.upload_id is None:
+            return
+        if self.parts:
+            saved = sum(p.size for p in self.parts.values())
+            log.warning("%s", kept_message(f"the upload of {self.url}", saved, self.total_bytes))
+            return
+        await self.bucket.abort(self.upload_id, self.journal_key)
+        self.upload_id = None
