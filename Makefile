@@ -19,6 +19,8 @@ demo: install
 	$(BIN)/fficube demo demo
 
 test: dev
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 bench: dev

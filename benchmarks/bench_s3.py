@@ -40,10 +40,10 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     import boto3
     from moto.server import ThreadedMotoServer
+    from s3_proxy import S3Proxy
 
     import fficube
     from fficube.synthetic import SectorSpec, make_sector
-    from s3_proxy import S3Proxy
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

@@ -8,6 +8,7 @@ import pytest
 
 from fficube.synthetic import SectorSpec, make_sector
 
+
 @pytest.fixture
 def sector(tmp_path: Path):
     """Factory: ``sector(**SectorSpec fields)`` writes FFIs and returns their paths."""

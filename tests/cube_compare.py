@@ -53,7 +53,7 @@ def assert_equal_but_checksums(ours_path, ref_path) -> None:
 
 def assert_headers_equal(ours: fits.Header, ref: fits.Header, ignore: tuple[str, ...] = BUILD_TIME_CARDS) -> None:
     assert [c.keyword for c in _cards(ours)] == [c.keyword for c in _cards(ref)]
-    for a, b in zip(_cards(ours), _cards(ref)):
+    for a, b in zip(_cards(ours), _cards(ref), strict=True):
         if a.keyword in ignore:
             continue
         assert _same_value(a.value, b.value), (a.keyword, a.value, b.value)

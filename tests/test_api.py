@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
+from helpers import budget_for_rows, data_and_header_bytes, without_build_stamps
 
 import fficube
-from helpers import without_build_stamps
-from helpers import budget_for_rows, data_and_header_bytes
 
 SHAPE = (40, 48)
 

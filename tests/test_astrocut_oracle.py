@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
+from cube_compare import assert_equal_but_checksums
+from helpers import astrocut_cube, budget_for_rows, rewrite_ffi
 
 import fficube
-from helpers import astrocut_cube
-from cube_compare import assert_equal_but_checksums
-from helpers import budget_for_rows, rewrite_ffi
 
 ROWS, COLS = 31, 40  # 31 rows: no block size but 1 and 31 divides it
 

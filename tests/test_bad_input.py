@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-
-from helpers import run_cli
 from cube_compare import assert_verifies
+from helpers import run_cli
 
 SHAPE = (20, 30)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def test_sealed_cube_header_verifies_in_astropy(recwarn) -> None:
 def test_sums_of_pieces_add_up_to_the_sum_of_the_whole(raw: bytes, cuts: list[int]) -> None:
     words = raw[: len(raw) // 4 * 4]
     bounds = sorted({0, len(words), *(min(4 * c, len(words)) for c in cuts)})
-    pieces = [data_sum(words[a:b]) for a, b in zip(bounds, bounds[1:])]
+    pieces = [data_sum(words[a:b]) for a, b in itertools.pairwise(bounds)]
     assert add(*pieces) == data_sum(words)
 
 

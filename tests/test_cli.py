@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
-
 from cube_compare import assert_verifies
 from helpers import run_cli as run
+
 from fficube.cli import main
 
 

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cube_compare import assert_verifies
+from helpers import without_build_stamps
 
 import fficube
-from helpers import without_build_stamps
-from cube_compare import assert_verifies
 
 KILLS = 8
 
@@ -37,7 +37,7 @@ def kill_at_random_points(command: list[str], progress: Callable[[], float], see
     random moment of start-up.  Returns the fractions at which processes were killed.
     """
     rng = random.Random(seed)
-    targets = [None] + sorted(rng.uniform(0.0, 0.95) for _ in range(KILLS - 1))
+    targets = [None, *sorted(rng.uniform(0.0, 0.95) for _ in range(KILLS - 1))]
     killed = []
     for target in targets:
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

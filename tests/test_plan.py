@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 
 import pytest
 from astropy.io import fits
+from helpers import scan_paths
 
 from fficube.errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError
 from fficube.plan import Limits, make_plan
-from helpers import scan_paths
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_blocks_fit_the_budget_and_cover_every_row(ffis, budget: int) -> None:
     assert plan.memory.total <= budget
     blocks = plan.blocks
     assert blocks[0][0] == 0 and blocks[-1][1] == 37
-    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(blocks))
     assert max(stop - start for start, stop in blocks) == plan.block_rows
     # The budget is used, not wasted: one block fewer would not fit.
     if len(blocks) > 1:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
+from helpers import budget_for_rows, cancel_after_blocks, run_cli
 
 import fficube
-from helpers import run_cli
 from fficube.redact import file_name, redact, redact_options
-from helpers import budget_for_rows, cancel_after_blocks
+
 
 def ours(caplog) -> str:
     """What fficube logged (the moto server logs the requests it serves, secrets and all)."""

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
+from cube_compare import assert_verifies
+from helpers import budget_for_rows, cancel_after_blocks, without_build_stamps
 
 import fficube
-from helpers import without_build_stamps
-from cube_compare import assert_verifies
-from helpers import budget_for_rows, cancel_after_blocks
 
 SHAPE = (40, 48)
 

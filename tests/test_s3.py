@@ -8,12 +8,11 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from cube_compare import assert_verifies
+from helpers import budget_for_rows, data_and_header_bytes, without_build_stamps
+from s3_proxy import S3Proxy
 
 import fficube
-from helpers import without_build_stamps
-from cube_compare import assert_verifies
-from helpers import budget_for_rows, data_and_header_bytes
-from s3_proxy import S3Proxy
 from fficube.sinks.s3 import MAX_PARTS, MIN_PART, PART_BUFFERS, part_size_for
 
 SHAPE = (60, 70)

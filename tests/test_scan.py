@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from helpers import scan_one
 
 from fficube.errors import FitsFormatError
 from fficube.products import SPOC, TICA
-from helpers import scan_one
 from fficube.synthetic import write_spoc_ffi, write_tica_ffi
 
 
@@ -19,7 +19,7 @@ def test_spoc_layout_matches_astropy(tmp_path: Path, wcs: bool) -> None:
     path = write_spoc_ffi(tmp_path / "a.fits", start=1400.0, shape=(20, 30), wcs=wcs)
     info, stats = scan_one(path)
     with fits.open(path) as hdus:
-        for layout, hdu in zip(info.layers, (1, 2)):
+        for layout, hdu in zip(info.layers, (1, 2), strict=True):
             assert layout.offset == hdus.fileinfo(hdu)["datLoc"]
             assert (layout.rows, layout.cols, layout.bitpix) == (20, 30, -32)
         assert info.start == hdus[1].header["TSTART"]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import tempfile
 
+from helpers import scan_one
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fficube.errors import FficubeError
 from fficube.scan import FfiInfo
-from helpers import scan_one
 from fficube.synthetic import write_spoc_ffi, write_tica_ffi
 
 _DIR = tempfile.mkdtemp(prefix="fficube-fuzz-")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -13,11 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from cube_compare import assert_verifies
+from helpers import run_cli, without_build_stamps
 
 import fficube
-from helpers import run_cli
-from helpers import without_build_stamps
-from cube_compare import assert_verifies
 from fficube.sector import array_target
 from fficube.shard import parse_shard, shard_window
 from fficube.synthetic import SectorSpec, make_sector
@@ -60,7 +60,7 @@ def test_array_index_and_shard_arguments() -> None:
     for total, parts in ((100, 7), (10, 3), (3, 5)):
         windows = [shard_window(total, parts, k, 4) for k in range(1, 5)]
         assert windows[0][0] == 0 and windows[-1][1] == total
-        assert all(a[1] == b[0] for a, b in zip(windows, windows[1:]))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(windows))
         assert all(lo % parts == 0 for lo, _ in windows)
 
 

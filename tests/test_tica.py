@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from cube_compare import assert_cube_matches
+from helpers import budget_for_rows, without_build_stamps
+from tica_cases import CASES, SECTORS, case_inputs
 
 import fficube
-from helpers import without_build_stamps
-from cube_compare import assert_cube_matches
-from helpers import budget_for_rows
-from tica_cases import CASES, SECTORS, case_inputs
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
+from helpers import budget_for_rows, cancel_after_blocks, run_cli, without_build_stamps
 
 import fficube
-from helpers import without_build_stamps
 import fficube.sync
-from helpers import run_cli
-from helpers import budget_for_rows, cancel_after_blocks
 
 SHAPE = (31, 40)
 
@@ -153,7 +151,7 @@ def test_update_on_s3_and_to_another_output(s3, ten, tmp_path: Path) -> None:
 def test_cli_update_and_astrocut_drop_in(ten, tmp_path: Path) -> None:
     cube = tmp_path / "cube.fits"
     fficube.make_cube(ten[:5], cube)
-    code, out, err = run_cli("update", str(cube), *ten[5:8], "-q")
+    code, _out, err = run_cli("update", str(cube), *ten[5:8], "-q")
     assert code == 0 and len(fits.getdata(cube, 2)) == 8
     code, _, err = run_cli("update", str(cube), *ten[5:8], "-q")
     assert code == 1 and "none of the 3 FFI(s) is new" in err

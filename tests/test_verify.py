@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
+from helpers import astrocut_cube, run_cli
 
 import fficube
-from helpers import run_cli
-from helpers import astrocut_cube
 from fficube.verify import verify_cube
 
 SHAPE = (30, 40)

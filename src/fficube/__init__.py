@@ -9,29 +9,29 @@ run by :mod:`~fficube.pipeline`.  :func:`build_cube` is the async entry point;
 """
 
 from . import sync
+from ._version import __version__
 from .astrocut_compat import CubeFactory, TicaCubeFactory
 from .build import build_cube, update_cube
 from .errors import (
     DuplicateInputWarning,
     EventLoopError,
     FficubeError,
+    FficubeWarning,
     FitsFormatError,
     InputError,
     MemoryBudgetError,
     MixedInputError,
     NoInputsError,
-    OutputError,
     OptionError,
+    OutputError,
     OutputExistsError,
     ReadError,
     ResumeError,
     TemplateWarning,
 )
-from .errors import FficubeWarning
 from .results import BuildResult, Progress
 from .sync import make_cube
 from .verify import Check, Verification, verify_cube
-from ._version import __version__
 
 __all__ = [
     "__version__",

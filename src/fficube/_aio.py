@@ -50,7 +50,7 @@ async def run_tasks(coros: Iterable[Coroutine[Any, Any, Any]]) -> None:
         exc = first_error(group)
         # Keep the error's own cause (``raise ... from backend_error``); hide the group.
         exc.__suppress_context__ = True
-        raise exc
+        raise exc  # noqa: B904 (the group is hidden on purpose; the cause is the error's own)
 
 
 @asynccontextmanager

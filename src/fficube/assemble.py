@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +36,8 @@ def decode(raw: np.ndarray, layout: ImageLayout) -> np.ndarray:
     """
     if layout.bscale == 1.0 and layout.bzero == 0.0:
         return raw
-    work = np.float32 if layout.bitpix in (8, 16, -32) else np.float64
-    values = raw.astype(work)
+    work: type[np.floating[Any]] = np.float32 if layout.bitpix in (8, 16, -32) else np.float64
+    values: np.ndarray = raw.astype(work)
     if layout.bscale != 1.0:
         values *= work(layout.bscale)
     if layout.bzero != 0.0:
@@ -88,7 +89,7 @@ def place_group(block: np.ndarray, slabs: list[Slab], layers: tuple[ImageLayout,
 
 def place_base(block: np.ndarray, slab: Slab, slots: tuple[int, ...]) -> None:
     """Copy the old cube's rows into their FFIs' new places (runs of FFIs as slices)."""
-    rows, cols, _, layers = block.shape
+    _rows, cols, _, layers = block.shape
     old = slab.buffer[: slab.rows * cols * len(slots) * layers * 4].view(np.uint32)
     old = old.reshape(slab.rows, cols, len(slots), layers)
     block = _bits(block)

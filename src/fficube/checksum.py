@@ -43,7 +43,8 @@ def data_sum(buffer: bytes | bytearray | memoryview | np.ndarray) -> int:
     ``len(buffer)`` must be a multiple of 4 and the buffer must start on a word of the
     HDU it belongs to.  numpy sums big-endian words at several GB/s.
     """
-    raw = np.frombuffer(buffer, dtype=np.uint8) if not isinstance(buffer, np.ndarray) else buffer.reshape(-1).view(np.uint8)
+    array = buffer if isinstance(buffer, np.ndarray) else np.frombuffer(buffer, dtype=np.uint8)
+    raw = array.reshape(-1).view(np.uint8)
     if raw.size % 4:
         raise ValueError(f"checksummed data must be whole 4-byte words, not {raw.size} bytes")
     total = 0
@@ -114,7 +115,7 @@ def seal_header(header: bytes, datasum: int) -> bytes:
     parsed = fits.Header.fromstring(header.decode("ascii"))
     parsed.set("DATASUM", str(datasum))
     parsed.set("CHECKSUM", _PLACEHOLDER)
-    text = parsed.tostring().encode("ascii")
+    text: bytes = parsed.tostring().encode("ascii")
     if len(text) != len(header):
         raise ValueError("sealing changed the header's length")
     card = _card_offset(text, b"CHECKSUM")

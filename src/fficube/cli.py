@@ -15,23 +15,25 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Coroutine, Sequence
+from typing import Any, TextIO, TypeVar
 
 from ._version import __version__
 from .build import build_cube, update_cube
-from .cubeinfo import describe_cube
+from .cubeinfo import CubeDescription, describe_cube
 from .errors import FficubeError, OptionError
 from .journal import journal_path
 from .products import CHOICES, PRODUCTS
 from .remote import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY, is_url
 from .results import BuildResult, Progress
-from .units import format_bytes
 from .sector import ARRAY_INDEX, CAMERAS, CCDS, CubeOutcome, array_target, build_sector, sector_jobs
 from .shard import build_shard, finish_cube, parse_shard
+from .units import format_bytes
 from .verify import verify_cube
 
 __all__ = ["main", "ProgressBar"]
+
+T = TypeVar("T")
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -42,12 +44,12 @@ class Terminated(Exception):
     """The process got SIGTERM; the build was cancelled cleanly."""
 
 
-async def _cancel_on_sigterm(coro):  # type: ignore[no-untyped-def]
+async def _cancel_on_sigterm(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro``; SIGTERM (AWS Batch, spot reclaims, ``kill``) cancels it like Ctrl-C,
     so that its cleanup runs (partial file removed, upload aborted)."""
     task = asyncio.ensure_future(coro)
     loop = asyncio.get_running_loop()
-    got = []
+    got: list[bool] = []
 
     def terminate() -> None:
         got.append(True)
@@ -65,6 +67,11 @@ async def _cancel_on_sigterm(coro):  # type: ignore[no-untyped-def]
         raise
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine to completion; SIGTERM and Ctrl-C cancel it cleanly."""
+    return asyncio.run(_cancel_on_sigterm(coro))
 
 
 class ProgressBar:
@@ -239,27 +246,26 @@ async def _build(args: argparse.Namespace, out: TextIO, err: TextIO) -> BuildRes
 
 
 def _cmd_build(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    result = asyncio.run(_cancel_on_sigterm(_build(args, out, err)))
+    result = _run(_build(args, out, err))
     if not args.quiet:
         out.write(f"wrote {result.summary()}\n")
     return 0
 
 
 def _cmd_update(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    result = asyncio.run(_cancel_on_sigterm(update_cube(
+    result = _run(update_cube(
         args.cube, args.inputs, output=args.output, sector=args.sector, max_memory=args.max_memory,
         concurrency=args.concurrency, overwrite=args.overwrite, progress=None if args.quiet else ProgressBar(err),
         anon=True if args.anon else None, storage_options=_storage_options(args.storage_option),
         resume=args.resume, restart=args.restart,
-    )))
+    ))
     if not args.quiet:
         out.write(f"updated {result.summary()}\n")
     return 0
 
 
-def _describe(path: str, anon: bool = False, options: list | None = None):  # type: ignore[no-untyped-def]
-    return asyncio.run(describe_cube(path, anon=True if anon else None,
-                                     storage_options=_storage_options(options or [])))
+def _describe(path: str, anon: bool = False, options: list[tuple[str, object]] | None = None) -> CubeDescription:
+    return _run(describe_cube(path, anon=True if anon else None, storage_options=_storage_options(options or [])))
 
 
 def _cmd_inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -268,9 +274,9 @@ def _cmd_inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    result = asyncio.run(_cancel_on_sigterm(verify_cube(
+    result = _run(verify_cube(
         args.cube, anon=True if args.anon else None, storage_options=_storage_options(args.storage_option),
-    )))
+    ))
     width = max(len(c.name) for c in result.checks)
     for check in result.checks:
         out.write(f"  {check.status:<4}  {check.name.ljust(width)}  {check.detail}\n")
@@ -299,14 +305,14 @@ def _cmd_sector(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise ValueError("--shard and --finish work on one cube: give one --camera and one --ccd")
         job = jobs[0]
         if args.finish:
-            done = asyncio.run(_cancel_on_sigterm(finish_cube(job.output, anon=anon, storage_options=options)))
-            out.write(f"{job.output}: {'complete' if done else 'not all shards are done yet'}\n")
-            return 0 if done else EXIT_ERROR
+            complete = _run(finish_cube(job.output, anon=anon, storage_options=options))
+            out.write(f"{job.output}: {'complete' if complete else 'not all shards are done yet'}\n")
+            return 0 if complete else EXIT_ERROR
         shard, shards = parse_shard(args.shard, os.environ.get(ARRAY_INDEX))
-        result = asyncio.run(_cancel_on_sigterm(build_shard(
+        result = _run(build_shard(
             job.inputs, job.output, shard, shards, product="spoc", sector=job.sector, max_memory=args.max_memory,
             concurrency=args.concurrency, anon=anon, storage_options=options,
-        )))
+        ))
         if not args.quiet:
             out.write(result.summary() + "\n")
         return 0
@@ -316,15 +322,15 @@ def _cmd_sector(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             err.write(f"fficube: {outcome.job.camera}-{outcome.job.ccd}: {outcome.status}"
                       f"{': ' + outcome.error if outcome.status == 'failed' else ''}\n")
 
-    outcomes = asyncio.run(_cancel_on_sigterm(build_sector(
+    outcomes = _run(build_sector(
         jobs, max_memory=args.max_memory, parallel=args.parallel, concurrency=args.concurrency, anon=anon,
         storage_options=options, on_done=done,
-    )))
+    ))
     header = ("cube", "status", "FFIs", "size", "seconds", "requests", "output / reason")
     rows = [header, *(o.row() for o in outcomes)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     for row in rows:
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] + "\n")
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1] + "\n")
     failed = [o for o in outcomes if o.status == "failed"]
     out.write(f"sector {args.sector}: {len(outcomes) - len(failed)} of {len(outcomes)} cube(s) done"
               + (f", {len(failed)} failed (run again to retry)" if failed else "") + "\n")

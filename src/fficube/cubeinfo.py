@@ -43,7 +43,7 @@ class CubeInfo:
 
     @property
     def row_bytes(self) -> int:
-        rows, cols, n, layers = self.shape
+        _rows, cols, n, layers = self.shape
         return cols * n * layers * 4
 
     @property
@@ -66,7 +66,7 @@ async def scan_cube(source: ByteSource, path: str) -> CubeInfo:
     """
     reader = await HeaderReader.open(source, path, FIRST_READ)
     size = reader.size
-    primary, primary_raw, offset = await reader.header_at(0, FIRST_READ)
+    _primary, primary_raw, offset = await reader.header_at(0, FIRST_READ)
     cube, _, data_offset = await reader.header_at(offset, BLOCK)
     axes = [cube.get(f"NAXIS{i}") for i in range(1, 5)]
     if cube.get("XTENSION") != "IMAGE" or cube.get("NAXIS") != 4 or cube.get("BITPIX") != -32:
@@ -78,7 +78,8 @@ async def scan_cube(source: ByteSource, path: str) -> CubeInfo:
         raise FitsFormatError("HDU 2 is not the info table: not an FFI cube", path=path)
     length = data_bytes(table_header, path=path, hdu=2)
     if table_data + length > size:
-        raise FitsFormatError("the info table is cut short: truncated", path=path, byte_range=(table_data, table_data + length))
+        raise FitsFormatError("the info table is cut short: truncated", path=path,
+                              byte_range=(table_data, table_data + length))
     data = await source.read(path, table_data, table_data + length)
     table = fits.BinTableHDU.fromstring(table_raw.encode("ascii").ljust(padded(len(table_raw)), b" ") + data)
     if "FFI_FILE" not in table.columns.names or len(table.data) != n:
@@ -120,7 +121,8 @@ class CubeDescription:
             ("shape", f"{rows} rows x {cols} cols x {n} FFIs x {layers} layer(s)"),
             ("FFIs", str(n)),
             ("time", f"{self.start:.6f} .. {self.stop:.6f} TJD ({self.stop - self.start:.3f} d)"),
-            ("sector", "undefined" if self.sector in (None, "") or isinstance(self.sector, fits.card.Undefined) else str(self.sector)),
+            ("sector", "undefined" if self.sector in (None, "") or isinstance(self.sector, fits.card.Undefined)
+             else str(self.sector)),
             ("camera/CCD", f"{self.camera}/{self.ccd}"),
             ("first FFI", self.first_file),
             ("last FFI", self.last_file),

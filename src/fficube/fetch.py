@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,9 @@ __all__ = ["Slab", "Arena", "BASE", "new_slab_pool", "new_base_pool", "fetch_sla
 
 #: ``Slab.ffi`` of a slab holding the base cube's rows (an update's old cube).
 BASE = -1
+#: A pool of free buffers: of :class:`Slab`, or of :class:`Arena` when FFIs are placed
+#: in groups (a queue's type cannot say "one or the other" more precisely).
+Pool = asyncio.Queue[Any]
 
 
 @dataclass(slots=True, eq=False)
@@ -35,7 +39,7 @@ class Slab:
     (or, with ``ffi == BASE``, the old cube's rows of the block)."""
 
     buffer: np.ndarray  #: uint8, large enough for the biggest block
-    home: asyncio.Queue | None  #: the pool it returns to (None: it goes back with its arena)
+    home: Pool | None  #: the pool it returns to (None: it goes back with its arena)
     block: int = -1
     ffi: int = -1
     rows: int = 0
@@ -48,7 +52,7 @@ class Arena:
 
     data: np.ndarray  #: uint32, (group, layers, block_rows, cols)
     slabs: list[Slab]
-    home: asyncio.Queue  #: the pool of arenas it returns to
+    home: Pool  #: the pool of arenas it returns to
 
 
 def layer_offsets(plan: CubePlan, index: int) -> list[int]:
@@ -67,7 +71,7 @@ def _pool(count: int, nbytes: int) -> asyncio.Queue[Slab]:
     return pool
 
 
-def new_slab_pool(plan: CubePlan) -> asyncio.Queue:
+def new_slab_pool(plan: CubePlan) -> Pool:
     """A queue holding the plan's slab buffers, all free: slabs, or arenas of ``group`` slabs."""
     group = plan.memory.group
     if group == 1:
@@ -91,8 +95,8 @@ def new_base_pool(plan: CubePlan) -> asyncio.Queue[Slab]:
 
 async def _fill(slab: Slab, plan: CubePlan, source: ByteSource, start: int, stop: int) -> None:
     ffi = plan.files[slab.ffi]
-    view = memoryview(slab.buffer)
-    for layout, offset in zip(ffi.layers, layer_offsets(plan, slab.ffi)):
+    view = slab.buffer.data
+    for layout, offset in zip(ffi.layers, layer_offsets(plan, slab.ffi), strict=True):
         first, last = layout.row_range(start, stop)
         await source.readinto(ffi.path, first, view[offset : offset + last - first])
 
@@ -100,7 +104,7 @@ async def _fill(slab: Slab, plan: CubePlan, source: ByteSource, start: int, stop
 async def fetch_slabs(
     plan: CubePlan,
     source: ByteSource,
-    free: asyncio.Queue,
+    free: Pool,
     ready: asyncio.Queue[Slab],
     base_source: ByteSource | None = None,
     base_free: asyncio.Queue[Slab] | None = None,
@@ -119,7 +123,7 @@ async def fetch_slabs(
     async def read_base(slab: Slab, start: int, stop: int) -> None:
         assert plan.base is not None and base_source is not None
         first, last = plan.base.row_range(start, stop)
-        await base_source.readinto(plan.base.path, first, memoryview(slab.buffer)[: last - first])
+        await base_source.readinto(plan.base.path, first, slab.buffer.data[: last - first])
         ready.put_nowait(slab)
 
     async with asyncio.TaskGroup() as tg:

@@ -112,11 +112,12 @@ def column_values(
             text = [_to_text(v).encode("ascii", "replace") for v in raw]
             arrays[col.name] = np.array(text, dtype=f"S{max([1, *map(len, text)])}")
         elif col.kind == "J":
-            ints = [_to_int(v, col.name, n) for v, n in zip(raw, names)]
+            ints = [_to_int(v, col.name, n) for v, n in zip(raw, names, strict=True)]
             fits32 = all(INT32.min <= i <= INT32.max for i in ints)
             arrays[col.name] = np.array(ints, dtype=np.int32 if fits32 else np.int64)
         else:
-            arrays[col.name] = np.array([_to_float(v, col.name, n) for v, n in zip(raw, names)], dtype=np.float64)
+            floats = [_to_float(v, col.name, n) for v, n in zip(raw, names, strict=True)]
+            arrays[col.name] = np.array(floats, dtype=np.float64)
     files = [n.encode("ascii", "replace") for n in names]
     arrays[FILE_COLUMN] = np.array(files, dtype=f"S{max([1, *map(len, files)])}")
     return arrays

@@ -48,7 +48,7 @@ async def execute(
     try:
         needed = await sink.open(resume)
         plan = replace(plan, row_ranges=rows_to_write(plan, needed))
-        rows, cols, n, layers = plan.shape
+        _rows, cols, n, layers = plan.shape
         free_blocks: asyncio.Queue[np.ndarray] = asyncio.Queue()
         for _ in range(plan.memory.block_buffers):
             free_blocks.put_nowait(np.empty((plan.block_rows, cols, n, layers), dtype=">f4"))

@@ -163,7 +163,7 @@ class CubePlan:
     @property
     def row_bytes(self) -> int:
         """Bytes of one cube row (all columns, FFIs and layers): contiguous in the file."""
-        rows, cols, n, layers = self.shape
+        _rows, cols, n, layers = self.shape
         return cols * n * layers * VALUE_BYTES
 
     @property
@@ -307,7 +307,8 @@ def cube_header(shape: tuple[int, int, int, int], now: dt.datetime) -> bytes:
     header = fits.ImageHDU(data=np.zeros((1, 1, 1, 1), dtype=np.float32)).header
     header["NAXIS4"], header["NAXIS3"], header["NAXIS2"], header["NAXIS1"] = shape
     checksum_cards(header, stamp(now))
-    return header.tostring().encode("ascii")
+    encoded: bytes = header.tostring().encode("ascii")
+    return encoded
 
 
 # ----------------------------------------------------------------------------------
@@ -537,7 +538,7 @@ def plan_update(
     now = now or dt.datetime.now()
     old_table = cube.table.data
     old_starts = [float(t) for t in old_table[product.time_keyword]]
-    taken = {start: name for start, name in zip(old_starts, cube.names)}
+    taken = {start: name for start, name in zip(old_starts, cube.names, strict=True)}
     for f in ffis:
         if f.start in taken:
             raise InputError(

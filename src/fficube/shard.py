@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._aio import closing
+from .build import BuildOptions, cube_size_estimate
 from .checksum import add, seal_header
 from .errors import InputError, OutputError, ResumeError
-from .build import BuildOptions, cube_size_estimate
 from .inputs import InputsLike, Version, resolve_inputs
 from .journal import Identity, Journal, Part, SharedPlan
 from .pipeline import execute

@@ -28,7 +28,10 @@ from typing import Any, Protocol, TypeVar
 
 from .errors import ReadError
 
-__all__ = ["IOStats", "ByteSource", "LocalSource", "FsspecSource", "RetryPolicy", "retrying", "is_transient", "fs_call", "fs_request", "describe_failure"]
+__all__ = [
+    "IOStats", "ByteSource", "LocalSource", "FsspecSource", "RetryPolicy", "retrying", "is_transient", "fs_call",
+    "fs_request", "describe_failure",
+]
 
 log = logging.getLogger("fficube")
 T = TypeVar("T")
@@ -119,13 +122,13 @@ class LocalSource:
                 os.close(fd)
 
     # -- ByteSource ----------------------------------------------------------------
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[[str, int, memoryview], int], path: str, start: int, buf: memoryview) -> int:
         async with self._limit:
             self._in_flight += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
             self.stats.requests += 1
             try:
-                return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+                return await asyncio.get_running_loop().run_in_executor(self._pool, fn, path, start, buf)
             finally:
                 self._in_flight -= 1
 
@@ -346,7 +349,7 @@ class FsspecSource:
         if stop <= start:
             return b""
         try:
-            data = await self._request(f"read of {path}", "cat_file", path, start=start, end=stop)
+            data: bytes = await self._request(f"read of {path}", "cat_file", path, start=start, end=stop)
         except Exception as exc:
             raise ReadError(describe_failure(exc), path=path, byte_range=(start, stop)) from exc
         self.stats.bytes_read += len(data)

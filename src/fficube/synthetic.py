@@ -13,6 +13,7 @@ import importlib.resources
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -42,7 +43,7 @@ def _write(hdus: fits.HDUList, path: str | os.PathLike[str]) -> str:
 
 
 def _iso(tjd: float) -> str:
-    return Time(tjd + TJD_OFFSET, format="jd", scale="tdb").utc.isot + "Z"
+    return str(Time(tjd + TJD_OFFSET, format="jd", scale="tdb").utc.isot) + "Z"
 
 
 def spoc_name(start: float, sector: int, camera: int, ccd: int) -> str:
@@ -58,7 +59,7 @@ def tica_name(cadence: int, sector: int, camera: int, ccd: int, orbit: int = 1) 
     )
 
 
-def _wcs_cards(rng: np.random.Generator, camera: int, ccd: int, sector: int) -> list[tuple]:
+def _wcs_cards(rng: np.random.Generator, camera: int, ccd: int, sector: int) -> list[tuple[str, Any, str]]:
     ra = (107.27 + 24.0 * sector + 6.0 * camera) % 360.0
     dec = -70.0 + 5.0 * ccd
     pc = 0.0058 * np.array([[-0.88, -0.41], [0.43, -0.89]])
