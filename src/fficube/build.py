@@ -175,15 +175,15 @@ async def update_cube(
     new_inputs: InputsLike,
     *,
     output: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
     sector: int | None = None,
     max_memory: int | float | str = "4GB",
+    resume: bool = False,
+    restart: bool = False,
     concurrency: int | None = None,
-    overwrite: bool = False,
     progress: Callable[[Progress], None] | None = None,
     anon: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
-    resume: bool = False,
-    restart: bool = False,
 ) -> BuildResult:
     """Add new FFIs to a cube, in one streaming pass within ``max_memory``.
 
@@ -203,11 +203,11 @@ async def update_cube(
         name) are skipped with a warning.
     output
         Where to write the updated cube (default: replace ``cube``).
-    sector, max_memory, concurrency, progress, anon, storage_options, resume, restart
-        As for :func:`build_cube` (``resume`` continues an interrupted update, if the
-        cube and the new FFIs are unchanged).
     overwrite
         Replace an existing ``output`` other than ``cube``.
+    sector, max_memory, resume, restart, concurrency, progress, anon, storage_options
+        As for :func:`build_cube` (``resume`` continues an interrupted update, if the
+        cube and the new FFIs are unchanged).
 
     Returns
     -------

@@ -96,12 +96,12 @@ async def scan_cube(source: ByteSource, path: str) -> CubeInfo:
 class CubeDescription:
     """A cube's shape, product, time range and origin, for ``fficube inspect``."""
 
-    path: str
-    size: int
     product: str
     shape: tuple[int, int, int, int]  #: (rows, cols, n_ffis, layers)
     start: float
     stop: float
+    path: str
+    size: int
     sector: object
     camera: object
     ccd: object

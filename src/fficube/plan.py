@@ -447,26 +447,30 @@ def make_plan(
             stacklevel=2,
         )
     columns = template_columns(template_header)
-    arrays = column_values(
-        columns, [fits.Header.fromstring(f.image_header) for f in files], [f.name for f in files]
-    )
     now = now or dt.datetime.now()
-    table = encode_info_table(columns, arrays, stamp(now))
+    table = encode_info_table(columns, _values(columns, files), stamp(now))
     primary = encode_primary(primary_header(product, files[0], files[-1], sector, now), now)
-    cube = cube_header(shape, now)
+    return _planned(product, files, shape, table, primary, limits, now, template=template)
 
-    block_rows, memory = _size_blocks(shape, files, table, primary, limits)
+
+def _values(columns: Sequence[ColumnSpec], files: Sequence[FfiInfo]) -> dict[str, np.ndarray]:
+    """The info table's columns for ``files``, from their image headers."""
+    return column_values(columns, [fits.Header.fromstring(f.image_header) for f in files], [f.name for f in files])
+
+
+def _planned(
+    product: Product, files: tuple[FfiInfo, ...], shape: tuple[int, int, int, int], table: bytes, primary: bytes,
+    limits: Limits, now: dt.datetime, *, template: FfiInfo | None = None, base: BaseCube | None = None,
+    slots: tuple[int, ...] = (),
+) -> CubePlan:
+    """The plan of a cube whose pieces are encoded: its blocks sized within ``limits``."""
+    cube = cube_header(shape, now)
+    block_rows, memory = _size_blocks(shape, files, table, primary, limits,
+                                      base_row_bytes=base.row_bytes if base else 0)
     assert len(primary) % BLOCK == 0 and len(cube) % BLOCK == 0
     return CubePlan(
-        product=product,
-        files=files,
-        template=template,
-        shape=shape,
-        block_rows=block_rows,
-        memory=memory,
-        primary_header=primary,
-        cube_header=cube,
-        info_table=table,
+        product=product, files=files, template=template, shape=shape, block_rows=block_rows, memory=memory,
+        primary_header=primary, cube_header=cube, info_table=table, slots=slots, base=base,
     )
 
 
@@ -557,9 +561,7 @@ def plan_update(
     shape = (rows, cols, n_old + len(files), layers)
 
     columns = _old_columns(cube.table)
-    new_arrays = column_values(
-        columns, [fits.Header.fromstring(f.image_header) for f in files], [f.name for f in files]
-    )
+    new_arrays = _values(columns, files)
     order = np.argsort(np.array(old_slots + new_slots), kind="stable")
     arrays = {}
     for name in [c.name for c in columns] + [FILE_COLUMN]:
@@ -589,18 +591,5 @@ def plan_update(
     header.add_history(f"Updated {now:%Y-%m-%d} by fficube {__version__} with {len(files)} new FFI(s)")
     header.add_history(f"first new FFI: {files[0].name}")
     primary = encode_primary(header, now)
-
-    block_rows, memory = _size_blocks(shape, files, table, primary, limits, base_row_bytes=cube.row_bytes)
-    return CubePlan(
-        product=product,
-        files=files,
-        template=None,
-        shape=shape,
-        block_rows=block_rows,
-        memory=memory,
-        primary_header=primary,
-        cube_header=cube_header(shape, now),
-        info_table=table,
-        slots=new_slots,
-        base=BaseCube(cube.path, cube.data_offset, cube.row_bytes, old_slots),
-    )
+    base = BaseCube(cube.path, cube.data_offset, cube.row_bytes, old_slots)
+    return _planned(product, files, shape, table, primary, limits, now, base=base, slots=new_slots)
