@@ -23,6 +23,8 @@ from .scan import ImageLayout
 
 __all__ = ["decode", "place", "place_group", "assemble_blocks", "Block"]
 
+#: BZERO of pseudo-unsigned integers (FITS 5.2.5; astropy's int8 convention for 8 bits).
+PSEUDO_ZERO = {8: -128.0, 16: 2.0**15, 32: 2.0**31, 64: 2.0**63}
 #: (block index, first row, stop row, buffer) handed to the writer.
 Block = tuple[int, int, int, np.ndarray]
 
@@ -33,8 +35,12 @@ def decode(raw: np.ndarray, layout: ImageLayout) -> np.ndarray:
     Follows astropy: unscaled data is returned as stored (cast on assignment);
     scaled data is computed in float32 for 8- and 16-bit and float32 input, in
     float64 otherwise (``x * BSCALE + BZERO``), and BLANK integers become NaN.
+    Like astropy, BLANK is ignored when it is 0 (astropy tests it for truth) and for
+    pseudo-unsigned data (BZERO = 2**(BITPIX-1), which astropy returns as integers).
     """
-    if layout.bscale == 1.0 and layout.bzero == 0.0:
+    pseudo_unsigned = layout.bitpix > 0 and layout.bscale == 1.0 and layout.bzero == PSEUDO_ZERO[layout.bitpix]
+    blank = layout.blank if layout.blank and not pseudo_unsigned else None
+    if layout.bscale == 1.0 and layout.bzero == 0.0 and blank is None:
         return raw
     work: type[np.floating[Any]] = np.float32 if layout.bitpix in (8, 16, -32) else np.float64
     values: np.ndarray = raw.astype(work)
@@ -42,8 +48,8 @@ def decode(raw: np.ndarray, layout: ImageLayout) -> np.ndarray:
         values *= work(layout.bscale)
     if layout.bzero != 0.0:
         values += work(layout.bzero)
-    if layout.blank is not None:
-        values[raw == layout.blank] = np.nan
+    if blank is not None:
+        values[raw == blank] = np.nan
     return values
 
 
