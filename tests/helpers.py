@@ -17,6 +17,7 @@ from pathlib import Path
 from astropy.io import fits
 
 from fficube.cli import main
+from fficube.cubeinfo import CubeInfo, scan_cube
 from fficube.plan import CubePlan, Limits, make_plan
 from fficube.remote import DEFAULT_LOCAL_CONCURRENCY
 from fficube.scan import scan, scan_file
@@ -71,6 +72,11 @@ def _with_source(work):
 
 def scan_paths(paths: list[str]):
     return _with_source(lambda source: scan(paths, source))[0]
+
+
+def scan_cube_at(path) -> CubeInfo:
+    """The CubeInfo of a cube file (its headers and table)."""
+    return _with_source(lambda source: scan_cube(source, str(path)))[0]
 
 
 def scan_one(path, product=None):

@@ -8,10 +8,11 @@ import math
 
 import pytest
 from astropy.io import fits
-from helpers import scan_paths
+from helpers import scan_cube_at, scan_paths
 
+import fficube
 from fficube.errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError
-from fficube.plan import Limits, make_plan
+from fficube.plan import Limits, make_plan, plan_update
 
 
 @pytest.fixture
@@ -123,3 +124,33 @@ def test_block_cap_never_makes_reads_smaller_than_min_read(ffis) -> None:
     plan = make_plan(ffis, Limits(max_memory=10**9, max_block_bytes=row_bytes, min_read=20 * cols * 4))
     assert plan.block_rows == 19 and len(plan.blocks) == 2
     assert make_plan(ffis, Limits(max_memory=10**9, max_block_bytes=row_bytes)).block_rows == 1
+
+
+def test_plan_update_interleaves_new_ffis_in_time_order(sector, tmp_path) -> None:
+    paths = sorted(sector(n_ffis=7, shape=(12, 10), no_wcs=()))  # names sort in time order
+    old, new = paths[1::2], paths[0::2]  # new FFIs before, between and after the old ones
+    fficube.make_cube(old, tmp_path / "old.fits")
+    cube = scan_cube_at(tmp_path / "old.fits")
+    now = dt.datetime(2026, 12, 1, 12, 0, 0)
+    plan = plan_update(cube, scan_paths(new), Limits(max_memory=10**9), now=now)
+    assert plan.shape == (12, 10, 7, 2) and plan.template is None
+    assert [f.path for f in plan.files] == new
+    assert plan.slots == (0, 2, 4, 6) and plan.base is not None and plan.base.slots == (1, 3, 5)
+    assert plan.base.row_bytes == 10 * 3 * 2 * 4 and plan.base.data_offset == cube.data_offset
+    table = fits.BinTableHDU.fromstring(plan.info_table)
+    assert [n.rsplit("/", 1)[-1] for n in table.data["FFI_FILE"]] == [p.rsplit("/", 1)[-1] for p in paths]
+    assert list(table.data["TSTART"]) == sorted(table.data["TSTART"])
+    assert "Updated 2026-12-01 by fficube" in str(plan.primary()["HISTORY"])
+    # The plan is what a fresh build of all the FFIs would be, but for the HISTORY cards.
+    fresh = make_plan(scan_paths(paths), Limits(max_memory=10**9), now=now)
+    assert fits.BinTableHDU.fromstring(fresh.info_table).data.tobytes() == table.data.tobytes()
+
+
+def test_plan_update_refuses_a_start_time_already_in_the_cube(sector, tmp_path) -> None:
+    paths = sorted(sector(n_ffis=3, shape=(12, 10), no_wcs=()))
+    fficube.make_cube(paths, tmp_path / "old.fits")
+    again = tmp_path / "copy" / "again_ffic.fits"
+    again.parent.mkdir()
+    again.write_bytes(open(paths[1], "rb").read())
+    with pytest.raises(InputError, match="share a start time"):
+        plan_update(scan_cube_at(tmp_path / "old.fits"), scan_paths([str(again)]), Limits(max_memory=10**9))
