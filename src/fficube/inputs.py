@@ -18,7 +18,7 @@ from typing import Any, Union
 from .errors import DuplicateInputWarning, InputError, NoInputsError
 from .products import PRODUCTS, Product
 from .remote import Filesystems, is_url, protocol_of, protocol_or_local
-from .storage import IOStats, describe_failure, fs_request
+from .storage import IOStats, describe_failure, fs_request, is_not_found
 
 __all__ = ["InputsLike", "Inputs", "resolve_inputs", "Version", "local_version", "remote_version", "version_of"]
 
@@ -66,10 +66,13 @@ def _directory_files(directory: str, product: Product | None) -> list[str]:
     products = [product] if product else list(PRODUCTS.values())
     found: set[str] = set()
     for p in products:
-        found.update(glob.glob(os.path.join(glob.escape(directory), p.file_pattern)))
+        # Searched recursively, as a remote prefix is: an archive's layout nests FFIs
+        # in folders (sSSSS/YYYY/DDD/C-D/).
+        pattern = os.path.join(glob.escape(directory), "**", p.file_pattern)
+        found.update(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
     if not found:
         patterns = ", ".join(p.file_pattern for p in products)
-        raise NoInputsError(f"no FFI files ({patterns}) in this directory", path=directory)
+        raise NoInputsError(f"no FFI files ({patterns}) in this directory or below it", path=directory)
     return sorted(found)
 
 
@@ -188,9 +191,11 @@ async def _remote_files(
     async def request(name: str, **kwargs: Any) -> Any:
         try:
             return await fs_request(fs, name, url, stats=stats, **kwargs)
-        except FileNotFoundError as exc:
-            raise InputError("no such object or prefix", path=url) from exc
         except Exception as exc:
+            # An HTTP server's 403 reaches us as "not found" from some filesystems:
+            # the status in the cause decides, so that "access denied" says so.
+            if is_not_found(exc):
+                raise InputError("no such object or prefix", path=url) from exc
             raise InputError(f"cannot list: {describe_failure(exc)}", path=url) from exc
 
     if any(ch in url for ch in "*?["):

@@ -30,7 +30,7 @@ from .errors import ReadError
 
 __all__ = [
     "IOStats", "ByteSource", "LocalSource", "FsspecSource", "RetryPolicy", "retrying", "is_transient", "fs_call",
-    "fs_request", "describe_failure",
+    "fs_request", "describe_failure", "is_not_found",
 ]
 
 log = logging.getLogger("fficube")
@@ -255,13 +255,33 @@ async def retrying(
     raise AssertionError("unreachable")
 
 
+#: What an access-denied answer means, and what usually fixes it.
+ACCESS_DENIED = (
+    "access denied (HTTP 403): the server refused this request. For a public bucket read anonymously "
+    "(anon=True); otherwise check your credentials (environment, AWS profile, instance role); "
+    "a requester-pays bucket needs requester_pays=True in the storage options"
+)
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """Whether a failed request means "no such object" (and not, say, access denied).
+
+    The HTTP status in the error or its causes decides: fsspec's HTTP filesystem
+    reports a 403 as FileNotFoundError, raised from the HTTP error.
+    """
+    status, code = _http_status(exc)
+    if status is not None:
+        return status == 404 or code in ("NoSuchKey", "NoSuchBucket")
+    return isinstance(exc, FileNotFoundError)
+
+
 def describe_failure(exc: BaseException) -> str:
     """A short reason for a failed request, for messages (404, 403, HTTP status)."""
     status, code = _http_status(exc)
-    if isinstance(exc, FileNotFoundError) or status == 404:
+    if status == 403 or (status is None and isinstance(exc, PermissionError)):
+        return ACCESS_DENIED
+    if is_not_found(exc):
         return "no such object (404)"
-    if isinstance(exc, PermissionError) or status == 403:
-        return "access denied (403); for a public bucket use --anon / anon=True"
     detail = f"HTTP {status}{' ' + code if code else ''}: " if status else ""
     return f"{detail}{exc or type(exc).__name__}"
 
