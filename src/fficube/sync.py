@@ -43,6 +43,7 @@ class _Runner:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[Any] | None = None
         self.started = threading.Event()
+        self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -58,6 +59,7 @@ class _Runner:
             self.error = exc
         finally:
             self.started.set()
+            self.done.set()
 
     def cancel(self) -> None:
         self.started.wait()
@@ -89,13 +91,18 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     runner = _Runner(coro)
     thread = threading.Thread(target=runner, name=f"{THREAD_NAME}-{id(runner):x}", daemon=True)
     thread.start()
+    # Waits on an Event, not on Thread.join: a join interrupted by Ctrl-C can leave the
+    # thread looking finished while it runs (CPython's tstate lock), and the clean-up
+    # must really be over before KeyboardInterrupt goes on.
     try:
-        while thread.is_alive():
-            thread.join(0.1)  # a timed wait, so that Ctrl-C reaches this thread promptly
+        while not runner.done.wait(0.1):  # a timed wait, so that Ctrl-C reaches this thread promptly
+            pass
     except KeyboardInterrupt:
         runner.cancel()
-        thread.join()  # let the build clean up (partial files, uploads) before going on
+        runner.done.wait()  # let the build clean up (partial files, uploads) before going on
+        thread.join()
         raise
+    thread.join()
     if runner.error is not None:
         raise runner.error
     result: T = runner.result
