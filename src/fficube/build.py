@@ -21,7 +21,7 @@ from typing import Any
 
 from ._aio import closing
 from .cubeinfo import scan_cube
-from .errors import DuplicateInputWarning, InputError, OptionError, ResumeError
+from .errors import DuplicateInputWarning, InputError, OptionError, OutputExistsError, ResumeError
 from .inputs import InputsLike, Version, resolve_inputs, version_of
 from .journal import Identity, Journal
 from .pipeline import execute
@@ -34,6 +34,7 @@ from .scan import FfiInfo, scan
 from .sinks import Output, interrupted_build, open_output
 from .storage import ByteSource, IOStats, LocalSource
 from .units import format_bytes, parse_size
+from .verify import check_cube
 
 __all__ = ["build_cube", "update_cube", "BuildOptions", "cube_size_estimate"]
 
@@ -154,9 +155,11 @@ async def build_cube(
     async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
         found = await resolve_inputs(inputs, options.product, filesystems)
         out = await open_output(output, filesystems)
+        if options.resume and not overwrite and await out.exists() and await out.load_journal() is None:
+            return await _already_complete(out, found.paths, filesystems, started)
         await out.check(found.paths, overwrite=overwrite)
-        source = await open_source(found.protocol, filesystems, options.concurrency, sizes=found.sizes)
-        async with closing(source):
+        async with out.lock(), closing(await open_source(found.protocol, filesystems, options.concurrency,
+                                                         sizes=found.sizes)) as source:
             report = Reporter(progress, [source], started)
             ffis = await _scan(found.paths, source, options.product, report)
             versions = {path: found.version(path) for path in found.paths}
@@ -232,20 +235,20 @@ async def update_cube(
             old = await scan_cube(cube_source, cube)
             found = await resolve_inputs(new_inputs, old.product, filesystems)
             existing = set(old.names)
-            new_paths = []
-            for path in found.paths:
-                if file_name(path) in existing:
-                    warnings.warn(f"{path}: already in the cube; skipped", DuplicateInputWarning, stacklevel=2)
-                else:
-                    new_paths.append(path)
+            new_paths = [path for path in found.paths if file_name(path) not in existing]
+            skipped = [file_name(path) for path in found.paths if file_name(path) in existing]
+            if skipped:  # one warning, not one per FFI: an update is often given the whole folder
+                shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+                warnings.warn(f"{len(skipped)} FFI(s) already in the cube, skipped: {shown}",
+                              DuplicateInputWarning, stacklevel=2)
             if not new_paths:
                 raise InputError(f"none of the {len(found.paths)} FFI(s) is new: all are in the cube already",
                                  path=cube)
             out = await open_output(output, filesystems)
             if output != cube:
                 await out.check(new_paths, overwrite=overwrite)
-            source = await open_source(found.protocol, filesystems, options.concurrency, sizes=found.sizes)
-            async with closing(source):
+            async with out.lock(), closing(await open_source(found.protocol, filesystems, options.concurrency,
+                                                             sizes=found.sizes)) as source:
                 report = Reporter(progress, [source, cube_source], started)
                 ffis = await _scan(new_paths, source, old.product, report)
                 versions = {path: found.version(path) for path in new_paths}
@@ -259,6 +262,34 @@ async def update_cube(
                 return await _build(out, planner, cube_size_estimate((rows, cols), n_old + len(ffis), layers), source,
                                     versions, report, filesystems, options, overwrite=overwrite or output == cube,
                                     base_source=cube_source)
+
+
+async def _already_complete(out: Output, paths: Sequence[str], filesystems: Filesystems, started: float) -> BuildResult:
+    """The result of resuming a build that had finished: the cube is checked (quickly), not rebuilt.
+
+    Raises
+    ------
+    OutputExistsError
+        If the cube there is not complete, or not of these inputs.
+    """
+    source = await open_source(protocol_or_local(out.location), filesystems, 4, output=True)
+    async with closing(source):
+        checks, cube = await check_cube(source, out.location, read_data=False)
+    failed = [f"{c.name}: {c.detail}" for c in checks if c.failed]
+    if failed or cube is None:
+        raise OutputExistsError("already exists but is not a complete cube (" + "; ".join(failed)
+                                + "); use overwrite=True to replace it", path=out.location)
+    given, built = sorted(file_name(p) for p in paths), sorted(cube.names)
+    if given != built:
+        raise OutputExistsError(f"already exists, a cube of other FFIs ({len(built)} FFIs, {len(given)} given); "
+                                "use overwrite=True to replace it", path=out.location)
+    rows = cube.shape[0]
+    return BuildResult(
+        output=out.location, shape=cube.shape, n_ffis=cube.shape[2], blocks=0, block_rows=rows,
+        bytes_read=source.stats.bytes_read, bytes_written=0, requests=source.stats.requests,
+        retries=source.stats.retries + filesystems.stats.retries, seconds=time.monotonic() - started,
+        product=cube.product.name, cube_bytes=cube.size, already_complete=True,
+    )
 
 
 async def _scan(paths: Sequence[str], source: ByteSource, product: Product | None, report: Reporter) -> list[FfiInfo]:
@@ -283,7 +314,7 @@ async def _build(
         changes = journal.identity.changes(identity)
         if changes:
             raise ResumeError("cannot resume: the build differs from the interrupted one (" + "; ".join(changes)
-                              + "); use --restart to start over", path=out.location)
+                              + "); use restart=True to start over", path=out.location)
         await out.check_resumable(journal)
     upload_stats = IOStats()
     sink = out.sink(plan, journal or Journal(identity, now), overwrite=overwrite, stats=upload_stats)

@@ -48,6 +48,8 @@ class BuildResult:
     max_in_flight: int = 0  #: most read requests in flight at once
     resumed_rows: int = 0  #: cube rows an interrupted build had already written
     cube_bytes: int = 0  #: size of the finished cube (``bytes_written`` is this run's share)
+    #: A resumed build found the cube already complete (and checked it): nothing was built.
+    already_complete: bool = False
 
     @property
     def read_rate(self) -> float:
@@ -57,6 +59,10 @@ class BuildResult:
     def summary(self) -> str:
         """One line for people."""
         rows, cols, n, layers = self.shape
+        if self.already_complete:
+            return (f"{self.output}: already complete, nothing to do: {self.product.upper()} cube "
+                    f"{rows}x{cols}x{n}x{layers} ({format_bytes(self.cube_bytes)}) of the {n} FFIs given; "
+                    "checked structure, size, table and header checksums")
         return (
             f"{self.output}: {self.product.upper()} cube {rows}x{cols}x{n}x{layers} "
             f"({format_bytes(self.cube_bytes or self.bytes_written)}) from {self.n_ffis} FFIs in {self.seconds:.1f} s, "

@@ -53,7 +53,7 @@ async def interrupted_build(output: Output, *, resume: bool, restart: bool) -> J
         journal = await output.load_journal()
     except ValueError as exc:
         if not restart:
-            raise ResumeError(f"{exc}; use --restart to start over", path=output.location) from exc
+            raise ResumeError(f"{exc}; use restart=True to start over", path=output.location) from exc
         await output.discard(None)
         return None
     if journal is None:
@@ -63,7 +63,7 @@ async def interrupted_build(output: Output, *, resume: bool, restart: bool) -> J
         return None
     if not resume:
         raise ResumeError(
-            "an interrupted build of this cube is saved here: run the same build with --resume "
-            "(resume=True) to continue it, or --restart (restart=True) to start over", path=output.location,
+            "an interrupted build of this cube is saved here: run the same build with resume=True "
+            "to continue it, or restart=True to start over", path=output.location,
         )
     return journal

@@ -10,6 +10,7 @@ only talks to these two protocols, so a new kind of output is one new module.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol
 
 from ..checksum import ZERO, data_sum
@@ -100,6 +101,13 @@ class Output(Protocol):
         """Whether a (complete) cube is at the location."""
         ...
 
+    def lock(self) -> AbstractAsyncContextManager[None]:
+        """Hold the output for one build: another process building it too is refused at once.
+
+        The lock dies with its process (a killed build never blocks a resumed one).
+        """
+        ...
+
     async def load_journal(self) -> Journal | None:
         """The journal of an interrupted build of this output, if there is one.
 
@@ -128,5 +136,5 @@ def kept_message(kept: str, saved: int, total: int) -> str:
     """What an interrupted build says it kept, and how to continue."""
     return (
         f"kept {kept} ({format_bytes(saved)} of {format_bytes(total)} written): "
-        "run the same build again with --resume (resume=True) to continue, or --restart to start over"
+        "run the same build again with resume=True to continue, or restart=True to start over"
     )

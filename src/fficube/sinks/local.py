@@ -9,9 +9,11 @@ progress in the journal, so the journal never runs ahead of the data on disk.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 from ..checksum import ZERO, add
 from ..errors import InputError, OutputError, OutputExistsError, ResumeError
@@ -20,7 +22,7 @@ from ..plan import CubePlan
 from ..storage import IOStats
 from .base import Buffer, Span, kept_message
 
-__all__ = ["LocalOutput", "LocalSink", "partial_path"]
+__all__ = ["LocalOutput", "LocalSink", "partial_path", "lock_path"]
 
 log = logging.getLogger("fficube")
 
@@ -28,6 +30,11 @@ log = logging.getLogger("fficube")
 def partial_path(output: str) -> str:
     """Where a local cube is written until it is complete."""
     return output + ".partial"
+
+
+def lock_path(output: str) -> str:
+    """The file a build of ``output`` holds locked while it runs."""
+    return output + ".lock"
 
 
 class LocalOutput:
@@ -46,7 +53,7 @@ class LocalOutput:
         if os.path.isdir(output):
             raise OutputExistsError("is a directory; give the cube's file name", path=output)
         if os.path.exists(output) and not overwrite:
-            raise OutputExistsError("already exists; use overwrite=True (--overwrite) to replace it", path=output)
+            raise OutputExistsError("already exists; use overwrite=True to replace it", path=output)
         # Fail before reading anything when the cube cannot be written there.
         parent = os.path.dirname(os.path.abspath(output))
         while not os.path.exists(parent):  # missing directories are created
@@ -58,6 +65,44 @@ class LocalOutput:
 
     async def exists(self) -> bool:
         return os.path.isfile(self.location)
+
+    @asynccontextmanager
+    async def lock(self) -> AsyncIterator[None]:
+        """An exclusive ``flock`` on ``<output>.lock``, which holds the builder's pid.
+
+        The kernel drops the lock when its process dies, however it dies; the file is
+        removed when the build ends.
+        """
+        path = lock_path(self.location)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise OutputError(f"another fficube process (pid {holder}) is building this cube right now; "
+                                  "wait for it to finish, or stop it", path=self.location) from None
+            # The holder before us may have removed the file between our open and our lock:
+            # then we hold a lock nobody else can see; take the file that is there now.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            os.close(fd)
 
     async def load_journal(self) -> Journal | None:
         if not self.journal.exists():
@@ -75,7 +120,7 @@ class LocalOutput:
     async def check_resumable(self, journal: Journal) -> None:
         if not os.path.isfile(self.partial) or os.path.getsize(self.partial) < journal.offset:
             raise ResumeError(f"cannot resume: {self.partial} is missing or shorter than its journal says; "
-                              "use --restart to start over", path=self.location)
+                              "use restart=True to start over", path=self.location)
 
     def reserve(self, cube_bytes: int) -> int:
         return 0  # blocks go straight from the pipeline's buffers to the file

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,11 +175,16 @@ class S3Output:
         if self.location in inputs:
             raise InputError("the output is one of the inputs; choose another output path", path=self.location)
         if not overwrite and await self.exists():
-            raise OutputExistsError("already exists; use overwrite=True (--overwrite) to replace it",
+            raise OutputExistsError("already exists; use overwrite=True to replace it",
                                     path=self.location)
 
     async def exists(self) -> bool:
         return bool(await fs_request(self.fs, "exists", self.location, stats=self.stats))
+
+    def lock(self) -> AbstractAsyncContextManager[None]:
+        """No lock: S3 has none that dies with a process.  Two uploads of one cube each
+        complete on their own; the journal names the upload a resume continues."""
+        return nullcontext()
 
     async def load_journal(self) -> Journal | None:
         try:
@@ -255,7 +261,7 @@ class S3Sink:
             return await self._resume_parts(resume.parts)
         if self.shared is None:
             if not self.overwrite and await self.bucket.exists():
-                raise OutputExistsError("already exists; use overwrite=True (--overwrite) to replace it",
+                raise OutputExistsError("already exists; use overwrite=True to replace it",
                                         path=self.url)
             response = await self.bucket.call("starting the upload", "create_multipart_upload")
             self.upload_id = response["UploadId"]
