@@ -7,6 +7,7 @@ With no arguments it makes a small synthetic sector first, so that it runs anywh
 
 import argparse
 import logging
+import shutil
 import tempfile
 
 import fficube
@@ -22,10 +23,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # fficube logs the plan
 
     ffi_dir = args.ffi_dir
+    made = None  # a synthetic sector made here, removed at the end
     if not ffi_dir:
         from fficube.synthetic import SectorSpec, make_sector
 
-        ffi_dir = tempfile.mkdtemp(prefix="fficube-example-")
+        ffi_dir = made = tempfile.mkdtemp(prefix="fficube-example-")
         make_sector(ffi_dir, SectorSpec(n_ffis=10, shape=(64, 80)))
         args.sector = 1
 
@@ -33,9 +35,13 @@ def main() -> None:
         if p.stage == "write" and p.done:
             print(f"block {p.done}/{p.total}: {p.bytes_written / 1e6:.1f} of {p.total_bytes / 1e6:.1f} MB")
 
-    result = fficube.make_cube(
-        ffi_dir, args.output, sector=args.sector, max_memory=args.max_memory, overwrite=True, progress=show
-    )
+    try:
+        result = fficube.make_cube(
+            ffi_dir, args.output, sector=args.sector, max_memory=args.max_memory, overwrite=True, progress=show
+        )
+    finally:
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
     print(result.summary())
 
 

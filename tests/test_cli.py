@@ -36,7 +36,7 @@ def test_quiet_build_prints_nothing(paths, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--max-memory", "1kB"], "fficube: error: max_memory = 1.0 kB cannot hold one row"),
+        (["--max-memory", "1kB"], "fficube: error: --max-memory 1.0 kB cannot hold one row"),
         (["--max-memory", "lots"], "fficube: error: --max-memory: not a size: 'lots'"),
         (["--product", "tica"], "this is a SPOC FFI, not TICA"),
     ],

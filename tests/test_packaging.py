@@ -41,7 +41,7 @@ def test_the_wheel_carries_the_package_data_and_the_command(tmp_path: Path) -> N
     assert "fficube/py.typed" in names  # type checkers use fficube's annotations
     assert {"fficube/sinks/local.py", "fficube/sinks/s3.py"} <= set(names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "fficube = fficube.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "fficube = fficube._entry:main" in zipfile.ZipFile(wheel).read(entry).decode()
 
 
 def _substitute(command: list[str], parameters: dict[str, str]) -> list[str]:

@@ -6,59 +6,72 @@ The pipeline's stages are modules: :mod:`~fficube.inputs` (what to read),
 into blocks) and :mod:`~fficube.write` (blocks into a sink of :mod:`~fficube.sinks`),
 run by :mod:`~fficube.pipeline`.  :func:`build_cube` is the async entry point;
 :func:`make_cube` is its synchronous twin.
+
+The public names are loaded on first use (PEP 562): ``import fficube`` is quick, and
+the ``fficube`` command can answer Ctrl-C during start-up with one line.
 """
 
-from . import sync
-from ._version import __version__
-from .astrocut_compat import CubeFactory, TicaCubeFactory
-from .build import build_cube, update_cube
-from .errors import (
-    DuplicateInputWarning,
-    EventLoopError,
-    FficubeError,
-    FficubeWarning,
-    FitsFormatError,
-    InputError,
-    MemoryBudgetError,
-    MixedInputError,
-    NoInputsError,
-    OptionError,
-    OutputError,
-    OutputExistsError,
-    ReadError,
-    ResumeError,
-    TemplateWarning,
-)
-from .results import BuildResult, Progress
-from .sync import make_cube
-from .verify import Check, Verification, verify_cube
+from __future__ import annotations
 
-__all__ = [
-    "__version__",
-    "sync",
-    "build_cube",
-    "update_cube",
-    "make_cube",
-    "verify_cube",
-    "Verification",
-    "Check",
-    "CubeFactory",
-    "TicaCubeFactory",
-    "BuildResult",
-    "Progress",
-    "FficubeError",
-    "InputError",
-    "NoInputsError",
-    "FitsFormatError",
-    "MixedInputError",
-    "MemoryBudgetError",
-    "ReadError",
-    "OutputError",
-    "OutputExistsError",
-    "OptionError",
-    "EventLoopError",
-    "ResumeError",
-    "FficubeWarning",
-    "DuplicateInputWarning",
-    "TemplateWarning",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+#: Each public name and the module that defines it.
+_HOMES = {
+    "sync": None,  # a module of its own
+    "build_cube": "build", "update_cube": "build",
+    "make_cube": "sync",
+    "verify_cube": "verify", "Verification": "verify", "Check": "verify",
+    "CubeFactory": "astrocut_compat", "TicaCubeFactory": "astrocut_compat",
+    "BuildResult": "results", "Progress": "results",
+    **dict.fromkeys(
+        ["FficubeError", "InputError", "NoInputsError", "FitsFormatError", "MixedInputError", "MemoryBudgetError",
+         "ReadError", "OutputError", "OutputExistsError", "OptionError", "EventLoopError", "ResumeError",
+         "FficubeWarning", "DuplicateInputWarning", "TemplateWarning"],
+        "errors",
+    ),
+}
+
+__all__ = ["__version__", *_HOMES]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'fficube' has no attribute {name!r}")
+    home = _HOMES[name]
+    module = importlib.import_module(f".{home or name}", __name__)
+    value = module if home is None else getattr(module, name)
+    globals()[name] = value  # once loaded, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # what type checkers and editors see
+    from . import sync
+    from .astrocut_compat import CubeFactory, TicaCubeFactory
+    from .build import build_cube, update_cube
+    from .errors import (
+        DuplicateInputWarning,
+        EventLoopError,
+        FficubeError,
+        FficubeWarning,
+        FitsFormatError,
+        InputError,
+        MemoryBudgetError,
+        MixedInputError,
+        NoInputsError,
+        OptionError,
+        OutputError,
+        OutputExistsError,
+        ReadError,
+        ResumeError,
+        TemplateWarning,
+    )
+    from .results import BuildResult, Progress
+    from .sync import make_cube
+    from .verify import Check, Verification, verify_cube

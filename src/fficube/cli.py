@@ -11,9 +11,11 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Coroutine, Sequence
 from typing import Any, TextIO, TypeVar
@@ -21,9 +23,10 @@ from typing import Any, TextIO, TypeVar
 from ._version import __version__
 from .build import build_cube, update_cube
 from .cubeinfo import CubeDescription, describe_cube
-from .errors import FficubeError, OptionError
+from .errors import DuplicateInputWarning, FficubeError
 from .journal import journal_path
 from .products import CHOICES, PRODUCTS
+from .redact import redact
 from .remote import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY, is_url
 from .results import BuildResult, Progress
 from .sector import ARRAY_INDEX, CAMERAS, CCDS, CubeOutcome, array_target, build_sector, sector_jobs
@@ -141,90 +144,112 @@ def _storage_options(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return options
 
 
-def _resume_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true",
-                       help="continue an interrupted build of this output where it stopped (if there is one)")
-    group.add_argument("--restart", action="store_true",
-                       help="discard an interrupted build of this output and start over")
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each option's default (but not for flags and options without one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in text:
+            return text
+        return text + " (default: %(default)s)"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fficube", description="Build TESS FFI cubes.")
-    parser.add_argument("--version", action="version", version=f"fficube {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    build = sub.add_parser("build", help="build a cube from FFIs")
-    build.add_argument("inputs", nargs="+", help="FFI files, directories, globs, or s3://, https://... URLs")
-    build.add_argument("-o", "--output", required=True, help="the cube to write: a path or an s3:// URL")
-    build.add_argument("--product", choices=CHOICES, default="auto")
-    build.add_argument("--sector", type=int, help="sector number for the SECTOR keyword")
-    build.add_argument("--max-memory", default="4GB", help="memory budget, e.g. 4GB, 512MB (default 4GB)")
-    build.add_argument(
-        "--concurrency", type=int, default=None,
-        help=f"requests in flight at most (default {DEFAULT_LOCAL_CONCURRENCY} for local files, "
-             f"{DEFAULT_REMOTE_CONCURRENCY} for remote)",
-    )
-    build.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    build.add_argument("--anon", action="store_true", help="access S3 anonymously (public buckets)")
-    build.add_argument(
+def _remote_options(parser: argparse.ArgumentParser, *, anon: str = "read S3 inputs anonymously (public buckets)",
+                    ) -> None:
+    parser.add_argument("--anon", action="store_true", help=anon)
+    parser.add_argument(
         "--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option,
         help="fsspec option, repeatable: endpoint_url=..., requester_pays=true, profile=..., region_name=...",
     )
-    _resume_options(build)
-    build.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
 
-    update = sub.add_parser("update", help="add new FFIs to a cube (streaming; replaced when complete)")
+
+def _build_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """The options builds and updates share."""
+    parser.add_argument("--max-memory", default="4GB", help="memory budget, e.g. 4GB, 512MB, 2GiB")
+    parser.add_argument(
+        "--concurrency", type=int, default=None,
+        help=f"requests in flight at most (default: {DEFAULT_LOCAL_CONCURRENCY} for local files, "
+             f"{DEFAULT_REMOTE_CONCURRENCY} for remote ones)",
+    )
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true",
+                       help=f"continue an interrupted {what} of this output where it stopped (if there is one)")
+    group.add_argument("--restart", action="store_true",
+                       help=f"discard an interrupted {what} of this output and start over")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary, no warnings")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fficube", description="Build TESS FFI cubes.",
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"fficube {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs (credentials masked)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str, **kwargs: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=kwargs.pop("description", text),
+                              formatter_class=_HelpFormatter)
+
+    build = command("build", "build a cube from FFIs")
+    build.add_argument("inputs", nargs="+", help="FFI files, directories (searched recursively), globs, "
+                                                 "or s3://, https://... URLs and prefixes")
+    build.add_argument("-o", "--output", required=True, help="the cube to write: a path or an s3:// URL")
+    build.add_argument("--product", choices=CHOICES, default="auto",
+                       help="the FFIs' product; auto tells SPOC from TICA by each file's headers")
+    build.add_argument("--sector", type=int, help="sector number for the SECTOR keyword (default: undefined)")
+    build.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _remote_options(build)
+    _build_options(build, "build")
+
+    update = command("update", "add new FFIs to a cube (streaming; replaced when complete)")
     update.add_argument("cube", help="the cube: a path or an s3:// URL")
     update.add_argument("inputs", nargs="+", help="new FFIs: files, directories, globs or URLs")
     update.add_argument("-o", "--output", help="write the updated cube here instead of replacing CUBE")
     update.add_argument("--sector", type=int, help="refuse FFIs unless the cube is of this sector")
-    update.add_argument("--max-memory", default="4GB", help="memory budget (default 4GB)")
-    update.add_argument("--concurrency", type=int, default=None)
     update.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    update.add_argument("--anon", action="store_true", help="read S3 inputs anonymously")
-    update.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option)
-    _resume_options(update)
-    update.add_argument("-q", "--quiet", action="store_true")
+    _remote_options(update)
+    _build_options(update, "update")
 
-    inspect = sub.add_parser("inspect", help="describe a cube (reads only its headers and table)")
+    inspect = command("inspect", "describe a cube (reads only its headers and table)")
     inspect.add_argument("cube", help="a path or a URL (s3://...)")
-    inspect.add_argument("--anon", action="store_true", help="read S3 anonymously")
-    inspect.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option)
+    _remote_options(inspect, anon="read S3 anonymously")
 
-    sector = sub.add_parser(
-        "sector", help="build the cubes of a sector from the archive's layout (AWS Batch array jobs too)",
+    sector = command(
+        "sector", "build the cubes of a sector from the archive's layout (AWS Batch array jobs too)",
         description="Builds tess-sSSSS-C-D-cube.fits for each camera/CCD from SOURCE/sSSSS/*/*/C-D/*ffic.fits "
         f"into DEST, skipping cubes already there and resuming interrupted ones. With ${ARRAY_INDEX} set, "
         "builds only camera i // 4 + 1, CCD i % 4 + 1.",
     )
-    sector.add_argument("sector", type=int)
+    sector.add_argument("sector", type=int, help="the sector number, e.g. 1")
     sector.add_argument("--source", required=True, help="FFI archive root, e.g. s3://stpubdata/tess/public/ffi")
     sector.add_argument("--dest", required=True, help="where the cubes go: a directory or an s3:// prefix")
-    sector.add_argument("--camera", type=int, action="append", choices=CAMERAS, help="repeatable (default all)")
-    sector.add_argument("--ccd", type=int, action="append", choices=CCDS, help="repeatable (default all)")
-    sector.add_argument("--max-memory", default="4GB", help="memory budget for all cubes together (default 4GB)")
+    sector.add_argument("--camera", type=int, action="append", choices=CAMERAS,
+                        help="a camera to build, repeatable (default: all)")
+    sector.add_argument("--ccd", type=int, action="append", choices=CCDS,
+                        help="a CCD to build, repeatable (default: all)")
+    sector.add_argument("--max-memory", default="4GB", help="memory budget for all cubes together")
     sector.add_argument("--parallel", type=int, default=1, help="cubes built at once, sharing --max-memory")
-    sector.add_argument("--concurrency", type=int, default=None)
-    sector.add_argument("--anon", action="store_true", help="read S3 inputs anonymously")
-    sector.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option)
+    sector.add_argument(
+        "--concurrency", type=int, default=None,
+        help=f"requests in flight per cube (default: {DEFAULT_LOCAL_CONCURRENCY} for local files, "
+             f"{DEFAULT_REMOTE_CONCURRENCY} for remote ones)",
+    )
+    _remote_options(sector)
     mode = sector.add_mutually_exclusive_group()
     mode.add_argument("--shard", metavar="K/N",
                       help="build only the K-th of N shares of one cube (s3:// only; K may be 'index': "
                            f"${ARRAY_INDEX} + 1); the last shard to finish completes the cube")
     mode.add_argument("--finish", action="store_true", help="complete a sharded cube whose shards are all done")
-    sector.add_argument("-q", "--quiet", action="store_true")
+    sector.add_argument("-q", "--quiet", action="store_true", help="no per-cube lines, no summary table")
 
-    verify = sub.add_parser("verify", help="check a cube: structure, size, time order, checksums (exit 1 if unsound)")
+    verify = command("verify", "check a cube: structure, size, time order, checksums (exit 1 if unsound)")
     verify.add_argument("cube", help="a path or a URL (s3://...)")
-    verify.add_argument("--anon", action="store_true", help="read S3 anonymously")
-    verify.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option)
+    _remote_options(verify, anon="read S3 anonymously")
 
-    demo = sub.add_parser("demo", help="make a small synthetic sector, build its cube, inspect it")
-    demo.add_argument("directory", nargs="?", default="fficube-demo")
-    demo.add_argument("--product", choices=list(PRODUCTS), default="spoc")
-    demo.add_argument("--n-ffis", type=int, default=24)
+    demo = command("demo", "make a small synthetic sector, build its cube, inspect it")
+    demo.add_argument("directory", nargs="?", default="fficube-demo", help="where the FFIs and the cube go")
+    demo.add_argument("--product", choices=list(PRODUCTS), default="spoc", help="the product of the synthetic FFIs")
+    demo.add_argument("--n-ffis", type=int, default=24, help="how many FFIs to make")
     return parser
 
 
@@ -248,7 +273,7 @@ async def _build(args: argparse.Namespace, out: TextIO, err: TextIO) -> BuildRes
 def _cmd_build(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = _run(_build(args, out, err))
     if not args.quiet:
-        out.write(f"wrote {result.summary()}\n")
+        out.write(f"{'' if result.already_complete else 'wrote '}{result.summary()}\n")
     return 0
 
 
@@ -373,16 +398,63 @@ def _left_behind(args: argparse.Namespace) -> str:
     return "no partial output was left"
 
 
+#: The library's words for options (Python keywords), and the command line's.
+_OPTION_WORDS = [
+    (re.compile(r"\b(overwrite|resume|restart|anon)=True\b"), lambda m: "--" + m[1]),
+    (re.compile(r"\brequester_pays=True in the storage options"), lambda m: "--storage-option requester_pays=true"),
+    (re.compile(r"\b(max_memory|concurrency|product)(?=: | = )"), lambda m: "--" + m[1].replace("_", "-")),
+    (re.compile(r"(--max-memory) = "), lambda m: m[1] + " "),
+]
+
+
+def for_command_line(text: str) -> str:
+    """A library message as the command line says it: options by their flags, secrets masked."""
+    for pattern, flag in _OPTION_WORDS:
+        text = pattern.sub(flag, text)
+    return redact(text)
+
+
+class _Formatter(logging.Formatter):
+    """Log lines (any logger's: fsspec's too) and their tracebacks, in command-line words, secrets masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return for_command_line(super().format(record))
+
+
+def _configure_output(err: TextIO, debug: bool, quiet: bool) -> None:
+    """Where logs and warnings go: ``err``, one line each (the CLI is the one place that configures them)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "fficube_cli", False)]:
+        root.removeHandler(handler)  # an earlier main() in this process (tests)
+    handler = logging.StreamHandler(err)
+    handler.fficube_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(_Formatter("fficube: %(levelname)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    warnings.formatwarning = lambda message, category, *a, **k: f"fficube: warning: {for_command_line(str(message))}\n"
+    warnings.simplefilter("ignore" if quiet else "default", DuplicateInputWarning)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments; an unknown option is reported with its subcommand's usage."""
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the command line; return the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="fficube: %(levelname)s: %(message)s", stream=err,
-    )
-    warnings.formatwarning = lambda message, category, *a, **k: f"fficube: warning: {message}\n"
+    try:
+        args = _parse(argv)
+        _configure_output(err, args.debug, getattr(args, "quiet", False))
+    except KeyboardInterrupt:
+        err.write("\nfficube: interrupted while starting; nothing was written\n")
+        return EXIT_INTERRUPTED
     command = {
         "build": _cmd_build, "update": _cmd_update, "inspect": _cmd_inspect, "verify": _cmd_verify,
         "sector": _cmd_sector, "demo": _cmd_demo,
@@ -396,11 +468,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         err.write(f"\nfficube: stopped by SIGTERM; {_left_behind(args)}\n")
         return EXIT_TERMINATED
     except (FficubeError, OSError, ValueError) as exc:
-        if args.debug:
-            raise
-        if isinstance(exc, OptionError):  # named as on the command line, not as in Python
-            exc = OptionError("--" + exc.option.replace("_", "-"), exc.detail)
-        err.write(f"fficube: error: {exc}\n")
+        if args.debug:  # the traceback, but with no secret in it either
+            err.write(for_command_line("".join(traceback.format_exception(exc))))
+        err.write(f"fficube: error: {for_command_line(str(exc))}\n")
         return EXIT_ERROR
 
 
