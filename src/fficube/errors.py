@@ -25,6 +25,7 @@ __all__ = [
     "MemoryBudgetError",
     "EventLoopError",
     "ResumeError",
+    "MissingExtraError",
 ]
 
 
@@ -106,3 +107,8 @@ class ResumeError(FficubeError, ValueError):
     def __init__(self, message: str, *, path: str) -> None:
         self.path = path
         super().__init__(f"{path}: {message}")
+
+
+class MissingExtraError(FficubeError, ImportError):
+    """A feature's optional dependency is not installed; the message names the extra
+    that installs it (``pip install 'fficube[plot]'``)."""
