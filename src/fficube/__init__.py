@@ -21,11 +21,14 @@ from .errors import (
     OutputExistsError,
     ReadError,
     ResumeError,
+    MissingExtraError,
 )
 from .inputs import DuplicateInputWarning, FficubeWarning, TemplateWarning
 from . import sync
 from .sync import make_cube
 from .verify import Check, Verification, verify_cube
+from .dataset import open_dataset
+from .refs import cube_refs, make_refs
 
 from ._version import __version__
 
@@ -56,4 +59,8 @@ __all__ = [
     "FficubeWarning",
     "DuplicateInputWarning",
     "TemplateWarning",
+    "open_dataset",
+    "cube_refs",
+    "make_refs",
+    "MissingExtraError",
 ]

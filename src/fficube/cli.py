@@ -21,6 +21,7 @@ from typing import TextIO
 from ._version import __version__
 from .build import DEFAULT_CONCURRENCY, BuildResult, Progress, build_cube, update_cube
 from .cubeinfo import describe_cube
+from .cli_view import COMMANDS as VIEW_COMMANDS, add_commands as add_view_commands
 from .errors import FficubeError
 from .journal import journal_path
 from .remote import is_url
@@ -215,6 +216,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("directory", nargs="?", default="fficube-demo")
     demo.add_argument("--product", choices=["spoc", "tica"], default="spoc")
     demo.add_argument("--n-ffis", type=int, default=24)
+    add_view_commands(sub, _storage_option)
     return parser
 
 
@@ -376,7 +378,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     warnings.formatwarning = lambda message, category, *a, **k: f"fficube: warning: {message}\n"
     command = {
         "build": _cmd_build, "update": _cmd_update, "inspect": _cmd_inspect, "verify": _cmd_verify,
-        "sector": _cmd_sector, "demo": _cmd_demo,
+        "sector": _cmd_sector, "demo": _cmd_demo, **VIEW_COMMANDS,
     }[args.command]
     try:
         return command(args, out, err)
