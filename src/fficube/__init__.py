@@ -29,6 +29,7 @@ from .sync import make_cube
 from .verify import Check, Verification, verify_cube
 from .dataset import open_dataset
 from .refs import cube_refs, make_refs
+from .plot import plot_cube
 
 from ._version import __version__
 
@@ -62,5 +63,6 @@ __all__ = [
     "open_dataset",
     "cube_refs",
     "make_refs",
+    "plot_cube",
     "MissingExtraError",
 ]

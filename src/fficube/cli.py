@@ -21,7 +21,7 @@ from typing import TextIO
 from ._version import __version__
 from .build import DEFAULT_CONCURRENCY, BuildResult, Progress, build_cube, update_cube
 from .cubeinfo import describe_cube
-from .cli_view import COMMANDS as VIEW_COMMANDS, add_commands as add_view_commands
+from .cli_view import COMMANDS as VIEW_COMMANDS, add_commands as add_view_commands, add_inspect_plot, plot_after_inspect
 from .errors import FficubeError
 from .journal import journal_path
 from .remote import is_url
@@ -183,6 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("cube", help="a path or a URL (s3://...)")
     inspect.add_argument("--anon", action="store_true", help="read S3 anonymously")
     inspect.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option)
+    add_inspect_plot(inspect)
 
     sector = sub.add_parser(
         "sector", help="build the cubes of a sector from the archive's layout (AWS Batch array jobs too)",
@@ -263,6 +264,7 @@ def _describe(path: str, anon: bool = False, options: list | None = None):  # ty
 
 def _cmd_inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _print_table(_describe(args.cube, args.anon, args.storage_option).rows(), out)
+    plot_after_inspect(args, out)
     return 0
 
 
