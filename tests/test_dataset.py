@@ -196,3 +196,29 @@ def test_missing_extra_is_one_clear_error(spoc_cube: str) -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "open_dataset needs xarray: pip install 'fficube[xarray]'"
+
+
+async def test_open_dataset_inside_a_running_event_loop(spoc_cube: str) -> None:
+    # As in a notebook cell: the headers are read on a helper thread's loop.
+    ds = fficube.open_dataset(spoc_cube)
+    np.testing.assert_array_equal(ds.flux[5:9, 0:3].values, cube_data(spoc_cube)[5:9, 0:3, :, 0])
+
+
+def test_manifest_to_s3_and_presigned_urls(spoc_cube: str, s3, tmp_path: Path) -> None:
+    s3.client.upload_file(spoc_cube, s3.bucket, "p/cube.fits")
+    cube = f"s3://{s3.bucket}/p/cube.fits"
+    refs = fficube.make_refs(cube, f"s3://{s3.bucket}/p/refs.json", storage_options=s3.options)
+    stored = s3.client.get_object(Bucket=s3.bucket, Key="p/refs.json")["Body"].read()
+    assert json.loads(stored) == refs and refs["templates"]["cube"] == cube
+    # A presigned URL reads, but a manifest file would keep its signature: refused.
+    signed = s3.client.generate_presigned_url("get_object", Params={"Bucket": s3.bucket, "Key": "p/cube.fits"},
+                                              ExpiresIn=600)
+    with pytest.raises(fficube.InputError, match=r"carries credentials") as caught:
+        fficube.make_refs(signed, tmp_path / "signed.json")
+    from urllib.parse import parse_qs, urlsplit
+
+    secret = next(v[0] for k, v in parse_qs(urlsplit(signed).query).items() if "Signature" in k)
+    assert "Signature=***" in str(caught.value) and secret not in str(caught.value)
+    assert not (tmp_path / "signed.json").exists()
+    in_memory = fficube.make_refs(signed)
+    assert in_memory["templates"]["cube"] == signed and "***" in in_memory["refs"][".zattrs"]

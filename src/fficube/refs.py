@@ -28,11 +28,15 @@ one array per info-table column (time)
     is stored row by row, so a column is not one byte range of the file.
 
 The dataset's attributes are the cube's primary header cards.  Reading a manifest
-needs no fficube::
+needs no fficube (with zarr 3, an ``s3://`` cube's ``remote_options`` must include
+``"asynchronous": True``: zarr 3 reads through an async reference filesystem, whose
+target filesystem fsspec requires to be async too)::
 
-    fs = fsspec.filesystem("reference", fo="refs.json", remote_options={...})
-    xr.open_dataset(fs.get_mapper(), engine="zarr")        # zarr 2
-    # zarr 3: an async reference filesystem, as zarr 3 needs (see the README)
+    xr.open_dataset("reference://", engine="zarr",
+                    storage_options={"fo": "refs.json", "remote_options": {"anon": True, "asynchronous": True}})
+
+URLs that carry credentials (presigned URLs) are kept in a manifest made in memory
+(:func:`cube_refs`) but refused when writing one to a file (:func:`make_refs`).
 """
 
 from __future__ import annotations
