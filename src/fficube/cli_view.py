@@ -54,7 +54,8 @@ def add_commands(sub: Any, storage_option: Callable[[str], Any]) -> None:
         "plot", help="draw a cube's overview: time coverage, quality, a thumbnail, levels (reads a sample)",
         description="One figure: start times against FFI number with gaps marked, DQUALITY bits, a quality "
         "report's flags, a thumbnail of one frame on WCS axes, and each FFI's median level. Reads the "
-        "headers, the table and at most --max-rows cube rows (one request each).",
+        "headers, the table and at most min(rows, --max-rows, --max-bytes / row size) cube rows, one request "
+        "each, and prints the count.",
     )
     plot.add_argument("cube", help="a path or a URL (s3://...)")
     plot.add_argument("-o", "--output", required=True, help="the figure file (PNG, PDF, SVG...)")
