@@ -69,3 +69,39 @@ def s3(moto_server, request):
     return types.SimpleNamespace(
         bucket=bucket, url=url, client=client, options={"endpoint_url": url}, upload=upload, host=host, port=port
     )
+
+
+@pytest.fixture
+def proxy(s3):
+    """``proxy(**faults)`` starts a counting (and fault-injecting) proxy in front of the moto
+    server; all are closed after the test."""
+    from s3_proxy import S3Proxy
+
+    running: list[S3Proxy] = []
+
+    def start(**faults) -> S3Proxy:
+        p = S3Proxy((s3.host, s3.port), **faults)
+        running.append(p)
+        return p
+
+    yield start
+    for p in running:
+        p.close()
+
+
+@pytest.fixture
+def spoc_cube(sector, tmp_path: Path) -> str:
+    """A small SPOC cube in several blocks (30 columns: chunks of 3, 5, 6, 10 or 15 columns
+    cut a 10-column cutout in places)."""
+    from helpers import build
+
+    return build(sector(n_ffis=7, shape=(26, 30), no_wcs=(1,)), tmp_path / "tess-s0001-1-1-cube.fits")
+
+
+@pytest.fixture
+def tica_cube(sector, tmp_path: Path) -> str:
+    """A small TICA cube."""
+    from helpers import build
+
+    return build(sector(n_ffis=5, product="tica", sector=27, shape=(22, 30), no_wcs=(0,)),
+                 tmp_path / "tess-s0027-1-1-cube.fits", sector=27)

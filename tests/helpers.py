@@ -157,3 +157,17 @@ async def cancel_after_blocks(blocks: int, start: Callable[[Callable], Awaitable
     except asyncio.CancelledError:
         return
     raise AssertionError("the build ended before it could be cancelled")
+
+
+def build(paths: list[str], out: Path, *, sector: int = 1) -> str:
+    """A cube of ``paths`` at ``out`` (several blocks: a small budget)."""
+    import fficube
+
+    fficube.make_cube(paths, out, sector=sector, max_memory="1MB", overwrite=True)
+    return str(out)
+
+
+def make_public(s3, key: str) -> None:
+    """Let anonymous clients read ``key``, as the TESS bucket does."""
+    s3.client.put_bucket_acl(Bucket=s3.bucket, ACL="public-read")
+    s3.client.put_object_acl(Bucket=s3.bucket, Key=key, ACL="public-read")

@@ -52,7 +52,7 @@ def test_existing_output_and_bad_file(paths, tmp_path: Path) -> None:
     out_file = tmp_path / "c.fits"
     out_file.write_text("mine")
     code, _, err = run("build", *paths, "-o", str(out_file), "-q")
-    assert code == 1 and f"{out_file}: already exists; use overwrite" in err
+    assert code == 1 and f"{out_file}: already exists; use --overwrite" in err
     assert out_file.read_text() == "mine"
     junk = tmp_path / "junk-s_ffic.fits"
     junk.write_text("not fits at all" * 300)
@@ -61,8 +61,9 @@ def test_existing_output_and_bad_file(paths, tmp_path: Path) -> None:
 
 
 def test_debug_shows_the_traceback(paths, tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="cannot hold one row"):
-        run("--debug", "build", *paths, "-o", str(tmp_path / "c.fits"), "--max-memory", "1kB")
+    code, _, err = run("--debug", "build", *paths, "-o", str(tmp_path / "c.fits"), "--max-memory", "1kB")
+    assert code == 1 and "Traceback (most recent call last)" in err and "MemoryBudgetError" in err
+    assert err.rstrip().splitlines()[-1].startswith("fficube: error: --max-memory 1.0 kB cannot hold one row")
 
 
 def test_inspect(paths, tmp_path: Path) -> None:

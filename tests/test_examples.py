@@ -37,3 +37,29 @@ def test_concurrent_cubes(tmp_path: Path) -> None:
         cube = tmp_path / f"tess-s0001-{name}-cube.fits"
         header = fits.getheader(cube)
         assert (header["CAMERA"], header["CCD"]) == tuple(map(int, name.split("-")))
+
+
+def _run_in_clean_tmp(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run an example with its own TMPDIR, and check that it leaves nothing there."""
+    import os
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "TMPDIR": str(scratch)})
+    assert done.returncode == 0, done.stderr
+    assert list(scratch.iterdir()) == []  # the synthetic sector's directory is gone
+    return done
+
+
+def test_plot_cube(tmp_path: Path) -> None:
+    done = _run_in_clean_tmp(tmp_path, str(EXAMPLES / "plot_cube.py"), "-o", "figure.png")
+    assert done.stdout.startswith(f"wrote {tmp_path / 'figure.png'}: frame 6 of 12")
+    assert (tmp_path / "figure.png").stat().st_size > 10_000
+
+
+def test_xarray_lightcurve(tmp_path: Path) -> None:
+    done = _run_in_clean_tmp(tmp_path, str(EXAMPLES / "xarray_lightcurve.py"), "--row", "5", "--column", "74")
+    lines = done.stdout.splitlines()
+    assert lines[0] == "cutout {'row': 10, 'column': 10, 'time': 8}, 10 chunk(s) to read"
+    assert len(lines) == 2 + 8 and lines[2].split()[0] == "1325.32350"

@@ -10,7 +10,6 @@ import fsspec
 import pytest
 from cube_compare import assert_verifies
 from helpers import budget_for_rows, data_and_header_bytes, without_build_stamps
-from s3_proxy import S3Proxy
 
 import fficube
 from fficube.sinks.s3 import MAX_PARTS, MIN_PART, PART_BUFFERS, part_size_for
@@ -27,20 +26,6 @@ def ffis(sector):
 def local_cube(ffis, tmp_path: Path) -> bytes:
     fficube.make_cube(ffis, tmp_path / "local.fits", sector=1, max_memory=budget_for_rows(ffis, 7))
     return without_build_stamps((tmp_path / "local.fits").read_bytes())
-
-
-@pytest.fixture
-def proxy(s3):
-    running = []
-
-    def start(**faults) -> S3Proxy:
-        p = S3Proxy((s3.host, s3.port), **faults)
-        running.append(p)
-        return p
-
-    yield start
-    for p in running:
-        p.close()
 
 
 def object_bytes(s3, key: str) -> bytes:

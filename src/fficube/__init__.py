@@ -26,10 +26,11 @@ _HOMES = {
     "verify_cube": "verify", "Verification": "verify", "Check": "verify",
     "CubeFactory": "astrocut_compat", "TicaCubeFactory": "astrocut_compat",
     "BuildResult": "results", "Progress": "results",
+    "open_dataset": "dataset", "cube_refs": "refs", "make_refs": "refs", "plot_cube": "plot",
     **dict.fromkeys(
         ["FficubeError", "InputError", "NoInputsError", "FitsFormatError", "MixedInputError", "MemoryBudgetError",
          "ReadError", "OutputError", "OutputExistsError", "OptionError", "EventLoopError", "ResumeError",
-         "FficubeWarning", "DuplicateInputWarning", "TemplateWarning"],
+         "MissingExtraError", "FficubeWarning", "DuplicateInputWarning", "TemplateWarning"],
         "errors",
     ),
 }
@@ -55,6 +56,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from . import sync
     from .astrocut_compat import CubeFactory, TicaCubeFactory
     from .build import build_cube, update_cube
+    from .dataset import open_dataset
     from .errors import (
         DuplicateInputWarning,
         EventLoopError,
@@ -63,6 +65,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         FitsFormatError,
         InputError,
         MemoryBudgetError,
+        MissingExtraError,
         MixedInputError,
         NoInputsError,
         OptionError,
@@ -72,6 +75,8 @@ if TYPE_CHECKING:  # what type checkers and editors see
         ResumeError,
         TemplateWarning,
     )
+    from .plot import plot_cube
+    from .refs import cube_refs, make_refs
     from .results import BuildResult, Progress
     from .sync import make_cube
     from .verify import Check, Verification, verify_cube

@@ -22,6 +22,9 @@ from typing import Any, TextIO, TypeVar
 
 from ._version import __version__
 from .build import build_cube, update_cube
+from .cli_view import COMMANDS as VIEW_COMMANDS
+from .cli_view import add_commands as add_view_commands
+from .cli_view import add_inspect_plot, plot_after_inspect
 from .cubeinfo import CubeDescription, describe_cube
 from .errors import DuplicateInputWarning, FficubeError
 from .journal import journal_path
@@ -134,14 +137,18 @@ def _storage_option(text: str) -> tuple[str, object]:
         return key, value
 
 
-def _storage_options(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    options: dict[str, object] = {}
-    for key, value in pairs:
+class _StorageOptions(argparse.Action):
+    """``--storage-option KEY=VALUE``, repeatable, gathered into one dict of fsspec options."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        key, value = values
+        options = dict(getattr(namespace, self.dest) or {})  # a copy: the default is shared
         if key == "region_name":  # botocore takes the region through client_kwargs
-            options.setdefault("client_kwargs", {})["region_name"] = value  # type: ignore[index]
+            options["client_kwargs"] = {**dict(options.get("client_kwargs") or {}), "region_name": value}
         else:
             options[key] = value
-    return options
+        setattr(namespace, self.dest, options)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -149,7 +156,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in text:
+        if action.default in (None, False, [], {}, argparse.SUPPRESS) or "%(default)" in text:
             return text
         return text + " (default: %(default)s)"
 
@@ -158,13 +165,15 @@ def _remote_options(parser: argparse.ArgumentParser, *, anon: str = "read S3 inp
                     ) -> None:
     parser.add_argument("--anon", action="store_true", help=anon)
     parser.add_argument(
-        "--storage-option", action="append", default=[], metavar="KEY=VALUE", type=_storage_option,
+        "--storage-option", action=_StorageOptions, default={}, metavar="KEY=VALUE", type=_storage_option,
         help="fsspec option, repeatable: endpoint_url=..., requester_pays=true, profile=..., region_name=...",
     )
 
 
-def _build_options(parser: argparse.ArgumentParser, what: str) -> None:
-    """The options builds and updates share."""
+def _build_options(parser: argparse.ArgumentParser, what: str, *, sector: str, overwrite: str) -> None:
+    """The options builds and updates share (with their own words for ``--sector`` and ``--overwrite``)."""
+    parser.add_argument("--sector", type=int, help=sector)
+    parser.add_argument("--overwrite", action="store_true", help=overwrite)
     parser.add_argument("--max-memory", default="4GB", help="memory budget, e.g. 4GB, 512MB, 2GiB")
     parser.add_argument(
         "--concurrency", type=int, default=None,
@@ -196,23 +205,22 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", required=True, help="the cube to write: a path or an s3:// URL")
     build.add_argument("--product", choices=CHOICES, default="auto",
                        help="the FFIs' product; auto tells SPOC from TICA by each file's headers")
-    build.add_argument("--sector", type=int, help="sector number for the SECTOR keyword (default: undefined)")
-    build.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _remote_options(build)
-    _build_options(build, "build")
+    _build_options(build, "build", sector="sector number for the SECTOR keyword (default: undefined)",
+                   overwrite="replace an existing output")
 
     update = command("update", "add new FFIs to a cube (streaming; replaced when complete)")
     update.add_argument("cube", help="the cube: a path or an s3:// URL")
     update.add_argument("inputs", nargs="+", help="new FFIs: files, directories, globs or URLs")
     update.add_argument("-o", "--output", help="write the updated cube here instead of replacing CUBE")
-    update.add_argument("--sector", type=int, help="refuse FFIs unless the cube is of this sector")
-    update.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     _remote_options(update)
-    _build_options(update, "update")
+    _build_options(update, "update", sector="refuse FFIs unless the cube is of this sector",
+                   overwrite="replace an existing --output")
 
     inspect = command("inspect", "describe a cube (reads only its headers and table)")
     inspect.add_argument("cube", help="a path or a URL (s3://...)")
     _remote_options(inspect, anon="read S3 anonymously")
+    add_inspect_plot(inspect)
 
     sector = command(
         "sector", "build the cubes of a sector from the archive's layout (AWS Batch array jobs too)",
@@ -250,6 +258,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("directory", nargs="?", default="fficube-demo", help="where the FFIs and the cube go")
     demo.add_argument("--product", choices=list(PRODUCTS), default="spoc", help="the product of the synthetic FFIs")
     demo.add_argument("--n-ffis", type=int, default=24, help="how many FFIs to make")
+    add_view_commands(sub, _remote_options, _HelpFormatter)
     return parser
 
 
@@ -265,7 +274,7 @@ async def _build(args: argparse.Namespace, out: TextIO, err: TextIO) -> BuildRes
         max_memory=args.max_memory, concurrency=args.concurrency, overwrite=args.overwrite,
         progress=None if args.quiet else ProgressBar(err),
         anon=True if getattr(args, "anon", False) else None,
-        storage_options=_storage_options(getattr(args, "storage_option", [])),
+        storage_options=getattr(args, "storage_option", {}),
         resume=getattr(args, "resume", False), restart=getattr(args, "restart", False),
     )
 
@@ -281,7 +290,7 @@ def _cmd_update(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = _run(update_cube(
         args.cube, args.inputs, output=args.output, sector=args.sector, max_memory=args.max_memory,
         concurrency=args.concurrency, overwrite=args.overwrite, progress=None if args.quiet else ProgressBar(err),
-        anon=True if args.anon else None, storage_options=_storage_options(args.storage_option),
+        anon=True if args.anon else None, storage_options=args.storage_option,
         resume=args.resume, restart=args.restart,
     ))
     if not args.quiet:
@@ -289,18 +298,19 @@ def _cmd_update(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _describe(path: str, anon: bool = False, options: list[tuple[str, object]] | None = None) -> CubeDescription:
-    return _run(describe_cube(path, anon=True if anon else None, storage_options=_storage_options(options or [])))
+def _describe(path: str, anon: bool = False, options: dict[str, object] | None = None) -> CubeDescription:
+    return _run(describe_cube(path, anon=True if anon else None, storage_options=options))
 
 
 def _cmd_inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _print_table(_describe(args.cube, args.anon, args.storage_option).rows(), out)
+    plot_after_inspect(args, out)
     return 0
 
 
 def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = _run(verify_cube(
-        args.cube, anon=True if args.anon else None, storage_options=_storage_options(args.storage_option),
+        args.cube, anon=True if args.anon else None, storage_options=args.storage_option,
     ))
     width = max(len(c.name) for c in result.checks)
     for check in result.checks:
@@ -324,7 +334,7 @@ def _cmd_sector(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     cameras, ccds = _sector_targets(args, err)
     jobs = sector_jobs(args.sector, args.source, args.dest, cameras, ccds)
     anon = True if args.anon else None
-    options = _storage_options(args.storage_option)
+    options = args.storage_option
     if args.shard or args.finish:
         if len(jobs) != 1:
             raise ValueError("--shard and --finish work on one cube: give one --camera and one --ccd")
@@ -457,7 +467,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return EXIT_INTERRUPTED
     command = {
         "build": _cmd_build, "update": _cmd_update, "inspect": _cmd_inspect, "verify": _cmd_verify,
-        "sector": _cmd_sector, "demo": _cmd_demo,
+        "sector": _cmd_sector, "demo": _cmd_demo, **VIEW_COMMANDS,
     }[args.command]
     try:
         return command(args, out, err)

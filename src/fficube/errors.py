@@ -29,6 +29,7 @@ __all__ = [
     "FficubeWarning",
     "DuplicateInputWarning",
     "TemplateWarning",
+    "MissingExtraError",
 ]
 
 
@@ -133,3 +134,8 @@ class DuplicateInputWarning(FficubeWarning):
 
 class TemplateWarning(FficubeWarning):
     """The info-table template has no WCS, so cutout tools will find none in the cube."""
+
+
+class MissingExtraError(FficubeError, ImportError):
+    """A feature's optional dependency is not installed; the message names the extra
+    that installs it (``pip install 'fficube[plot]'``)."""

@@ -41,6 +41,12 @@ class Product:
     #: ``NAXIS`` of HDU 0 in this product's FFIs: how a file is recognised.  (A product
     #: with its image in an extension also needs ``EXTEND = T``.)
     primary_naxis: int
+    #: Names of the cube's layers, as array views call them (science first).
+    layer_names: tuple[str, ...]
+    #: What the time keywords count.
+    time_units: str
+    #: Info-table column of each FFI's quality flags ("" if the product has none).
+    quality_column: str
 
     def matches(self, primary: Mapping[str, Any]) -> bool:
         """Whether an FFI whose primary header is ``primary`` is of this product."""
@@ -70,6 +76,9 @@ SPOC = Product(
     template_requirements={"WCSAXES": 2},
     file_pattern="*ffic.fits",
     primary_naxis=0,
+    layer_names=("flux", "flux_err"),
+    time_units="BTJD (BJD - 2457000), days",
+    quality_column="DQUALITY",
 )
 
 TICA = Product(
@@ -83,6 +92,9 @@ TICA = Product(
     template_requirements={"NAXIS": 2},
     file_pattern="*_img.fits",
     primary_naxis=2,
+    layer_names=("flux",),
+    time_units="TJD (JD - 2457000), days",
+    quality_column="QUAL_BIT",
 )
 
 PRODUCTS: dict[str, Product] = {p.name: p for p in (SPOC, TICA)}

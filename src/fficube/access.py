@@ -1,0 +1,93 @@
+"""Read access to one finished cube, local or behind an fsspec URL, for the views.
+
+The views (:mod:`fficube.refs`, :mod:`fficube.dataset`, :mod:`fficube.overview`) read a
+cube's headers and table with :func:`fficube.scan.scan_cube` and a few of its rows by
+byte range.  :func:`cube_source` gives them a :class:`~fficube.storage.ByteSource` with
+the same credentials handling as a build (``anon`` and ``storage_options`` through
+:class:`~fficube.remote.Filesystems`), closed afterwards.  Their synchronous functions
+run coroutines with :func:`fficube.sync.run`, notebooks included.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from ._aio import closing
+from .cubeinfo import CubeInfo, scan_cube
+from .errors import MissingExtraError
+from .remote import S3_PROTOCOLS, Filesystems, is_url, open_source, protocol_or_local
+from .storage import ByteSource
+
+__all__ = ["cube_source", "read_cube", "cube_location", "reading_options", "require", "CubeInfo", "scan_cube"]
+
+T = TypeVar("T")
+
+
+def require(module: str, extra: str, feature: str) -> Any:
+    """Import ``module`` or raise :class:`MissingExtraError` naming ``fficube[extra]``.
+
+    Imports happen here, on first use, so that ``import fficube`` stays light.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{feature} needs {module.split('.')[0]}: pip install 'fficube[{extra}]'"
+        ) from exc
+
+
+def cube_location(cube: str | os.PathLike[str]) -> str:
+    """The cube as a URL or an absolute local path (what a manifest records)."""
+    text = os.fspath(cube)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    return text if is_url(text) else os.path.abspath(text)
+
+
+def reading_options(
+    protocol: str, *, anon: bool | None, storage_options: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Keyword arguments for an fsspec filesystem that reads a cube: the user's
+    storage options, plus ``anon`` for S3 (as a build applies it to its inputs)."""
+    options = dict(storage_options or {})
+    if protocol in S3_PROTOCOLS and anon is not None:
+        options["anon"] = anon
+    return options
+
+
+@asynccontextmanager
+async def cube_source(
+    cube: str,
+    *,
+    anon: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    concurrency: int = 4,
+) -> AsyncIterator[ByteSource]:
+    """A byte source for ``cube`` (local or URL), its session closed on exit."""
+    async with (
+        Filesystems(anon=anon, storage_options=storage_options) as filesystems,
+        closing(await open_source(protocol_or_local(cube), filesystems, concurrency)) as source,
+    ):
+        yield source
+
+
+async def read_cube(
+    cube: str, *, anon: bool | None = None, storage_options: Mapping[str, Any] | None = None
+) -> tuple[CubeInfo, int]:
+    """The headers and info table of ``cube`` and the number of requests they took.
+
+    Raises
+    ------
+    FitsFormatError
+        If the file is not a cube in fficube's (astrocut's) format.
+    ReadError
+        If it cannot be read.
+    """
+    async with cube_source(cube, anon=anon, storage_options=storage_options) as source:
+        info = await scan_cube(source, cube)
+        return info, source.stats.requests

@@ -1,0 +1,209 @@
+"""``fficube plot``: the figure's numbers come from the cube, with a bounded number of requests.
+
+The thumbnail's pixels are checked against astropy's read of the asked frame, the
+levels against numpy's medians of the same pixels, and S3 requests are counted by a
+proxy in front of the moto server, not by fficube.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from helpers import build, run_cli
+
+import fficube
+from fficube.overview import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, plan_sample
+from fficube.synthetic import CADENCE_DAYS
+
+pytest.importorskip("matplotlib")
+
+
+def read(path: str) -> tuple[np.ndarray, fits.FITS_rec]:
+    with fits.open(path) as hdul:
+        return np.array(hdul[1].data), hdul[2].data.copy()
+
+
+def check_figure(result, path: str, frame: int) -> None:
+    """The drawn thumbnail is the asked frame's flux at the sampled pixels, and the
+    levels are the medians of the sampled pixels of every FFI."""
+    data, table = read(path)
+    o = result.overview
+    rows, cols = o.thumbnail_rows, o.thumbnail_cols
+    assert o.frame == frame
+    drawn = np.asarray(result.image.get_array())
+    np.testing.assert_array_equal(drawn, data[rows][:, cols, frame, 0])
+    for other in set(range(data.shape[2])) - {frame}:  # another frame would not do
+        assert not np.array_equal(drawn, data[rows][:, cols, other, 0])
+    steps = set(np.diff(rows).tolist())
+    assert len(steps) <= 1 and rows[0] < o.plan.row_step and rows[-1] >= data.shape[0] - o.plan.row_step
+    sample = data[rows][:, :: o.plan.level_col_step, :, 0].reshape(-1, data.shape[2])
+    np.testing.assert_array_equal(o.levels, np.median(sample, axis=0))
+    start = "TSTART" if o.product == "spoc" else "STARTTJD"
+    np.testing.assert_array_equal(o.starts, table[start])
+    np.testing.assert_array_equal(result.axes["coverage"].lines[0].get_ydata(), table[start])
+
+
+def test_local_figure(spoc_cube: str, tmp_path: Path) -> None:
+    out = tmp_path / "cube.png"
+    result = fficube.plot_cube(spoc_cube, out, frame=2, max_rows=10)
+    check_figure(result, spoc_cube, 2)
+    assert result.overview.plan.rows == tuple(range(0, 26, 3))  # 26 rows, at most 10: every 3rd
+    assert result.overview.requests == result.overview.header_requests + 9
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out).shape[:2] == (900, 1500)  # a real PNG of the figure
+    _, table = read(spoc_cube)
+    expected_bits = [(i, 7) for i in np.flatnonzero(table["DQUALITY"] & 128)]
+    assert result.overview.quality_column == "DQUALITY" and result.overview.set_bits == expected_bits
+    assert result.overview.wcs_row == 2 and result.overview.wcs_header["CTYPE2"] == "DEC--TAN-SIP"
+
+
+def test_s3_figure_reads_a_bounded_number_of_requests(spoc_cube: str, s3, proxy, tmp_path: Path) -> None:
+    key = "cubes/tess-s0001-1-1-cube.fits"
+    s3.client.upload_file(spoc_cube, s3.bucket, key)
+    p = proxy()
+    url = f"s3://{s3.bucket}/{key}"
+    result = fficube.plot_cube(url, tmp_path / "s3.png", max_rows=8, storage_options={"endpoint_url": p.url})
+    o = result.overview
+    check_figure(result, spoc_cube, 3)  # the middle one of 7
+    # Counted at the server's side: headers and table, then one GET per sampled row.
+    assert p.state.requests == o.requests == o.header_requests + len(o.sample_rows)
+    assert len(o.sample_rows) <= o.row_request_bound == 8 and o.header_requests <= 6
+    assert p.state.requests <= 6 + 8
+    # A byte budget of three rows reads three rows, whatever max_rows says.
+    data, _ = read(spoc_cube)
+    row_bytes = data[0].nbytes
+    p.state.requests = 0
+    result = fficube.plot_cube(url, None, max_bytes=3 * row_bytes + 100, storage_options={"endpoint_url": p.url})
+    assert len(result.overview.sample_rows) == result.overview.row_request_bound == 3
+    assert p.state.requests == result.overview.header_requests + 3
+    check_figure(result, spoc_cube, 3)
+    # The command prints the count the server saw.
+    p.state.requests = 0
+    code, out, err = run_cli("plot", url, "-o", str(tmp_path / "cli.png"), "--max-rows", "4",
+                             "--storage-option", f"endpoint_url={p.url}")
+    assert code == 0, err
+    assert f"in {p.state.requests} requests: " in out and "4 for rows (at most 4: max_rows = 4 of 26 rows)" in out
+
+
+def test_tica_figure_and_cli(tica_cube: str, tmp_path: Path) -> None:
+    out = tmp_path / "tica.png"
+    code, stdout, err = run_cli("plot", tica_cube, "-o", str(out), "--frame", "-1", "--max-rows", "5")
+    assert code == 0, err
+    assert stdout.startswith(f"wrote {out}: frame 4 of 5 (hlsp_tica_")
+    assert "requests: " in stdout and "for rows (at most 5: max_rows = 5 of 22 rows)" in stdout
+    assert out.stat().st_size > 10_000
+    result = fficube.plot_cube(tica_cube, frame=-1, max_rows=5)
+    check_figure(result, tica_cube, 4)
+    _, table = read(tica_cube)
+    assert result.overview.quality_column == "QUAL_BIT"
+    assert result.overview.set_bits == [(i, 5) for i in np.flatnonzero(table["QUAL_BIT"] & 32)]
+
+
+def test_inspect_plot(spoc_cube: str, tmp_path: Path) -> None:
+    out = tmp_path / "inspect.png"
+    code, stdout, err = run_cli("inspect", spoc_cube, "--plot", str(out), "--frame", "0")
+    assert code == 0, err
+    assert "shape       26 rows x 30 cols x 7 FFIs x 2 layer(s)" in stdout
+    assert f"wrote {out}: frame 0 of 7" in stdout and out.stat().st_size > 10_000
+
+
+def test_gaps_report_flags_and_missing_columns(sector, tmp_path: Path) -> None:
+    first = sector(n_ffis=4, shape=(16, 20), no_wcs=())
+    later = sector(n_ffis=3, shape=(16, 20), no_wcs=(), first_start=1325.3131 + 10 * CADENCE_DAYS, seed=1)
+    cube = build(first + later, tmp_path / "gap.fits")
+    _, table = read(cube)
+    names = [str(n) for n in table["FFI_FILE"]]
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"gate": "v0", "ffis": [
+        {"file": names[1], "time": float(table["TSTART"][1]), "flags": ["scattered_light"]},
+        {"file": "renamed.fits", "time": float(table["TSTART"][5]), "flags": ["saturation", "scattered_light"]},
+        {"file": f"s3://b/x/{names[6]}", "time": 0.0, "flags": []},
+        {"file": "elsewhere.fits", "time": 1.0, "flags": ["x"]},
+    ]}))
+    result = fficube.plot_cube(cube, tmp_path / "gap.png", report=report)
+    o = result.overview
+    assert abs(o.cadence - CADENCE_DAYS) < 1e-6
+    assert [(g.after, g.start, g.stop) for g in o.gaps] == [(3, table["TSTART"][3], table["TSTART"][4])]
+    assert [line.get_xdata()[0] for line in result.axes["coverage"].lines[2:]] == [3.5]  # the gap's mark
+    assert o.report_flags == [(1, "scattered_light"), (5, "saturation"), (5, "scattered_light")]
+    assert [e.file for e in o.report_unmatched] == ["elsewhere.fits"] and "1 report entry" in o.notes[0]
+    labels = [t.get_text() for t in result.axes["report"].get_yticklabels()]
+    assert labels == ["scattered_light", "saturation"]
+
+    # TICA FFIs with no WCS and no QUAL_BIT: the figure says so and is drawn on pixel axes.
+    paths = sector(n_ffis=4, product="tica", sector=27, shape=(12, 14), no_wcs=(0, 1, 2, 3))
+    for path in paths:
+        with fits.open(path, mode="update") as hdul:
+            del hdul[0].header["QUAL_BIT"]
+    with pytest.warns(fficube.TemplateWarning, match="has no WCS"):
+        bare = build(paths, tmp_path / "bare.fits", sector=27)
+    code, stdout, err = run_cli("plot", bare, "-o", str(tmp_path / "bare.png"))
+    assert code == 0, err
+    assert "note: no quality column (QUAL_BIT)" in stdout and "no FFI of the cube has a celestial WCS" in stdout
+    result = fficube.plot_cube(bare)
+    assert result.overview.quality_column is None and result.overview.wcs_header is None
+    assert result.axes["thumbnail"].get_xlabel() == "column"
+    check_figure(result, bare, 2)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--frame", "7"], "frame 7 is out of range: the cube has 7 FFIs (0 to 6)"),
+        (["--report", "{missing}"], "cannot read the quality report"),
+        (["--report", "{bad}"], '"ffis"[0]: "flags" must be a list of strings'),
+        (["--max-bytes", "lots"], "not a size: 'lots'"),
+    ],
+)
+def test_bad_requests_are_one_line_errors(spoc_cube: str, tmp_path: Path, args: list[str], message: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"ffis": [{"file": "a.fits", "time": 1.0, "flags": "oops"}]}))
+    args = [a.format(missing=tmp_path / "nope.json", bad=bad) for a in args]
+    code, _out, err = run_cli("plot", spoc_cube, "-o", str(tmp_path / "x.png"), *args)
+    assert code in (1, 2) and message in err and err.count("\n") <= 2, err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_unwritable_output(spoc_cube: str, tmp_path: Path) -> None:
+    code, _, err = run_cli("plot", spoc_cube, "-o", str(tmp_path / "no-such-dir" / "x.png"))
+    assert code == 1 and "x.png: cannot save the figure" in err and err.count("\n") == 1
+
+
+def test_missing_matplotlib_is_one_clear_error(spoc_cube: str, tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import io, sys
+        sys.modules["matplotlib"] = None  # as if fficube[plot] were not installed
+        from fficube.cli import main
+        err = io.StringIO()
+        code = main(["plot", {spoc_cube!r}, "-o", {str(tmp_path / 'x.png')!r}], err=err)
+        print(code, err.getvalue(), end="")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "1 fficube: error: fficube plot needs matplotlib: pip install 'fficube[plot]'\n"
+
+
+def test_request_bound_of_real_sector_sizes() -> None:
+    prime = plan_sample((2078, 2136, 1300, 2), max_rows=DEFAULT_MAX_ROWS, max_bytes=DEFAULT_MAX_BYTES)
+    assert prime.bound == 23 and len(prime.rows) <= 23 and "max_bytes" in prime.reason  # 22 MB rows
+    fast = plan_sample((2078, 2136, 12000, 2), max_rows=DEFAULT_MAX_ROWS, max_bytes=DEFAULT_MAX_BYTES)
+    assert fast.bound == 2 and len(fast.rows) == 2  # 205 MB rows
+    huge_row = plan_sample((2078, 2136, 12000, 2), max_rows=64, max_bytes=1000)
+    assert huge_row.bound == 1 and len(huge_row.rows) == 1  # one row, whatever the budget
+    small = plan_sample((96, 120, 24, 2), max_rows=64, max_bytes=DEFAULT_MAX_BYTES)
+    assert small.bound == 64 and small.rows == tuple(range(0, 96, 2))
+    for rows in (1, 2, 7, 26, 97, 2078):
+        for max_rows in (1, 3, 10, 64, 5000):
+            plan = plan_sample((rows, 40, 5, 2), max_rows=max_rows, max_bytes=10**9)
+            assert 1 <= len(plan.rows) <= min(rows, max_rows) == plan.bound
+            assert len(set(plan.rows)) == len(plan.rows) and plan.rows[0] >= 0 and plan.rows[-1] < rows
