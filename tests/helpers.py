@@ -11,6 +11,7 @@ import dataclasses
 import io
 import os
 import re
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from fficube.plan import CubePlan, Limits, make_plan
 from fficube.remote import DEFAULT_LOCAL_CONCURRENCY
 from fficube.scan import scan, scan_file
 from fficube.storage import LocalSource
+from fficube.synthetic import SectorSpec, make_sector
 
 STAMPS = [
     (re.compile(rb"DATE    = '\d{4}-\d\d-\d\d'"), b"DATE    = 'YYYY-MM-DD'"),
@@ -171,3 +173,22 @@ def make_public(s3, key: str) -> None:
     """Let anonymous clients read ``key``, as the TESS bucket does."""
     s3.client.put_bucket_acl(Bucket=s3.bucket, ACL="public-read")
     s3.client.put_object_acl(Bucket=s3.bucket, Key=key, ACL="public-read")
+
+
+def make_archive(root: Path, targets, *, n_ffis: int = 4, shape=(24, 30)) -> dict[tuple[int, int], list[str]]:
+    """Synthetic FFIs in the archive's layout: root/s0001/YYYY/DDD/C-D/tess...ffic.fits."""
+    made = {}
+    for camera, ccd in targets:
+        flat = make_sector(root / "flat" / f"{camera}-{ccd}",
+                           SectorSpec(n_ffis=n_ffis, shape=shape, camera=camera, ccd=ccd, seed=camera * 10 + ccd,
+                                      no_wcs=()))
+        placed = []
+        for path in flat:
+            name = Path(path).name  # tess{YYYY}{DDD}{hhmmss}-s0001-C-D-...
+            year, day = name[4:8], name[8:11]
+            target = root / "ffi" / "s0001" / year / day / f"{camera}-{ccd}" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(path, target)
+            placed.append(str(target))
+        made[(camera, ccd)] = placed
+    return made

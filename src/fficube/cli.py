@@ -32,7 +32,17 @@ from .products import CHOICES, PRODUCTS
 from .redact import redact
 from .remote import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY, is_url
 from .results import BuildResult, Progress
-from .sector import ARRAY_INDEX, CAMERAS, CCDS, CubeOutcome, array_target, build_sector, sector_jobs
+from .sector import (
+    ARRAY_INDEX,
+    CAMERAS,
+    CCDS,
+    SLURM_ARRAY_INDEX,
+    CubeOutcome,
+    array_index,
+    array_target,
+    build_sector,
+    sector_jobs,
+)
 from .shard import build_shard, finish_cube, parse_shard
 from .units import format_bytes
 from .verify import verify_cube
@@ -225,8 +235,9 @@ def _parser() -> argparse.ArgumentParser:
     sector = command(
         "sector", "build the cubes of a sector from the archive's layout (AWS Batch array jobs too)",
         description="Builds tess-sSSSS-C-D-cube.fits for each camera/CCD from SOURCE/sSSSS/*/*/C-D/*ffic.fits "
-        f"into DEST, skipping cubes already there and resuming interrupted ones. With ${ARRAY_INDEX} set, "
-        "builds only camera i // 4 + 1, CCD i % 4 + 1.",
+        f"into DEST, skipping cubes already there and resuming interrupted ones. With ${ARRAY_INDEX} "
+        f"(AWS Batch) or ${SLURM_ARRAY_INDEX} (SLURM) set to i, builds only camera i // 4 + 1, CCD i % 4 + 1 "
+        "(AWS Batch's wins if both are set).",
     )
     sector.add_argument("sector", type=int, help="the sector number, e.g. 1")
     sector.add_argument("--source", required=True, help="FFI archive root, e.g. s3://stpubdata/tess/public/ffi")
@@ -245,8 +256,8 @@ def _parser() -> argparse.ArgumentParser:
     _remote_options(sector)
     mode = sector.add_mutually_exclusive_group()
     mode.add_argument("--shard", metavar="K/N",
-                      help="build only the K-th of N shares of one cube (s3:// only; K may be 'index': "
-                           f"${ARRAY_INDEX} + 1); the last shard to finish completes the cube")
+                      help="build only the K-th of N windows of one cube, into s3:// or a shared filesystem "
+                           "(K may be 'index': the array index + 1); one worker completes the cube once all are done")
     mode.add_argument("--finish", action="store_true", help="complete a sharded cube whose shards are all done")
     sector.add_argument("-q", "--quiet", action="store_true", help="no per-cube lines, no summary table")
 
@@ -322,10 +333,11 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _sector_targets(args: argparse.Namespace, err: TextIO) -> tuple[list[int], list[int]]:
     cameras, ccds = args.camera or list(CAMERAS), args.ccd or list(CCDS)
-    index = os.environ.get(ARRAY_INDEX)
-    if index is not None and not (args.shard or "").startswith("index/"):
-        camera, ccd = array_target(index)
-        err.write(f"fficube: {ARRAY_INDEX}={index}: camera {camera}, CCD {ccd}\n")
+    found = array_index()
+    if found is not None and not (args.shard or "").startswith("index/"):
+        name, index = found
+        camera, ccd = array_target(index, name)
+        err.write(f"fficube: {name}={index}: camera {camera}, CCD {ccd}\n")
         return [camera], [ccd]
     return cameras, ccds
 
@@ -340,10 +352,11 @@ def _cmd_sector(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise ValueError("--shard and --finish work on one cube: give one --camera and one --ccd")
         job = jobs[0]
         if args.finish:
-            complete = _run(finish_cube(job.output, anon=anon, storage_options=options))
-            out.write(f"{job.output}: {'complete' if complete else 'not all shards are done yet'}\n")
-            return 0 if complete else EXIT_ERROR
-        shard, shards = parse_shard(args.shard, os.environ.get(ARRAY_INDEX))
+            finish = _run(finish_cube(job.output, anon=anon, storage_options=options))
+            out.write(f"{job.output}: {finish.summary()}\n")
+            return 0 if finish.complete else EXIT_ERROR
+        found = array_index()
+        shard, shards = parse_shard(args.shard, found[1] if found else None)
         result = _run(build_shard(
             job.inputs, job.output, shard, shards, product="spoc", sector=job.sector, max_memory=args.max_memory,
             concurrency=args.concurrency, anon=anon, storage_options=options,

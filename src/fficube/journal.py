@@ -13,7 +13,9 @@ is durably written:
   S3 has, with the recorded ETag, are trusted.
 
 A cube built by several workers (:mod:`fficube.shard`) has one journal per worker
-and one :class:`SharedPlan` that all of them follow.
+and one :class:`SharedPlan` that all of them follow; the one worker that finishes it
+holds a :class:`FinishClaim`.  A staged build (:mod:`fficube.stage`) records each
+fetched input's version in a :class:`StagedFile` beside it.
 
 The identity is what decides the output's bytes: the inputs (path, size, mtime or
 ETag), the encoded headers and table, the cube's shape.  Memory budget and
@@ -40,12 +42,14 @@ if TYPE_CHECKING:
     from .plan import CubePlan
 
 __all__ = [
-    "FORMAT", "SHARED_FORMAT", "FILE_MODE", "journal_path", "Identity", "Part", "Journal", "SharedPlan",
-    "LocalJournal",
+    "FORMAT", "SHARED_FORMAT", "CLAIM_FORMAT", "STAGE_FORMAT", "FILE_MODE", "journal_path", "Identity", "Part",
+    "Journal", "SharedPlan", "FinishClaim", "StagedFile", "LocalJournal", "create_file", "sync_directory",
 ]
 
 FORMAT = "fficube-journal/1"
 SHARED_FORMAT = "fficube-shards/1"
+CLAIM_FORMAT = "fficube-finish/1"
+STAGE_FORMAT = "fficube-stage/1"
 #: Mode of the partial file and the journal before the umask: the user's default
 #: permissions, but never writable by others, whatever the umask.
 FILE_MODE = 0o664
@@ -89,13 +93,19 @@ class Identity:
     headers: str  #: SHA-256 of the encoded primary header, cube header and info table
 
     @classmethod
-    def of(cls, plan: CubePlan, versions: Mapping[str, Version]) -> Identity:
-        """The identity of ``plan``, whose files have the given versions."""
+    def of(cls, plan: CubePlan, versions: Mapping[str, Version], origins: Mapping[str, str] | None = None) -> Identity:
+        """The identity of ``plan``, whose files have the given versions.
+
+        ``origins`` maps local copies of remote files (a staged build's inputs) to the
+        URLs they were fetched from: the URL is recorded, so a build is the same build
+        whether it read its inputs directly or from a stage, on this machine or another.
+        """
         pieces = hashlib.sha256(plan.primary_header + plan.cube_header + plan.info_table).hexdigest()
+        origins = origins or {}
         return cls(
             product=plan.product.name,
             shape=plan.shape,
-            files=tuple(_entry(f.path, versions[f.path]) for f in plan.files),
+            files=tuple(_entry(origins.get(f.path, f.path), versions[f.path]) for f in plan.files),
             base=_entry(plan.base.path, versions[plan.base.path]) if plan.base else None,
             headers=pieces,
         )
@@ -207,25 +217,33 @@ class Journal:
 
 @dataclass(frozen=True, slots=True)
 class SharedPlan:
-    """What the workers of one sharded build agree on (``<output>.shards/plan.json``)."""
+    """What the workers of one sharded build agree on (``<output>.shards/plan.json``).
 
-    upload_id: str
+    The cube's bytes go into one shared target: an S3 multipart upload
+    (``upload_id``), or one pre-sized file on a shared filesystem (``partial``, its
+    name in the shards' directory).
+    """
+
     now: dt.datetime
     shards: int
-    part_size: int
+    part_size: int  #: windows are whole multiples of this (S3: the part size)
     total_bytes: int
     header_offset: int  #: where the cube header starts (after the primary header)
-    cube_header: bytes  #: unsealed: sealed with the sum of all parts at the end
+    cube_header: bytes  #: unsealed: sealed with the sum of all windows at the end
     span: tuple[int, int]  #: the cube data's bytes, whose sum is DATASUM
     identity: Identity
+    upload_id: str | None = None  #: S3: the shared multipart upload
+    partial: str | None = None  #: a file: the shared partial file's name
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "format": SHARED_FORMAT, "upload_id": self.upload_id, "now": self.now.isoformat(),
+        data = {
+            "format": SHARED_FORMAT, "now": self.now.isoformat(),
             "shards": self.shards, "part_size": self.part_size, "total_bytes": self.total_bytes,
             "header_offset": self.header_offset, "cube_header": self.cube_header.decode("ascii"),
             "span": list(self.span), "identity": self.identity.to_json(),
         }
+        data.update({k: v for k, v in (("upload_id", self.upload_id), ("partial", self.partial)) if v is not None})
+        return data
 
     def encode(self) -> bytes:
         return json.dumps(self.to_json()).encode()
@@ -239,11 +257,77 @@ class SharedPlan:
     def from_json(cls, data: Mapping[str, Any]) -> SharedPlan:
         start, stop = (int(x) for x in data["span"])
         return cls(
-            upload_id=str(data["upload_id"]), now=_time(str(data["now"])), shards=int(data["shards"]),
+            now=_time(str(data["now"])), shards=int(data["shards"]),
             part_size=int(data["part_size"]), total_bytes=int(data["total_bytes"]),
             header_offset=int(data["header_offset"]), cube_header=str(data["cube_header"]).encode("ascii"),
             span=(start, stop), identity=Identity.from_json(data["identity"]),
+            upload_id=str(data["upload_id"]) if data.get("upload_id") else None,
+            partial=str(data["partial"]) if data.get("partial") else None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class FinishClaim:
+    """The one worker finishing a sharded cube (``<output>.shards/finishing.N``).
+
+    Whoever creates claim ``N`` first (a create that fails if it exists) finishes; the
+    others wait for the cube.  A claim older than the lease is taken to be from a
+    finisher that died: the next worker takes over by creating claim ``N + 1``.
+    """
+
+    by: str  #: "shard K" or "finish"
+    host: str
+    pid: int
+    at: dt.datetime  #: when the claim was made (the claimant's clock, UTC)
+
+    def age(self, now: dt.datetime | None = None) -> float:
+        """Seconds since the claim was made."""
+        return ((now or dt.datetime.now(dt.UTC)) - self.at).total_seconds()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": CLAIM_FORMAT, "by": self.by, "host": self.host, "pid": self.pid, "at": self.at.isoformat()}
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json()).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes, where: str) -> FinishClaim:
+        return _decode(raw, where, CLAIM_FORMAT, cls.from_json)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FinishClaim:
+        return cls(by=str(data["by"]), host=str(data["host"]), pid=int(data["pid"]), at=_time(str(data["at"])))
+
+
+@dataclass(frozen=True, slots=True)
+class StagedFile:
+    """A remote input fetched whole into a stage directory, recorded once it is all there."""
+
+    url: str  #: where it came from (masked)
+    size: int
+    tag: str  #: the version's tag (``etag:...``) the bytes were fetched at
+
+    @classmethod
+    def of(cls, url: str, version: Version) -> StagedFile:
+        return cls(redact(url), version.size, version.tag)
+
+    def matches(self, url: str, version: Version) -> bool:
+        """Whether this record is of ``url`` at ``version``."""
+        return self == StagedFile.of(url, version)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": STAGE_FORMAT, "url": self.url, "size": self.size, "tag": self.tag}
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_json()).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes, where: str) -> StagedFile:
+        return _decode(raw, where, STAGE_FORMAT, cls.from_json)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StagedFile:
+        return cls(url=str(data["url"]), size=int(data["size"]), tag=str(data["tag"]))
 
 
 def _decode(raw: bytes, where: str, fmt: str, build: Callable[[dict[str, Any]], T]) -> T:
@@ -260,11 +344,52 @@ def _decode(raw: bytes, where: str, fmt: str, build: Callable[[dict[str, Any]], 
         raise ValueError(f"{where}: a damaged fficube journal ({type(exc).__name__}: {exc})") from exc
 
 
+def sync_directory(path: str) -> None:
+    """Flush the directory holding ``path`` (a file created, renamed or removed in it)."""
+    directory = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _write_temp(path: str, data: bytes) -> str:
+    """``data`` in a new file beside ``path`` (a name of this process's own), flushed to disk."""
+    temp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return temp
+
+
+def create_file(path: str, data: bytes) -> bool:
+    """Create ``path`` holding ``data``, only if it does not exist; False if it did.
+
+    Atomic, also on shared filesystems (NFS, Lustre, GPFS): the data is written to a
+    file of this process's own, then hard-linked to ``path``, which fails if ``path``
+    exists.  Nobody ever sees the file empty or half written.  (Blocking: call from a
+    thread.)
+    """
+    temp = _write_temp(path, data)
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(temp)
+    sync_directory(path)
+    return True
+
+
 class LocalJournal:
     """A local journal, replaced atomically (write, flush, rename, sync the directory)."""
 
-    def __init__(self, output: str) -> None:
-        self.path = journal_path(output)
+    def __init__(self, output: str, *, path: str | None = None) -> None:
+        #: ``<output>.journal``, or ``path`` (a shard's journal, in the shards' directory)
+        self.path = path or journal_path(output)
 
     def exists(self) -> bool:
         return os.path.exists(self.path)
@@ -290,11 +415,7 @@ class LocalJournal:
         finally:
             os.close(fd)
         os.replace(temp, self.path)
-        directory = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        sync_directory(self.path)
 
     def remove(self) -> None:
         for path in (self.path, self.path + ".tmp"):

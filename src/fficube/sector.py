@@ -7,8 +7,10 @@ The archive keeps SPOC FFIs as ``{source}/s{SSSS}/{YYYY}/{DDD}/{camera}-{ccd}/*f
 at the destination (cubes appear only when complete) and resuming interrupted ones,
 so running it again after a failure finishes the job.
 
-In an AWS Batch array job, ``AWS_BATCH_JOB_ARRAY_INDEX`` picks the one camera/CCD
-that a job builds (:func:`array_target`): an array of 16 builds a sector.
+In an array job, the array index picks the one camera/CCD that a job builds
+(:func:`array_target`): an array of 16 builds a sector.  The index is AWS Batch's
+``AWS_BATCH_JOB_ARRAY_INDEX`` or SLURM's ``SLURM_ARRAY_TASK_ID`` (AWS Batch's wins
+when both are set; :func:`array_index`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,15 @@ from .results import BuildResult, Progress
 from .sinks import open_output
 from .units import parse_size
 
-__all__ = ["CubeJob", "CubeOutcome", "sector_jobs", "array_target", "build_sector", "cube_name", "ARRAY_INDEX"]
+__all__ = [
+    "CubeJob", "CubeOutcome", "sector_jobs", "array_index", "array_target", "build_sector", "cube_name",
+    "ARRAY_INDEX", "SLURM_ARRAY_INDEX", "ARRAY_VARIABLES",
+]
 
 ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"
+SLURM_ARRAY_INDEX = "SLURM_ARRAY_TASK_ID"
+#: The variables that hold an array job's index, the one that wins first.
+ARRAY_VARIABLES = (ARRAY_INDEX, SLURM_ARRAY_INDEX)
 CAMERAS = CCDS = (1, 2, 3, 4)
 
 
@@ -37,11 +45,23 @@ def cube_name(sector: int, camera: int, ccd: int) -> str:
     return f"tess-s{sector:04d}-{camera}-{ccd}-cube.fits"
 
 
-def array_target(index: int | str) -> tuple[int, int]:
+def array_index(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """The array job's index variable and value (AWS Batch's if set, else SLURM's), or None."""
+    environ = os.environ if environ is None else environ
+    for name in ARRAY_VARIABLES:
+        if environ.get(name) is not None:
+            return name, environ[name]
+    return None
+
+
+def array_target(index: int | str, variable: str = ARRAY_INDEX) -> tuple[int, int]:
     """The camera/CCD of array job ``index``: 0 -> 1-1, 1 -> 1-2, ..., 15 -> 4-4."""
-    i = int(index)
+    try:
+        i = int(index)
+    except ValueError:
+        i = -1
     if not 0 <= i < 16:
-        raise ValueError(f"{ARRAY_INDEX} = {index} is not a camera/CCD index (0 to 15)")
+        raise ValueError(f"{variable} = {index} is not a camera/CCD index (0 to 15)")
     return i // 4 + 1, i % 4 + 1
 
 

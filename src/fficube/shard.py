@@ -1,59 +1,82 @@
-"""One cube, several workers: each uploads its share of the parts of one S3 upload.
+"""One cube, several workers: each writes its window of the cube's bytes into one shared target.
 
-For cubes of hundreds of GB (200-second sectors), N workers (an AWS Batch array job)
-build one cube together.  Every worker scans all the FFIs' headers and makes the same
-plan; the cube's bytes are cut at S3 part boundaries into N windows, and worker K
-reads only the rows of window K and uploads its parts into the shared multipart upload.
+For cubes of hundreds of GB (200-second sectors), N workers (an AWS Batch or SLURM
+array job) build one cube together.  Every worker scans all the FFIs' headers and
+makes the same plan; the cube's bytes are cut into N windows of whole units, and
+worker K reads only the rows of window K and writes its bytes into the shared target:
 
-Coordination happens in S3 objects beside the output, ``<output>.shards/``:
+* on S3, one multipart upload (windows of whole parts);
+* on a local or shared filesystem (NFS, Lustre, GPFS), one file of the cube's full
+  size, ``<output>.shards/<token>.partial``, into which each worker writes its window
+  (windows of whole MiB).
 
-* ``plan.json``: the upload id, part size, build time and plan identity.  Whichever
-  worker comes first creates the upload and writes this with a conditional put
-  (``If-None-Match: *``); a worker that loses the race aborts its own upload and
-  joins the winner's, so all agree on one upload and one build time.
-* ``K.json``: worker K's journal (its parts, their ETags and data sums), ``done`` at
-  the end.  A worker that dies is simply run again: it resumes from its journal.
-* ``head``: part 1 (the headers and the first rows), written by worker 1 with the
-  cube header unsealed.
+Coordination happens beside the output, in ``<output>.shards/`` (S3 objects, or
+files in a directory), through atomic creation only (a conditional put with
+``If-None-Match: *``; a hard link, which fails if the name exists):
 
-When a worker finishes and finds every journal done, it finishes the cube: the data
-sum is the ones' complement sum of all parts' sums, the cube header in part 1 is
-sealed, part 1 is uploaded and the upload completed.  ``fficube sector --finish``
+* ``plan.json``: the shared target (upload id or partial file), build time and plan
+  identity.  Whichever worker comes first creates its target and then this file; a
+  worker that loses the race removes its own target and joins the winner's, so all
+  agree on one target and one build time.
+* ``K.json``: worker K's journal (its parts, or how far its window is durably
+  written, with data sums), ``done`` at the end.  A worker that dies is simply run
+  again: it continues from its journal.
+* ``head`` (S3 only): part 1 (the headers and the first rows), unsealed, saved by the
+  worker whose window holds it.
+* ``finishing.N``: the claim of the one worker that finishes the cube.
+
+When a worker's window is done and every journal says done, it claims the finish:
+only the worker that creates ``finishing.1`` finishes (sums the windows' data sums,
+seals the cube header, completes the upload or renames the file); the others wait
+until the cube is there.  A claim older than :data:`LEASE` is from a finisher that
+died: the next worker takes over with ``finishing.2``.  ``fficube sector --finish``
 does the same by hand.  The result is byte-identical to a one-worker build.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+import os
+import shutil
+import socket
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
 
 from ._aio import closing
 from .build import BuildOptions, cube_size_estimate
 from .checksum import add, seal_header
-from .errors import InputError, OutputError, ResumeError
+from .errors import InputError, OutputError, OutputExistsError, ResumeError
 from .inputs import InputsLike, Version, resolve_inputs
-from .journal import Identity, Journal, Part, SharedPlan
+from .journal import FILE_MODE, FinishClaim, Identity, Journal, Part, SharedPlan, create_file, sync_directory
 from .pipeline import execute
 from .plan import CubePlan, Limits, make_plan
 from .remote import S3_PROTOCOLS, Filesystems, open_source, protocol_or_local
 from .results import Progress, Reporter
 from .scan import scan
 from .sinks import open_output
-from .sinks.base import Span
+from .sinks.base import CubeSink, Span
+from .sinks.local import LocalSink, SharedFile
 from .sinks.s3 import Bucket, S3Output, S3Sink, SharedUpload, error_code, part_size_for
-from .storage import IOStats
+from .storage import IOStats, LocalSource
 
-__all__ = ["ShardResult", "build_shard", "finish_cube", "shard_window", "parse_shard"]
+__all__ = ["ShardResult", "Finish", "build_shard", "finish_cube", "shard_window", "parse_shard", "LEASE", "FILE_UNIT"]
 
 log = logging.getLogger("fficube")
 
+#: Seconds a finisher may take before its claim is taken to be a dead worker's.
+LEASE = 30 * 60
+#: Windows of a cube file are whole multiples of this (S3 windows are whole parts).
+FILE_UNIT = 2**20
+#: How often a worker waiting for another's finish looks for the cube (doubling up to the second).
+POLL = (0.1, 5.0)
+
 
 def parse_shard(text: str, array_index: str | None = None) -> tuple[int, int]:
-    """``"K/N"`` -> (K, N), 1 <= K <= N; ``"index/N"`` takes K from an AWS Batch array index."""
+    """``"K/N"`` -> (K, N), 1 <= K <= N; ``"index/N"`` takes K from an array job's index (+ 1)."""
     k, sep, n = text.partition("/")
     try:
         shards = int(n)
@@ -65,12 +88,34 @@ def parse_shard(text: str, array_index: str | None = None) -> tuple[int, int]:
     return shard, shards
 
 
-def shard_window(total_bytes: int, part_size: int, shard: int, shards: int) -> tuple[int, int]:
-    """Bytes ``lo:hi`` of the cube that worker ``shard`` of ``shards`` uploads: whole parts,
-    spread as evenly as the parts allow (the last part may be short)."""
-    parts = -(-total_bytes // part_size)
-    first, last = (shard - 1) * parts // shards, shard * parts // shards
-    return min(total_bytes, first * part_size), min(total_bytes, last * part_size)
+def shard_window(total_bytes: int, unit: int, shard: int, shards: int) -> tuple[int, int]:
+    """Bytes ``lo:hi`` of the cube that worker ``shard`` of ``shards`` writes: whole units,
+    spread as evenly as the units allow (the last unit may be short; a window may be empty)."""
+    units = -(-total_bytes // unit)
+    first, last = (shard - 1) * units // shards, shard * units // shards
+    return min(total_bytes, first * unit), min(total_bytes, last * unit)
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """What a worker (or ``--finish``) found when it tried to finish the cube."""
+
+    #: ``"finished"``: this call finished the cube; ``"complete"``: it was complete (another
+    #: worker finished it); ``"waiting"``: shards are not done yet.
+    status: Literal["finished", "complete", "waiting"]
+    waiting: tuple[int, ...] = ()  #: the shards not done yet
+
+    @property
+    def complete(self) -> bool:
+        """Whether the cube is complete now."""
+        return self.status != "waiting"
+
+    def summary(self) -> str:
+        if self.status == "finished":
+            return "all shards done, cube completed"
+        if self.status == "complete":
+            return "the cube is complete (finished by another worker)"
+        return "waiting for shard(s) " + ", ".join(map(str, self.waiting))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,31 +125,85 @@ class ShardResult:
     output: str
     shard: int
     shards: int
-    window: tuple[int, int]  #: bytes of the cube this worker uploaded
+    window: tuple[int, int]  #: bytes of the cube this worker wrote
     bytes_read: int
     bytes_written: int
     seconds: float
-    finished: bool  #: this worker completed the cube
+    finish: Finish
+
+    @property
+    def finished(self) -> bool:
+        """This worker finished the cube."""
+        return self.finish.status == "finished"
 
     def summary(self) -> str:
         lo, hi = self.window
-        return (
-            f"{self.output}: shard {self.shard}/{self.shards}, bytes {lo}-{hi}: read {self.bytes_read:,} bytes, "
-            f"uploaded {self.bytes_written:,} in {self.seconds:.1f} s"
-            + ("; all shards done, cube completed" if self.finished else "")
-        )
+        return (f"{self.output}: shard {self.shard}/{self.shards}, bytes {lo}-{hi}: read {self.bytes_read:,} bytes, "
+                f"wrote {self.bytes_written:,} in {self.seconds:.1f} s; {self.finish.summary()}")
 
 
-class _Shared:
-    """The objects under ``<output>.shards/``."""
+class _Shards(Protocol):
+    """The shared target of a sharded build and its coordination objects (``<output>.shards/``)."""
 
-    def __init__(self, fs: Any, output: str, stats: IOStats) -> None:
-        self.output = output
-        self.bucket = Bucket(fs, output, stats=stats)
+    output: str
+
+    def unit_for(self, cube_bytes: int) -> int:
+        """Windows are whole multiples of this."""
+        ...
+
+    def reserve(self, cube_bytes: int) -> int:
+        """Memory a worker's sink holds."""
+        ...
+
+    async def plan(self) -> SharedPlan | None: ...
+
+    async def journal(self, shard: int) -> Journal | None: ...
+
+    async def exists(self) -> bool:
+        """Whether the finished cube is at the output."""
+        ...
+
+    async def start(self, proposal: SharedPlan) -> SharedPlan:
+        """Create a target for ``proposal`` and propose it; return the plan all follow
+        (this one, or the one of a worker that came first, whose target is then joined)."""
+        ...
+
+    async def claim(self, number: int, claim: FinishClaim) -> bool:
+        """Create claim ``number``; False if it exists."""
+        ...
+
+    async def read_claim(self, number: int) -> FinishClaim | None: ...
+
+    def sink(self, agreed: SharedPlan, plan: CubePlan, shard: int, window: tuple[int, int],
+             journal: Journal) -> CubeSink:
+        """The sink that writes worker ``shard``'s window into the shared target."""
+        ...
+
+    async def complete(self, agreed: SharedPlan, records: Sequence[Journal]) -> bool:
+        """Seal the cube header and make the cube visible; False if it already was."""
+        ...
+
+    async def remove(self) -> None:
+        """Remove the coordination objects (the cube is complete)."""
+        ...
+
+
+class _S3Shards:
+    """Objects under ``<output>.shards/`` and one multipart upload."""
+
+    def __init__(self, out: S3Output, stats: IOStats) -> None:
+        self.out, self.output = out, out.location
+        self.bucket = Bucket(out.fs, self.output, stats=stats)
         self.prefix = f"{self.bucket.key}.shards/"
 
     def key(self, name: str) -> str:
         return self.prefix + name
+
+    def unit_for(self, cube_bytes: int) -> int:
+        return part_size_for(cube_bytes)
+
+    def reserve(self, cube_bytes: int) -> int:
+        return self.out.reserve(cube_bytes)
 
     async def plan(self) -> SharedPlan | None:
         raw = await self.bucket.get(self.key("plan.json"))
@@ -114,12 +213,191 @@ class _Shared:
         raw = await self.bucket.get(self.key(f"{shard}.json"))
         return None if raw is None else Journal.decode(raw, self.bucket.url_of(self.key(f"{shard}.json")))
 
-    async def save_head(self, head: bytes) -> None:
+    async def exists(self) -> bool:
+        return await self.bucket.exists()
+
+    async def start(self, proposal: SharedPlan) -> SharedPlan:
+        response = await self.bucket.call("starting the upload", "create_multipart_upload")
+        mine = replace(proposal, upload_id=response["UploadId"])
+        if await self.bucket.put(self.key("plan.json"), mine.encode(), only_new=True):
+            return mine
+        # Another worker came first: use its upload.
+        await self.bucket.call("aborting a duplicate upload", "abort_multipart_upload", UploadId=mine.upload_id)
+        agreed = await self.plan()
+        assert agreed is not None
+        return agreed
+
+    async def claim(self, number: int, claim: FinishClaim) -> bool:
+        return await self.bucket.put(self.key(f"finishing.{number}"), claim.encode(), only_new=True)
+
+    async def read_claim(self, number: int) -> FinishClaim | None:
+        raw = await self.bucket.get(self.key(f"finishing.{number}"))
+        return None if raw is None else FinishClaim.decode(raw, self.bucket.url_of(self.key(f"finishing.{number}")))
+
+    async def _save_head(self, head: bytes) -> None:
         await self.bucket.put(self.key("head"), head)
 
-    async def remove(self, names: list[str]) -> None:
-        for name in names:
-            await self.bucket.delete(self.key(name))
+    def sink(self, agreed: SharedPlan, plan: CubePlan, shard: int, window: tuple[int, int],
+             journal: Journal) -> CubeSink:
+        assert agreed.upload_id is not None
+        upload = SharedUpload(agreed.upload_id, window, self.key(f"{shard}.json"), self._save_head)
+        return S3Sink(self.out.fs, self.output, total_bytes=plan.total_bytes, span=Span.of(plan), journal=journal,
+                      stats=IOStats(), shared=upload)
+
+    async def complete(self, agreed: SharedPlan, records: Sequence[Journal]) -> bool:
+        assert agreed.upload_id is not None
+        head = await self.bucket.get(self.key("head"))
+        if head is None:
+            if await self.exists():
+                return False  # a finisher before us completed it, and died before cleaning up
+            raise OutputError("every shard is done but part 1 was never saved (the shards' "
+                              f"{self.key('head')} object): run the shard holding byte 0 again", path=self.output)
+        parts: dict[int, Part] = {n: p for r in records for n, p in r.parts.items()}
+        span = Span(*agreed.span)
+        datasum = add(span.sum(0, head), *(p.datasum for p in parts.values()))
+        sealed = seal_header(agreed.cube_header, datasum)
+        offset = agreed.header_offset
+        head = head[:offset] + sealed + head[offset + len(sealed):]
+        try:
+            await self.bucket.complete(agreed.upload_id, head, parts)
+        except OutputError as exc:
+            if error_code(exc) == "NoSuchUpload" and await self.exists():
+                return False  # completed by a finisher before us
+            raise
+        return True
+
+    async def remove(self) -> None:
+        keys = await self.bucket.keys(self.prefix)
+        plan = self.key("plan.json")
+        for key in sorted(keys, key=lambda k: k == plan):  # the plan last: it says a build is under way
+            await self.bucket.delete(key)
+
+
+class _FileShards:
+    """Files in the directory ``<output>.shards/``, and one pre-sized partial file in it."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+        self.directory = output + ".shards"
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def unit_for(self, cube_bytes: int) -> int:
+        return FILE_UNIT
+
+    def reserve(self, cube_bytes: int) -> int:
+        return 0
+
+    async def _read(self, name: str) -> bytes | None:
+        def read() -> bytes | None:
+            try:
+                with open(self.path(name), "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                return None
+
+        return await asyncio.to_thread(read)
+
+    async def plan(self) -> SharedPlan | None:
+        raw = await self._read("plan.json")
+        return None if raw is None else SharedPlan.decode(raw, self.path("plan.json"))
+
+    async def journal(self, shard: int) -> Journal | None:
+        raw = await self._read(f"{shard}.json")
+        return None if raw is None else Journal.decode(raw, self.path(f"{shard}.json"))
+
+    async def exists(self) -> bool:
+        return os.path.isfile(self.output)
+
+    def _create_target(self, size: int) -> str:
+        """A new file of ``size`` bytes (zeros, sparse) in the directory; its name."""
+        os.makedirs(self.directory, exist_ok=True)
+        name = f"{os.urandom(8).hex()}.partial"
+        fd = os.open(self.path(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return name
+
+    async def start(self, proposal: SharedPlan) -> SharedPlan:
+        try:
+            name = await asyncio.to_thread(self._create_target, proposal.total_bytes)
+            mine = replace(proposal, partial=name)
+            if await asyncio.to_thread(create_file, self.path("plan.json"), mine.encode()):
+                return mine
+            os.unlink(self.path(name))  # another worker came first: use its file
+        except OSError as exc:
+            raise OutputError(f"cannot start the shared build: {exc.strerror or exc}", path=self.output) from exc
+        agreed = await self.plan()
+        assert agreed is not None
+        return agreed
+
+    async def claim(self, number: int, claim: FinishClaim) -> bool:
+        try:
+            return await asyncio.to_thread(create_file, self.path(f"finishing.{number}"), claim.encode())
+        except FileNotFoundError:
+            return False  # the directory is gone: a finisher completed the cube and cleaned up
+
+    async def read_claim(self, number: int) -> FinishClaim | None:
+        raw = await self._read(f"finishing.{number}")
+        return None if raw is None else FinishClaim.decode(raw, self.path(f"finishing.{number}"))
+
+    def sink(self, agreed: SharedPlan, plan: CubePlan, shard: int, window: tuple[int, int],
+             journal: Journal) -> CubeSink:
+        assert agreed.partial is not None
+        shared = SharedFile(self.path(agreed.partial), window, self.path(f"{shard}.json"))
+        return LocalSink(self.output, span=Span.of(plan), total_bytes=plan.total_bytes, journal=journal,
+                         shared=shared)
+
+    def _complete(self, agreed: SharedPlan, datasum: int) -> bool:
+        assert agreed.partial is not None
+        partial = self.path(agreed.partial)
+        if not os.path.exists(partial):
+            if os.path.isfile(self.output):
+                return False  # a finisher before us completed it, and died before cleaning up
+            raise OutputError(f"every shard is done but the shared file {partial} is gone", path=self.output)
+        sealed = seal_header(agreed.cube_header, datasum)
+        fd = os.open(partial, os.O_WRONLY)
+        try:
+            os.pwrite(fd, sealed, agreed.header_offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(partial, self.output)  # unlike a rename, never replaces a file that is there
+        except FileExistsError:
+            if not os.path.samefile(partial, self.output):
+                raise OutputExistsError("appeared during the build; not replaced", path=self.output) from None
+        os.unlink(partial)
+        sync_directory(self.output)
+        return True
+
+    async def complete(self, agreed: SharedPlan, records: Sequence[Journal]) -> bool:
+        datasum = add(*(r.datasum for r in records))
+        try:
+            return await asyncio.to_thread(self._complete, agreed, datasum)
+        except OutputError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"finishing the cube failed: {exc.strerror or exc}", path=self.output) from exc
+
+    async def remove(self) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.directory, ignore_errors=True)
+
+
+async def _open_shards(output: str, filesystems: Filesystems) -> _Shards:
+    protocol = protocol_or_local(output)
+    if protocol is None:
+        return _FileShards(output)
+    if protocol in S3_PROTOCOLS:
+        out = await open_output(output, filesystems)
+        assert isinstance(out, S3Output)
+        return _S3Shards(out, filesystems.stats)
+    raise InputError("a cube built by several workers goes to a local (shared) filesystem or to s3://",
+                     path=output)
 
 
 async def build_shard(
@@ -136,41 +414,39 @@ async def build_shard(
     storage_options: Mapping[str, Any] | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> ShardResult:
-    """Build worker ``shard``'s share (1-based, of ``shards``) of the cube at ``output``.
+    """Build worker ``shard``'s window (1-based, of ``shards``) of the cube at ``output``.
 
-    Run it once per worker, in any order or all at once; a worker that fails is run
-    again and continues.  The last worker to finish completes the cube.
+    ``output`` is an ``s3://`` URL or a path (on a filesystem all workers share).  Run
+    it once per worker, in any order or all at once; a worker that fails is run again
+    and continues.  Exactly one worker finishes the cube: the first to claim it once
+    every window is written.
 
     Raises
     ------
     InputError
-        If ``output`` is not an ``s3://`` URL, or the inputs are bad.
+        If ``output`` is neither a path nor an ``s3://`` URL, or the inputs are bad.
     ResumeError
         If the workers do not agree (other inputs, another number of shards).
     """
     started = time.monotonic()
-    if protocol_or_local(output) not in S3_PROTOCOLS:
-        raise InputError("a cube built by several workers must go to s3:// (one multipart upload)", path=output)
     options = BuildOptions.check(product=product, max_memory=max_memory, concurrency=concurrency, resume=True,
                                  restart=False)
     async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
-        out = await open_output(output, filesystems)
-        assert isinstance(out, S3Output)
-        shared = _Shared(out.fs, output, filesystems.stats)
+        store = await _open_shards(output, filesystems)
         found = await resolve_inputs(inputs, options.product, filesystems)
         source = await open_source(found.protocol, filesystems, options.concurrency, sizes=found.sizes)
         async with closing(source):
             ffis = await scan(found.paths, source, product=options.product, workers=source.concurrency * 2)
             layers = len(ffis[0].layers) if ffis else 0
             cube_bytes = cube_size_estimate(ffis[0].shape if ffis else (0, 0), len(ffis), layers)
-            limits = Limits.for_build(options.max_memory, source.concurrency, local=False,
-                                      reserved=out.reserve(cube_bytes))
+            limits = Limits.for_build(options.max_memory, source.concurrency, local=isinstance(source, LocalSource),
+                                      reserved=store.reserve(cube_bytes))
 
             def plan_at(now: dt.datetime) -> CubePlan:
                 return make_plan(ffis, limits, sector=sector, now=now)
 
             versions = {p: found.version(p) for p in found.paths}
-            agreed = await _join(shared, plan_at, shards, part_size_for(cube_bytes), versions)
+            agreed = await _join(store, plan_at, shards, store.unit_for(cube_bytes), versions)
             plan = plan_at(agreed.now)
             identity = Identity.of(plan, versions)
             changes = agreed.identity.changes(identity)
@@ -180,93 +456,92 @@ async def build_shard(
                     + "; ".join(changes or [f"{agreed.shards} shards, not {shards}"]) + ")", path=output,
                 )
             window = shard_window(plan.total_bytes, agreed.part_size, shard, shards)
-            record = await shared.journal(shard)
+            record = await store.journal(shard)
             written = 0
             if not (record and record.done):
-                upload = SharedUpload(agreed.upload_id, window, shared.key(f"{shard}.json"), shared.save_head)
-                sink = S3Sink(
-                    out.fs, output, total_bytes=plan.total_bytes, span=Span.of(plan),
-                    journal=record or Journal(identity, agreed.now, part_size=agreed.part_size, shard=shard),
-                    stats=IOStats(), shared=upload,
-                )
+                fresh = Journal(identity, agreed.now, part_size=agreed.part_size, shard=shard)
+                sink = store.sink(agreed, plan, shard, window, record or fresh)
                 report = Reporter(progress, [source], started)
                 report.sink = sink
                 await execute(plan, source, sink, resume=record,
                               on_block=lambda done, total: report("write", done, total, plan.total_bytes))
                 written = sink.bytes_written
-            finished = await finish_cube(output, filesystems=filesystems)
+            finish = await _finish(store, f"shard {shard}")
             return ShardResult(output, shard, shards, window, source.stats.bytes_read, written,
-                               time.monotonic() - started, finished)
+                               time.monotonic() - started, finish)
 
 
 async def _join(
-    shared: _Shared, plan_at: Callable[[dt.datetime], CubePlan], shards: int, part_size: int,
+    store: _Shards, plan_at: Callable[[dt.datetime], CubePlan], shards: int, unit: int,
     versions: Mapping[str, Version],
 ) -> SharedPlan:
-    """The shared plan: read it, or create the upload and the plan if this worker is first."""
-    agreed = await shared.plan()
+    """The shared plan: read it, or start the shared target and the plan if this worker is first."""
+    agreed = await store.plan()
     if agreed is not None:
         return agreed
-    if await shared.bucket.exists():
-        raise InputError("already exists (a finished cube); delete it to build it again", path=shared.output)
+    if await store.exists():
+        raise InputError("already exists (a finished cube); delete it to build it again", path=store.output)
     now = dt.datetime.now().replace(microsecond=0)
     plan = plan_at(now)
-    response = await shared.bucket.call("starting the upload", "create_multipart_upload")
-    proposal = SharedPlan(
-        upload_id=response["UploadId"], now=now, shards=shards, part_size=part_size, total_bytes=plan.total_bytes,
+    return await store.start(SharedPlan(
+        now=now, shards=shards, part_size=unit, total_bytes=plan.total_bytes,
         header_offset=len(plan.primary_header), cube_header=plan.cube_header,
         span=(plan.data_offset, plan.data_offset + plan.data_bytes),
         # Every worker (this one too) checks its own plan against this one.
         identity=Identity.of(plan, versions),
-    )
-    if await shared.bucket.put(shared.key("plan.json"), proposal.encode(), only_new=True):
-        return proposal
-    # Another worker came first: use its upload.
-    await shared.bucket.call("aborting a duplicate upload", "abort_multipart_upload", UploadId=response["UploadId"])
-    agreed = await shared.plan()
-    assert agreed is not None
-    return agreed
+    ))
+
+
+async def _finish(store: _Shards, who: str) -> Finish:
+    """Finish the cube if every shard is done and this worker wins the claim; else say why not."""
+    agreed = await store.plan()
+    if agreed is None:
+        if await store.exists():
+            return Finish("complete")
+        raise InputError("no sharded build of this cube is under way", path=store.output)
+    records = [await store.journal(k) for k in range(1, agreed.shards + 1)]
+    done = [r for r in records if r is not None and r.done]
+    if len(done) < agreed.shards:
+        waiting = tuple(k for k, r in enumerate(records, 1) if not (r and r.done))
+        log.info("%s: waiting for shard(s) %s", store.output, ", ".join(map(str, waiting)))
+        return Finish("waiting", waiting)
+    mine = FinishClaim(who, socket.gethostname(), os.getpid(), dt.datetime.now(dt.UTC))
+    number, pause, told = 1, POLL[0], False
+    while not await store.claim(number, mine):
+        held = await store.read_claim(number)
+        if held is None and await store.plan() is None:  # finished and cleaned up meanwhile
+            if await store.exists():
+                return Finish("complete")
+            raise InputError("the sharded build of this cube was removed while it was being finished",
+                             path=store.output)
+        if held is not None and held.age() > LEASE:
+            log.warning("%s: %s (pid %d on %s) claimed the finish %.0f s ago and has not finished: taking over",
+                        store.output, held.by, held.pid, held.host, held.age())
+            number += 1
+            continue
+        if await store.exists():
+            return Finish("complete")
+        if not told and held is not None:
+            log.info("%s: %s is finishing the cube; waiting for it", store.output, held.by)
+            told = True
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, POLL[1])
+    completed = await store.complete(agreed, done)
+    await store.remove()
+    return Finish("finished" if completed else "complete")
 
 
 async def finish_cube(
     output: str, *, filesystems: Filesystems | None = None, anon: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
-) -> bool:
-    """Complete a sharded cube if every shard is done; True if the cube is complete.
+) -> Finish:
+    """Finish a sharded cube if every shard is done (``--finish``).
 
-    Idempotent: several workers may call it at once, and calling it on a finished
-    cube returns True.
+    Safe to call at any time, from any number of processes: exactly one call finishes
+    the cube (``status == "finished"``); the others wait until it is complete
+    (``"complete"``), or report the shards not done yet (``"waiting"``).
     """
     if filesystems is None:
         async with Filesystems(anon=anon, storage_options=storage_options) as own:
             return await finish_cube(output, filesystems=own)
-    out = await open_output(output, filesystems)
-    assert isinstance(out, S3Output)
-    shared = _Shared(out.fs, output, filesystems.stats)
-    agreed = await shared.plan()
-    if agreed is None:
-        if await shared.bucket.exists():
-            return True
-        raise InputError("no sharded build of this cube is under way", path=output)
-    records = [await shared.journal(k) for k in range(1, agreed.shards + 1)]
-    waiting = [k + 1 for k, r in enumerate(records) if not (r and r.done)]
-    if waiting:
-        log.info("%s: waiting for shard(s) %s", output, ", ".join(map(str, waiting)))
-        return False
-    head = await shared.bucket.get(shared.key("head"))
-    if head is None:
-        return await shared.bucket.exists()  # another worker finished it meanwhile
-    parts: dict[int, Part] = {n: p for r in records if r for n, p in r.parts.items()}
-    span = Span(*agreed.span)
-    datasum = add(span.sum(0, head), *(p.datasum for p in parts.values()))
-    sealed = seal_header(agreed.cube_header, datasum)
-    offset = agreed.header_offset
-    head = head[:offset] + sealed + head[offset + len(sealed):]
-    try:
-        await shared.bucket.complete(agreed.upload_id, head, parts)
-    except OutputError as exc:
-        if error_code(exc) == "NoSuchUpload" and await shared.bucket.exists():
-            return True  # another worker completed it first
-        raise
-    await shared.remove(["head", *(f"{k}.json" for k in range(1, agreed.shards + 1)), "plan.json"])
-    return True
+    return await _finish(await _open_shards(output, filesystems), "finish")

@@ -4,6 +4,12 @@
 partial file and journal of an interrupted build, and the :class:`LocalSink`.  After
 each block the sink flushes the data (``fdatasync``) and only then records the
 progress in the journal, so the journal never runs ahead of the data on disk.
+
+A sink can also own a *window* of a file that several workers share
+(:class:`SharedFile`, used by :mod:`fficube.shard` for a cube on a shared
+filesystem): it then writes only the bytes of its window into the pre-sized file,
+keeps its own journal, never truncates, renames or removes the file, and leaves the
+sealing of the cube header to whoever finishes the cube.
 """
 
 from __future__ import annotations
@@ -14,15 +20,17 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from ..checksum import ZERO, add
 from ..errors import InputError, OutputError, OutputExistsError, ResumeError
 from ..journal import FILE_MODE, Journal, LocalJournal
 from ..plan import CubePlan
 from ..storage import IOStats
+from ..units import format_bytes
 from .base import Buffer, Span, kept_message
 
-__all__ = ["LocalOutput", "LocalSink", "partial_path", "lock_path"]
+__all__ = ["LocalOutput", "LocalSink", "SharedFile", "partial_path", "lock_path"]
 
 log = logging.getLogger("fficube")
 
@@ -130,18 +138,33 @@ class LocalOutput:
                          overwrite=overwrite)
 
 
-class LocalSink:
-    """Writes a local file through ``<output>.partial`` and an atomic rename."""
+@dataclass(frozen=True, slots=True)
+class SharedFile:
+    """A window of one pre-sized file that several workers fill (see :mod:`fficube.shard`)."""
 
-    def __init__(self, output: str, *, span: Span, total_bytes: int, journal: Journal, overwrite: bool = False) -> None:
+    path: str  #: the shared partial file, already of the cube's full size
+    window: tuple[int, int]  #: bytes ``lo:hi`` of the cube this worker writes
+    journal: str  #: this worker's journal file
+
+
+class LocalSink:
+    """Writes a local file through ``<output>.partial`` and an atomic rename.
+
+    With ``shared``, the sink fills one window of a file shared by several workers.
+    """
+
+    def __init__(self, output: str, *, span: Span, total_bytes: int, journal: Journal, overwrite: bool = False,
+                 shared: SharedFile | None = None) -> None:
         self.output = self.location = output
-        self.partial = partial_path(output)
+        self.shared = shared
+        self.partial = shared.path if shared else partial_path(output)
+        self.window = shared.window if shared else (0, total_bytes)  #: the bytes this sink writes
         self.span, self.total_bytes, self.overwrite = span, total_bytes, overwrite
         self.record = journal  #: identity and build time; progress is added as it is made
-        self.journal = LocalJournal(output)
+        self.journal = LocalJournal(output, path=shared.journal if shared else None)
         self.bytes_written = 0
-        self.position = 0  #: bytes of the partial file written so far
-        self.saved = 0  #: bytes durably written and recorded in the journal
+        self.position = 0  #: the file is written up to here (from the window's start)
+        self.saved = 0  #: written up to here durably, and recorded in the journal
         self._sum = ZERO
         self._fd: int | None = None
         self._pending: asyncio.Future[int] | None = None  #: the flush under way
@@ -149,7 +172,13 @@ class LocalSink:
     async def open(self, resume: Journal | None) -> list[tuple[int, int]]:
         """Create the partial file, or reopen it at the journal's offset; return what is
         left to write."""
+        lo, hi = self.window
         try:
+            if self.shared is not None:  # never created, truncated or removed here
+                self._fd = os.open(self.partial, os.O_WRONLY)
+                self.position = self.saved = max(lo, resume.offset) if resume else lo
+                self._sum = resume.datasum if resume else ZERO
+                return [(self.position, hi)] if self.position < hi else []
             await asyncio.to_thread(os.makedirs, os.path.dirname(os.path.abspath(self.output)), exist_ok=True)
             if resume is None:
                 self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
@@ -171,9 +200,10 @@ class LocalSink:
 
     async def write_at(self, offset: int, data: Buffer) -> None:
         view = memoryview(data).cast("B")
-        if offset < self.position:  # already in the file (a resumed build)
+        if offset < self.position:  # already in the file (a resumed build), or before the window
             view = view[min(len(view), self.position - offset):]
             offset = self.position
+        view = view[: max(0, self.window[1] - offset)]  # after the window: another worker's
         if not len(view):
             return
         if offset != self.position:
@@ -220,6 +250,8 @@ class LocalSink:
         return self._sum
 
     async def patch(self, offset: int, data: bytes) -> None:
+        if self.shared is not None:
+            return  # the cube header is sealed by whoever finishes the shared file
         assert self._fd is not None
         try:
             await asyncio.to_thread(os.pwrite, self._fd, data, offset)
@@ -229,6 +261,9 @@ class LocalSink:
     async def commit(self) -> None:
         assert self._fd is not None
         await self._settle()
+        if self.shared is not None:
+            await self._window_done()
+            return
         try:
             await asyncio.to_thread(os.fsync, self._fd)
             os.close(self._fd)
@@ -241,6 +276,21 @@ class LocalSink:
         except OSError as exc:
             raise OutputError(f"finishing the cube failed: {exc.strerror or exc}", path=self.output) from exc
         self.journal.remove()
+
+    async def _window_done(self) -> None:
+        """A shared file's window is all written: flush it, record it done, keep the file."""
+        assert self._fd is not None
+        if self.position != self.window[1]:
+            raise AssertionError(f"window {self.window} written up to {self.position}")
+        try:
+            await asyncio.to_thread(os.fdatasync, self._fd)
+            self.record = self.record.advanced(offset=self.position, datasum=self._sum, done=True)
+            await asyncio.to_thread(self.journal.save, self.record)
+        except OSError as exc:
+            raise OutputError(f"saving progress failed: {exc.strerror or exc}", path=self.journal.path) from exc
+        finally:
+            os.close(self._fd)
+            self._fd = None
 
     async def abort(self) -> None:
         # Shielded from cancellation by the caller: this runs while a build is being
@@ -255,6 +305,13 @@ class LocalSink:
             except OSError:
                 pass
             self._fd = None
+        if self.shared is not None:
+            # The file is shared: keep it, and this worker's journal, for a re-run.
+            lo, hi = self.window
+            if self.saved > lo:
+                log.warning("%s: shard stopped with %s of its %s recorded; run it again to continue", self.output,
+                            format_bytes(self.saved - lo), format_bytes(hi - lo))
+            return
         if self.saved:
             log.warning("%s", kept_message(self.partial, self.saved, self.total_bytes))
             return

@@ -82,7 +82,9 @@ class Bucket:
     async def call(self, what: str, method: str, **kwargs: Any) -> Any:
         """``method`` of the S3 client with ``Bucket`` (and by default ``Key``: the object's)."""
         kwargs.setdefault("Key", self.key)
+        return await self._request(what, method, **kwargs)
 
+    async def _request(self, what: str, method: str, **kwargs: Any) -> Any:
         async def once() -> Any:
             self.stats.requests += 1
             return await getattr(self.fs.s3, method)(Bucket=self.bucket, **kwargs)
@@ -114,6 +116,17 @@ class Bucket:
                 return False
             raise
         return True
+
+    async def keys(self, prefix: str) -> list[str]:
+        """The keys of the objects under ``prefix``."""
+        found: list[str] = []
+        token: dict[str, str] = {}
+        while True:
+            page = await self._request(f"listing {prefix}", "list_objects_v2", Prefix=prefix, **token)
+            found += [item["Key"] for item in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return found
+            token = {"ContinuationToken": page["NextContinuationToken"]}
 
     async def delete(self, key: str) -> None:
         await self.call(f"removing {key}", "delete_object", Key=key)
@@ -356,7 +369,7 @@ class S3Sink:
             part, self._buffer = bytes(self._buffer), bytearray()
             await self._send(part)
         if self.shared is not None:
-            if self.window[0] == 0:
+            if self.window[0] == 0 < self.window[1]:  # this window holds part 1 (an empty one does not)
                 await self.shared.save_head(bytes(self._head))
             self.record = self.record.advanced(done=True)
             await self._save_journal()
