@@ -74,7 +74,7 @@ def test_three_local_workers_at_once_of_a_cube_two_own_nothing_of(small_archive,
     dest = tmp_path / "cubes"
     command = sector_command(str(tmp_path / "ffi"), str(dest), "--max-memory", "40MB")
     results = run_workers([[*command, "--shard", f"{k}/3"] for k in (1, 2, 3)])
-    for code, out, err in results:
+    for code, _out, err in results:
         assert code == 0, err
     assert sum("cube completed" in out for _, out, _ in results) == 1, [out for _, out, _ in results]
     assert "bytes 0-0" in results[0][1] and "bytes 0-0" in results[1][1]  # shards 1 and 2 own nothing
@@ -225,7 +225,7 @@ def test_a_stale_claim_is_taken_over_and_a_fresh_one_waited_for(small_archive, m
 
     assert asyncio.run(waits()) and not Path(output).exists()
     (directory / "finishing.2").unlink()  # that finisher is gone too: its claim is taken by the next
-    assert asyncio.run(finish_cube(output)).status == "finished"
+    assert asyncio.run(asyncio.wait_for(finish_cube(output), 60)).status == "finished"
     assert leftovers(tmp_path / "cubes") == [CUBE]
     assert_one_worker_cube(Path(output), small_archive, tmp_path)
     assert asyncio.run(finish_cube(output)).status == "complete"  # done: a finish is a no-op
@@ -250,7 +250,7 @@ def test_three_s3_workers_at_once_of_a_cube_two_own_nothing_of(s3, s3_small_arch
     command = sector_command(f"s3://{s3.bucket}/ffi", f"s3://{s3.bucket}/cubes", "--max-memory", "40MB",
                              "--storage-option", f"endpoint_url={s3.url}")
     results = run_workers([[*command, "--shard", f"{k}/3"] for k in (1, 2, 3)])
-    for code, out, err in results:
+    for code, _out, err in results:
         assert code == 0, err
     assert sum("cube completed" in out for _, out, _ in results) == 1, [out for _, out, _ in results]
     assert [o for o in s3_objects(s3) if o.startswith("cubes/")] == [f"cubes/{CUBE}"]

@@ -118,6 +118,10 @@ class ProgressBar:
         bar = "#" * filled + "." * (self.WIDTH - filled)
         if p.stage == "scan":
             text = f"scan  [{bar}] {p.done}/{p.total} files"
+        elif p.stage == "stage":
+            rate = p.bytes_read / p.elapsed if p.elapsed > 0 else 0.0
+            text = (f"stage [{bar}] {p.done}/{p.total} files  {format_bytes(p.bytes_read)} fetched of "
+                    f"{format_bytes(p.total_bytes)}  {format_bytes(rate)}/s")
         else:
             rate = p.bytes_read / p.elapsed if p.elapsed > 0 else 0.0
             eta = ""
@@ -198,6 +202,13 @@ def _build_options(parser: argparse.ArgumentParser, what: str, *, sector: str, o
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary, no warnings")
 
 
+def _stage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stage", metavar="DIR",
+                        help="copy the remote FFIs whole into DIR (local disk, e.g. NVMe) first, in a few large GETs "
+                             "each, then build from the copies; they are removed after a successful build")
+    parser.add_argument("--keep-stage", action="store_true", help="keep the copies in --stage DIR after the build")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fficube", description="Build TESS FFI cubes.",
                                      formatter_class=_HelpFormatter)
@@ -218,6 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     _remote_options(build)
     _build_options(build, "build", sector="sector number for the SECTOR keyword (default: undefined)",
                    overwrite="replace an existing output")
+    _stage_options(build)
 
     update = command("update", "add new FFIs to a cube (streaming; replaced when complete)")
     update.add_argument("cube", help="the cube: a path or an s3:// URL")
@@ -287,6 +299,7 @@ async def _build(args: argparse.Namespace, out: TextIO, err: TextIO) -> BuildRes
         anon=True if getattr(args, "anon", False) else None,
         storage_options=getattr(args, "storage_option", {}),
         resume=getattr(args, "resume", False), restart=getattr(args, "restart", False),
+        stage=getattr(args, "stage", None), keep_stage=getattr(args, "keep_stage", False),
     )
 
 
@@ -425,7 +438,7 @@ def _left_behind(args: argparse.Namespace) -> str:
 _OPTION_WORDS = [
     (re.compile(r"\b(overwrite|resume|restart|anon)=True\b"), lambda m: "--" + m[1]),
     (re.compile(r"\brequester_pays=True in the storage options"), lambda m: "--storage-option requester_pays=true"),
-    (re.compile(r"\b(max_memory|concurrency|product)(?=: | = )"), lambda m: "--" + m[1].replace("_", "-")),
+    (re.compile(r"\b(max_memory|concurrency|product|stage)(?=: | = )"), lambda m: "--" + m[1].replace("_", "-")),
     (re.compile(r"(--max-memory) = "), lambda m: m[1] + " "),
 ]
 

@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT", "SHARED_FORMAT", "CLAIM_FORMAT", "STAGE_FORMAT", "FILE_MODE", "journal_path", "Identity", "Part",
-    "Journal", "SharedPlan", "FinishClaim", "StagedFile", "LocalJournal", "create_file", "sync_directory",
+    "Journal", "SharedPlan", "FinishClaim", "StagedFile", "LocalJournal", "create_file", "replace_file",
+    "sync_directory",
 ]
 
 FORMAT = "fficube-journal/1"
@@ -365,6 +366,20 @@ def _write_temp(path: str, data: bytes) -> str:
     return temp
 
 
+def replace_file(path: str, data: bytes) -> None:
+    """Make ``path`` hold ``data``, atomically: written to ``<path>.tmp``, flushed, renamed over
+    ``path``, the directory flushed.  On return it is on disk.  (Blocking: call from a thread.)"""
+    temp = path + ".tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
+    sync_directory(path)
+
+
 def create_file(path: str, data: bytes) -> bool:
     """Create ``path`` holding ``data``, only if it does not exist; False if it did.
 
@@ -407,15 +422,7 @@ class LocalJournal:
 
     def save(self, record: Journal) -> None:
         """Replace the journal; on return it is on disk (blocking: call from a thread)."""
-        temp = self.path + ".tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        try:
-            os.write(fd, record.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, self.path)
-        sync_directory(self.path)
+        replace_file(self.path, record.encode())
 
     def remove(self) -> None:
         for path in (self.path, self.path + ".tmp"):

@@ -17,8 +17,9 @@ __all__ = ["Progress", "BuildResult", "Reporter"]
 class Progress:
     """A progress report, passed to the ``progress`` callback.
 
-    ``stage`` is ``"scan"`` (``done``/``total`` count files) or ``"write"``
-    (``done``/``total`` count blocks).
+    ``stage`` is ``"stage"`` (a staged build's fetch: ``done``/``total`` count files,
+    ``bytes_read`` the bytes fetched, ``total_bytes`` the inputs' size), ``"scan"``
+    (``done``/``total`` count files) or ``"write"`` (``done``/``total`` count blocks).
     """
 
     stage: str
@@ -50,6 +51,10 @@ class BuildResult:
     cube_bytes: int = 0  #: size of the finished cube (``bytes_written`` is this run's share)
     #: A resumed build found the cube already complete (and checked it): nothing was built.
     already_complete: bool = False
+    staged: int = 0  #: a staged build: inputs fetched into the stage directory by this run
+    staged_reused: int = 0  #: a staged build: inputs found there already (checked), not fetched again
+    stage_requests: int = 0  #: GETs of the staging (``requests`` counts the build's reads)
+    stage_bytes: int = 0  #: bytes the staging fetched
 
     @property
     def read_rate(self) -> float:
@@ -70,7 +75,16 @@ class BuildResult:
             f"({format_bytes(self.read_rate)}/s), {self.retries} retried"
             + (f"; resumed with {self.resumed_rows} of {rows} rows already written, "
                f"{format_bytes(self.bytes_written)} written now" if self.resumed_rows else "")
+            + self._staging()
         )
+
+    def _staging(self) -> str:
+        if not (self.staged or self.staged_reused):
+            return ""
+        per_ffi = f" ({self.stage_requests / self.staged:.1f} per FFI)" if self.staged else ""
+        return (f"; staged {self.staged + self.staged_reused} FFIs first: fetched {self.staged} "
+                f"({format_bytes(self.stage_bytes)} in {self.stage_requests} GETs{per_ffi}), "
+                f"{self.staged_reused} already staged")
 
 
 class Reporter:
