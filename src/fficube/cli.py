@@ -36,7 +36,9 @@ from .sector import (
     ARRAY_INDEX,
     CAMERAS,
     CCDS,
+    DONE,
     SLURM_ARRAY_INDEX,
+    CubeJob,
     CubeOutcome,
     array_index,
     array_target,
@@ -271,6 +273,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="build only the K-th of N windows of one cube, into s3:// or a shared filesystem "
                            "(K may be 'index': the array index + 1); one worker completes the cube once all are done")
     mode.add_argument("--finish", action="store_true", help="complete a sharded cube whose shards are all done")
+    again = sector.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue interrupted builds where they stopped (what sector always does)")
+    again.add_argument("--restart", action="store_true", help="discard interrupted builds and start them over")
+    _stage_options(sector)
     sector.add_argument("-q", "--quiet", action="store_true", help="no per-cube lines, no summary table")
 
     verify = command("verify", "check a cube: structure, size, time order, checksums (exit 1 if unsound)")
@@ -344,25 +351,29 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0 if result.ok else EXIT_ERROR
 
 
-def _sector_targets(args: argparse.Namespace, err: TextIO) -> tuple[list[int], list[int]]:
+def _sector_jobs(args: argparse.Namespace, err: TextIO | None = None) -> list[CubeJob]:
+    """The cubes a sector command builds: one, picked by an array job's index, or those asked for."""
     cameras, ccds = args.camera or list(CAMERAS), args.ccd or list(CCDS)
     found = array_index()
     if found is not None and not (args.shard or "").startswith("index/"):
         name, index = found
         camera, ccd = array_target(index, name)
-        err.write(f"fficube: {name}={index}: camera {camera}, CCD {ccd}\n")
-        return [camera], [ccd]
-    return cameras, ccds
+        if err is not None:
+            err.write(f"fficube: {name}={index}: camera {camera}, CCD {ccd}\n")
+        cameras, ccds = [camera], [ccd]
+    return sector_jobs(args.sector, args.source, args.dest, cameras, ccds)
 
 
 def _cmd_sector(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    cameras, ccds = _sector_targets(args, err)
-    jobs = sector_jobs(args.sector, args.source, args.dest, cameras, ccds)
+    jobs = _sector_jobs(args, err)
     anon = True if args.anon else None
     options = args.storage_option
     if args.shard or args.finish:
         if len(jobs) != 1:
             raise ValueError("--shard and --finish work on one cube: give one --camera and one --ccd")
+        if args.stage or args.restart:
+            raise ValueError("--shard and --finish go without --stage (a shard reads only its own rows) and "
+                             "without --restart (a shard always continues; delete DEST/CUBE.shards to start over)")
         job = jobs[0]
         if args.finish:
             finish = _run(finish_cube(job.output, anon=anon, storage_options=options))
@@ -381,20 +392,24 @@ def _cmd_sector(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     def done(outcome: CubeOutcome) -> None:
         if not args.quiet:
             err.write(f"fficube: {outcome.job.camera}-{outcome.job.ccd}: {outcome.status}"
-                      f"{': ' + outcome.error if outcome.status == 'failed' else ''}\n")
+                      f"{': ' + for_command_line(outcome.error) if outcome.status == 'failed' else ''}\n")
 
     outcomes = _run(build_sector(
         jobs, max_memory=args.max_memory, parallel=args.parallel, concurrency=args.concurrency, anon=anon,
-        storage_options=options, on_done=done,
+        storage_options=options, on_done=done, restart=args.restart, stage=args.stage, keep_stage=args.keep_stage,
     ))
     header = ("cube", "status", "FFIs", "size", "seconds", "requests", "output / reason")
     rows = [header, *(o.row() for o in outcomes)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     for row in rows:
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1] + "\n")
-    failed = [o for o in outcomes if o.status == "failed"]
-    out.write(f"sector {args.sector}: {len(outcomes) - len(failed)} of {len(outcomes)} cube(s) done"
-              + (f", {len(failed)} failed (run again to retry)" if failed else "") + "\n")
+        out.write(for_command_line("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+                                   + "  " + row[-1]) + "\n")
+    failed = sum(o.status == "failed" for o in outcomes)
+    empty = sum(o.status == "no FFIs" for o in outcomes)
+    complete = sum(o.status in DONE for o in outcomes)
+    out.write(f"sector {args.sector}: {complete} of {len(outcomes) - empty} cube(s) done"
+              + (f", {failed} failed (run again to retry)" if failed else "")
+              + (f"; {empty} camera/CCD(s) without FFIs in the archive" if empty else "") + "\n")
     return EXIT_ERROR if failed else 0
 
 
@@ -423,7 +438,9 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _left_behind(args: argparse.Namespace) -> str:
-    """What an interrupted command left, for its last line."""
+    """What an interrupted command left, for its last line: what is on disk now."""
+    if args.command == "sector":
+        return _sector_left_behind(args)
     output = getattr(args, "output", None) or getattr(args, "cube", None)
     if not output:
         return "nothing was written"
@@ -432,6 +449,18 @@ def _left_behind(args: argparse.Namespace) -> str:
     if os.path.exists(journal_path(output)):
         return "the work done is saved: run the same command with --resume to continue"
     return "no partial output was left"
+
+
+def _sector_left_behind(args: argparse.Namespace) -> str:
+    if args.shard or args.finish:
+        return "a shard keeps its recorded work: run the same command again to continue"
+    if is_url(args.dest):
+        return "see above for what was kept; run the same command again to continue"
+    saved = [f"{j.camera}-{j.ccd}" for j in _sector_jobs(args) if os.path.exists(journal_path(j.output))]
+    if not saved:
+        return "no partial cube was left"
+    return (f"the work done on {len(saved)} cube(s) ({', '.join(saved)}) is saved: run the same command again "
+            "to continue (sector resumes interrupted cubes; --resume may be given)")
 
 
 #: The library's words for options (Python keywords), and the command line's.
