@@ -1,7 +1,8 @@
 """An HTTP proxy in front of the moto S3 server that counts, delays and breaks requests.
 
 It measures what the client really does (requests in flight at once, whether requests
-are signed) and injects faults: the *first* attempt of a chosen share of requests gets
+are signed), models a distant store (``latency`` per request, ``bandwidth`` per
+connection) and injects faults: the *first* attempt of a chosen share of requests gets
 a 503 SlowDown or a dropped connection, so a client that retries always succeeds, and
 one that does not always fails.  Every loop is bounded: it serves until ``close()``.
 """
@@ -28,6 +29,7 @@ class ProxyState:
     fail_503: float = 0.0  #: share of distinct requests whose first attempt gets a 503
     fail_drop: float = 0.0  #: share whose first attempt has its connection dropped
     latency: float = 0.0  #: seconds added before each response
+    bandwidth: float = 0.0  #: bytes per second of one connection (request and response bodies); 0: no cap
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -116,6 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
                 data = response.read()
             finally:
                 upstream.close()
+            if state.bandwidth:  # one connection moves its bodies at this rate
+                time.sleep((len(body or b"") + len(data)) / state.bandwidth)
             self.send_response(response.status)
             skip = ("transfer-encoding", "connection", "date", "server")
             if self.command != "HEAD":  # a HEAD answer keeps the object's Content-Length

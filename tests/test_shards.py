@@ -42,10 +42,10 @@ def assert_one_worker_cube(cube: Path, made: list[str], tmp_path: Path) -> None:
     assert_verifies(cube)
 
 
-def run_workers(commands: list[list[str]], env: dict | None = None) -> list[tuple[int, str, str]]:
+def run_workers(commands: list[list[str]], envs: list[dict] | None = None) -> list[tuple[int, str, str]]:
     """Start every command at once (as an array job does); their exit codes and outputs."""
     procs = [subprocess.Popen(cli(*c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for c in commands]
+             for c, env in zip(commands, envs or [None] * len(commands), strict=True)]
     outputs = [p.communicate(timeout=180) for p in procs]
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs)]
 
@@ -72,12 +72,14 @@ def leftovers(dest: Path) -> list[str]:
 
 def test_three_local_workers_at_once_of_a_cube_two_own_nothing_of(small_archive, tmp_path: Path) -> None:
     dest = tmp_path / "cubes"
-    command = sector_command(str(tmp_path / "ffi"), str(dest), "--max-memory", "40MB")
-    results = run_workers([[*command, "--shard", f"{k}/3"] for k in (1, 2, 3)])
+    command = sector_command(str(tmp_path / "ffi"), str(dest), "--max-memory", "40MB", "--shard", "index/3")
+    # A SLURM array job: task i is shard i + 1.
+    env = {k: v for k, v in os.environ.items() if k != "AWS_BATCH_JOB_ARRAY_INDEX"}
+    results = run_workers([command] * 3, [{**env, "SLURM_ARRAY_TASK_ID": str(i)} for i in range(3)])
     for code, _out, err in results:
         assert code == 0, err
     assert sum("cube completed" in out for _, out, _ in results) == 1, [out for _, out, _ in results]
-    assert "bytes 0-0" in results[0][1] and "bytes 0-0" in results[1][1]  # shards 1 and 2 own nothing
+    assert "shard 1/3, bytes 0-0" in results[0][1] and "shard 2/3, bytes 0-0" in results[1][1]  # they own nothing
     assert leftovers(dest) == [CUBE]
     assert_one_worker_cube(dest / CUBE, small_archive, tmp_path)
 

@@ -1,14 +1,11 @@
 #!/usr/bin/env bash
-# Build every cube of a sector with one AWS Batch array job of 16 children.
+# Build every cube of a sector with one AWS Batch array job of 16 children, S3 -> S3.
 # Child i builds camera i // 4 + 1, CCD i % 4 + 1 (fficube reads AWS_BATCH_JOB_ARRAY_INDEX).
+# For a prime-mission or 10-minute sector; for 200-second sectors use submit-staged.sh.
 #
 #   examples/aws-batch/submit.sh SECTOR s3://MY-BUCKET/tess/cubes
 #
-# One-time setup (see README.md, "AWS Batch"): push the image built from ./Dockerfile to
-# ECR, then create the compute environment, the job queue and the job definition:
-#   aws batch create-compute-environment --cli-input-json file://compute-environment.json
-#   aws batch create-job-queue --cli-input-json file://job-queue.json
-#   aws batch register-job-definition --cli-input-json file://job-definition.json
+# One-time setup: setup.sh (see README.md, "Whole sectors: AWS Batch and clusters").
 set -euo pipefail
 sector=${1:?usage: submit.sh SECTOR DEST}
 dest=${2:?usage: submit.sh SECTOR DEST}
@@ -19,4 +16,4 @@ aws batch submit-job \
   --array-properties size=16 \
   --parameters "sector=$sector,dest=$dest"
 # A retried child (spot reclaim, SIGTERM) resumes its cube from the journal beside it;
-# running this again later skips the cubes that are already complete.
+# running this again later skips the cubes that are complete at the destination.
