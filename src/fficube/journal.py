@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT", "SHARED_FORMAT", "CLAIM_FORMAT", "STAGE_FORMAT", "FILE_MODE", "journal_path", "Identity", "Part",
     "Journal", "SharedPlan", "FinishClaim", "StagedFile", "LocalJournal", "create_file", "replace_file",
-    "sync_directory",
+    "sync_directory", "write_synced",
 ]
 
 FORMAT = "fficube-journal/1"
@@ -354,29 +354,24 @@ def sync_directory(path: str) -> None:
         os.close(directory)
 
 
-def _write_temp(path: str, data: bytes) -> str:
-    """``data`` in a new file beside ``path`` (a name of this process's own), flushed to disk."""
-    temp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+def write_synced(path: str, flags: int, data: bytes = b"", *, size: int | None = None) -> None:
+    """Write ``data`` into ``path`` (created; opened with ``flags`` too: ``O_EXCL``,
+    ``O_TRUNC``), or make it ``size`` bytes long, and flush it to disk.  (Blocking.)"""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, FILE_MODE)
     try:
+        if size is not None:
+            os.ftruncate(fd, size)
         os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
-    return temp
 
 
 def replace_file(path: str, data: bytes) -> None:
     """Make ``path`` hold ``data``, atomically: written to ``<path>.tmp``, flushed, renamed over
     ``path``, the directory flushed.  On return it is on disk.  (Blocking: call from a thread.)"""
-    temp = path + ".tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
+    write_synced(path + ".tmp", os.O_TRUNC, data)
+    os.replace(path + ".tmp", path)
     sync_directory(path)
 
 
@@ -388,7 +383,8 @@ def create_file(path: str, data: bytes) -> bool:
     exists.  Nobody ever sees the file empty or half written.  (Blocking: call from a
     thread.)
     """
-    temp = _write_temp(path, data)
+    temp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"  # a name of this process's own
+    write_synced(temp, os.O_EXCL, data)
     try:
         os.link(temp, path)
     except FileExistsError:

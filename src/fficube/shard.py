@@ -51,7 +51,7 @@ from .build import BuildOptions, cube_size_estimate
 from .checksum import add, seal_header
 from .errors import InputError, OutputError, OutputExistsError, ResumeError
 from .inputs import InputsLike, Version, resolve_inputs
-from .journal import FILE_MODE, FinishClaim, Identity, Journal, Part, SharedPlan, create_file, sync_directory
+from .journal import FinishClaim, Identity, Journal, Part, SharedPlan, create_file, sync_directory, write_synced
 from .pipeline import execute
 from .plan import CubePlan, Limits, make_plan
 from .remote import S3_PROTOCOLS, Filesystems, open_source, protocol_or_local
@@ -314,12 +314,7 @@ class _FileShards:
         """A new file of ``size`` bytes (zeros, sparse) in the directory; its name."""
         os.makedirs(self.directory, exist_ok=True)
         name = f"{os.urandom(8).hex()}.partial"
-        fd = os.open(self.path(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        try:
-            os.ftruncate(fd, size)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(self.path(name), os.O_EXCL, size=size)
         return name
 
     async def start(self, proposal: SharedPlan) -> SharedPlan:
