@@ -22,11 +22,11 @@ def paths(sector):
 
 def test_build_prints_progress_and_summary(paths, tmp_path: Path) -> None:
     out_file = tmp_path / "cube.fits"
-    code, out, err = run("build", *paths, "-o", str(out_file), "--sector", "4", "--max-memory", "200kB")
+    code, out, err = run("build", *paths, "-o", str(out_file), "--sector", "1", "--max-memory", "200kB")
     assert code == 0
     assert out.startswith(f"wrote {out_file}: SPOC cube 30x36x5x2") and "from 5 FFIs" in out
     assert "scan  [" in err and "5/5 files" in err and "blocks" in err
-    assert fits.getheader(out_file)["SECTOR"] == 4
+    assert fits.getheader(out_file)["SECTOR"] == 1
 
 
 def test_quiet_build_prints_nothing(paths, tmp_path: Path) -> None:
@@ -68,13 +68,13 @@ def test_debug_shows_the_traceback(paths, tmp_path: Path) -> None:
 
 def test_inspect(paths, tmp_path: Path) -> None:
     cube = tmp_path / "c.fits"
-    assert run("build", *paths, "-o", str(cube), "-q", "--sector", "9")[0] == 0
+    assert run("build", *paths, "-o", str(cube), "-q", "--sector", "1")[0] == 0
     code, out, _ = run("inspect", str(cube))
     assert code == 0
     lines = dict(line.split(None, 1) if not line.strip().startswith("camera") else ("camera/CCD", line.split()[-1])
                  for line in out.strip().splitlines())
     assert "30 rows x 36 cols x 5 FFIs x 2 layer(s)" in out
-    assert lines["sector"].strip() == "9" and lines["camera/CCD"] == "1/1"
+    assert lines["sector"].strip() == "1" and lines["camera/CCD"] == "1/1"
     assert lines["product"].strip() == "SPOC" and lines["FFIs"].strip() == "5"
     code, _, err = run("inspect", paths[0])
     assert code == 1 and "not a 4-D float32 image: not an FFI cube" in err

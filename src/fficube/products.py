@@ -36,6 +36,10 @@ class Product:
     stop_keyword: str
     #: Image-header values a file must have to serve as the info-table template.
     template_requirements: Mapping[str, Any]
+    #: The template is the first qualifying FFI in time order that has a celestial WCS
+    #: (TICA: its requirement, NAXIS = 2, admits any FFI), not the first in input order
+    #: (SPOC, as astrocut: its requirement, WCSAXES = 2, is a WCS).
+    template_by_time: bool
     #: Glob used when an input is a directory.
     file_pattern: str
     #: ``NAXIS`` of HDU 0 in this product's FFIs: how a file is recognised.  (A product
@@ -74,6 +78,7 @@ SPOC = Product(
     camera_keywords=("CAMERA", "CCD"),
     stop_keyword="TSTOP",
     template_requirements={"WCSAXES": 2},
+    template_by_time=False,
     file_pattern="*ffic.fits",
     primary_naxis=0,
     layer_names=("flux", "flux_err"),
@@ -90,6 +95,7 @@ TICA = Product(
     camera_keywords=("CAMNUM", "CCDNUM"),
     stop_keyword="ENDTJD",
     template_requirements={"NAXIS": 2},
+    template_by_time=True,
     file_pattern="*_img.fits",
     primary_naxis=2,
     layer_names=("flux",),
