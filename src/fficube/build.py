@@ -158,8 +158,7 @@ async def build_cube(
         if options.resume and not overwrite and await out.exists() and await out.load_journal() is None:
             return await _already_complete(out, found.paths, filesystems, started)
         await out.check(found.paths, overwrite=overwrite)
-        async with out.lock(), closing(await open_source(found.protocol, filesystems, options.concurrency,
-                                                         sizes=found.sizes)) as source:
+        async with out.lock(), closing(await found.source(filesystems, options.concurrency)) as source:
             report = Reporter(progress, [source], started)
             ffis = await _scan(found.paths, source, options.product, report)
             versions = {path: found.version(path) for path in found.paths}
@@ -247,8 +246,7 @@ async def update_cube(
             out = await open_output(output, filesystems)
             if output != cube:
                 await out.check(new_paths, overwrite=overwrite)
-            async with out.lock(), closing(await open_source(found.protocol, filesystems, options.concurrency,
-                                                             sizes=found.sizes)) as source:
+            async with out.lock(), closing(await found.source(filesystems, options.concurrency)) as source:
                 report = Reporter(progress, [source, cube_source], started)
                 ffis = await _scan(new_paths, source, old.product, report)
                 versions = {path: found.version(path) for path in new_paths}

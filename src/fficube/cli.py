@@ -414,6 +414,7 @@ _OPTION_WORDS = [
     (re.compile(r"\brequester_pays=True in the storage options"), lambda m: "--storage-option requester_pays=true"),
     (re.compile(r"\b(max_memory|concurrency|product)(?=: | = )"), lambda m: "--" + m[1].replace("_", "-")),
     (re.compile(r"(--max-memory) = "), lambda m: m[1] + " "),
+    (re.compile(r"\bsector=(\d+)"), lambda m: "--sector " + m[1]),
 ]
 
 
