@@ -47,7 +47,7 @@ def assert_reader_invariants(path: Path, fresh: Path) -> None:
         cube = hdus[1].data
         if hdus[1].header["NAXIS1"] == 2:  # SPOC: tesscube's rule applies
             assert data["datLoc"] == DATA_OFFSET
-            rows, cols, n, layers = cube.shape
+            rows, cols, n, _ = cube.shape
             for r, c, f, layer in ((0, 0, 0, 0), (rows - 1, cols - 1, n - 1, 1), (rows // 2, 3, n // 2, 0)):
                 assert tesscube_pixel(path, r, c, f, layer) == cube[r, c, f, layer]
 
