@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from cube_compare import assert_verifies
 from helpers import without_build_stamps
 
@@ -108,12 +107,3 @@ def test_sigkill_of_an_s3_upload_then_resume_gives_the_same_bytes(s3, sector, tm
     assert_verifies(cube)
     assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
     assert [o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket)["Contents"]] == ["killed.fits"]
-
-
-@pytest.mark.parametrize("seed", [11])
-def test_resuming_a_finished_build_is_refused_as_existing(sector, tmp_path: Path, seed: int) -> None:
-    paths = sector(n_ffis=3, shape=(20, 30), seed=seed)
-    out = tmp_path / "c.fits"
-    assert subprocess.run(cli(*paths, "-o", str(out)), timeout=120).returncode == 0
-    again = subprocess.run(cli(*paths, "-o", str(out), "--resume"), capture_output=True, text=True, timeout=120)
-    assert again.returncode == 1 and "already exists" in again.stderr
