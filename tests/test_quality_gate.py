@@ -12,6 +12,7 @@ import numpy as np
 from helpers import budget_for_rows, cancel_after_blocks, rewrite_ffi, run_cli, without_build_stamps
 
 import fficube
+from fficube.overview import read_overview
 from fficube.report import read_report
 from fficube.synthetic import CADENCE_DAYS, spoc_name, tica_name, write_spoc_ffi, write_tica_ffi
 from fficube.verify import verify_cube
@@ -81,6 +82,11 @@ def test_a_build_flags_each_defect_and_verify_finds_the_same(tmp_path: Path) -> 
     assert by_flag["all_nonfinite"].median is None and by_flag["constant"].median == 7.5
     assert 140 < by_flag[""].median < 160 and by_flag[""].nan_fraction == 0.0
     assert any("repeated_cadence not checked" in note for note in built.meta["notes"])
+    # fficube plot --report reads it: every flag lands on its FFI.
+    overview = asyncio.run(read_overview(cube, report=report))
+    assert not overview.report_unmatched
+    assert sorted(overview.report_flags) == sorted(
+        (i, flag) for i, name in enumerate(overview.files) for flag in expected_flags(paths)[name])
 
     # verify --quality: the same verdicts from the cube alone (same sample: the same numbers).
     checked = tmp_path / "verify.json"

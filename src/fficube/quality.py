@@ -109,6 +109,8 @@ GAP_FACTOR = 1.5
 FFI_CHUNK = 1024
 #: Scratch bytes per converted value (float32 values, finite and zero masks, masked copy).
 SCRATCH_PER_VALUE = 12
+#: FFIs whose medians are taken at once (nanmedian copies its input: about 1 MB).
+MEDIAN_CHUNK = 256
 
 
 # ----------------------------------------------------------------------------------
@@ -243,8 +245,8 @@ class SampleStats:
         out = np.full(self.n_ffis, np.nan)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # All-NaN slice
-            for f0 in range(0, self.n_ffis, FFI_CHUNK):
-                out[f0 : f0 + FFI_CHUNK] = np.nanmedian(self.median_values[f0 : f0 + FFI_CHUNK], axis=1)
+            for f0 in range(0, self.n_ffis, MEDIAN_CHUNK):  # nanmedian copies: a few MB at a time
+                out[f0 : f0 + MEDIAN_CHUNK] = np.nanmedian(self.median_values[f0 : f0 + MEDIAN_CHUNK], axis=1)
         return out
 
 
