@@ -95,7 +95,7 @@ def budget_for_rows(paths: list[str], rows: int, **kw) -> int:
     """The smallest max_memory whose plan uses blocks of exactly ``rows`` rows, found by
     bisection, planning as a local build with the default concurrency does (``kw``
     overrides fields of its :class:`Limits`)."""
-    build = Limits.for_build(1, DEFAULT_LOCAL_CONCURRENCY, local=True)
+    build = Limits.for_build(1, DEFAULT_LOCAL_CONCURRENCY, local=True, quality=True)  # the gate is on by default
     ffis = scan_paths(paths)
 
     def rows_at(budget: int) -> int:

@@ -51,6 +51,8 @@ class Product:
     time_units: str
     #: Info-table column of each FFI's quality flags ("" if the product has none).
     quality_column: str
+    #: Info-table column of each FFI's cadence number ("" if the image header has none).
+    cadence_column: str
 
     def matches(self, primary: Mapping[str, Any]) -> bool:
         """Whether an FFI whose primary header is ``primary`` is of this product."""
@@ -84,6 +86,9 @@ SPOC = Product(
     layer_names=("flux", "flux_err"),
     time_units="BTJD (BJD - 2457000), days",
     quality_column="DQUALITY",
+    # FFIINDEX, SPOC's cadence number, is in the primary header, not in the image
+    # header whose cards make the info table.
+    cadence_column="",
 )
 
 TICA = Product(
@@ -101,6 +106,7 @@ TICA = Product(
     layer_names=("flux",),
     time_units="TJD (JD - 2457000), days",
     quality_column="QUAL_BIT",
+    cadence_column="CADENCE",
 )
 
 PRODUCTS: dict[str, Product] = {p.name: p for p in (SPOC, TICA)}
