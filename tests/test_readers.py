@@ -114,7 +114,7 @@ def test_an_s3_input_replaced_during_a_build_stops_it(s3, sector, tmp_path: Path
 
     out = tmp_path / "c.fits"
     with pytest.raises(fficube.ReadError, match="changed since it was listed") as info:
-        fficube.make_cube(urls, out, max_memory="140kB", storage_options=s3.options,
+        fficube.make_cube(urls, out, max_memory="160kB", storage_options=s3.options,
                           progress=replace_after_first_block)
     assert info.value.path == urls[3]
     assert not out.exists() and Path(f"{out}.journal").exists()  # the work recorded is kept
