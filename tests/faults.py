@@ -211,6 +211,10 @@ class _Injector:
         AioBaseClient._make_api_call = _make_api_call
 
     def install(self) -> None:
+        if self.spec.get("action", "kill") == "stop":
+            # The test will send SIGINT as a user's Ctrl-C: a test run in the background
+            # (SIGINT ignored, as shells start `&` jobs) must not make the child ignore it.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         if self.spec["at"] == "s3":
             self.patch_s3()
             return
