@@ -31,7 +31,7 @@ def light_curve(cube: str, args: argparse.Namespace) -> None:
     good = quality == 0
     flux, background = flux.compute(), background.compute()
     print(f"{'time':>12} {'flux':>12} {'background':>11} quality")
-    for t, f, b, ok in zip(ds.time.values, flux.values, background.values, good.values):
+    for t, f, b, ok in zip(ds.time.values, flux.values, background.values, good.values, strict=True):
         print(f"{t:12.5f} {f:12.1f} {b:11.2f} {'ok' if ok else 'flagged'}")
 
 

@@ -7,6 +7,8 @@ import math
 import numpy as np
 from astropy.io import fits
 
+from fficube.cubeinfo import PROVENANCE_KEYWORDS
+
 #: Cards whose value (DATE) or comment (DATASUM) is the build time, and CHECKSUM:
 #: fficube seals every HDU, astrocut none (its DATASUM is the kept FFI card's).
 BUILD_TIME_CARDS = ("DATE", "DATASUM", "CHECKSUM")
@@ -19,7 +21,9 @@ def _same_value(a, b) -> bool:
 
 
 def _cards(header: fits.Header) -> list[fits.Card]:
-    return [card for card in header.cards if card.keyword not in ("CHECKSUM", "DATASUM")]
+    """The cards to compare: not the checksums, nor fficube's provenance (HDU 1; astrocut writes none)."""
+    return [card for card in header.cards
+            if card.keyword not in ("CHECKSUM", "DATASUM") and card.keyword not in PROVENANCE_KEYWORDS]
 
 
 def assert_verifies(path) -> None:

@@ -51,6 +51,6 @@ def test_commentary_cards_are_joined_and_bad_numbers_are_logged(caplog: pytest.L
     headers = [header({"GAIN": "high", "NREADS": "many"}, ["line one", "line two"])]
     with caplog.at_level(logging.WARNING, logger="fficube"):
         values = column_values(columns, headers, ["x.fits"])
-    assert values["COMMENT"].tolist() == [b"line one\nline two"]
+    assert values["COMMENT"].tolist() == [b"line one line two"]  # printable: a cutout copies it into a card
     assert np.isnan(values["GAIN"][0]) and values["NREADS"][0] == 0
     assert "x.fits: GAIN = 'high' is not a number" in caplog.text and "NREADS" in caplog.text

@@ -11,6 +11,7 @@ from astropy.io import fits
 from helpers import scan_cube_at, scan_paths
 
 import fficube
+from fficube.cubeinfo import Provenance
 from fficube.errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError
 from fficube.plan import Limits, make_plan, plan_update
 
@@ -33,14 +34,14 @@ def test_time_order_and_template(ffis) -> None:
 
 def test_primary_header_from_earliest_and_latest(ffis) -> None:
     now = dt.datetime(2030, 1, 2, 3, 4, 5)
-    plan = make_plan(ffis, Limits(max_memory=10**9), sector=7, now=now)
+    plan = make_plan(ffis, Limits(max_memory=10**9), sector=1, now=now)
     header = plan.primary()
     earliest = fits.Header.fromstring(plan.files[0].primary_header)
     latest_image = fits.Header.fromstring(plan.files[-1].image_header)
     assert header["TSTART"] == earliest["TSTART"]
     assert header["TSTOP"] == latest_image["TSTOP"] and header["DATE-END"] == latest_image["DATE-END"]
     assert header["DATE"] == "2030-01-02" and header["ORIGIN"] == "STScI/MAST"
-    assert header["SECTOR"] == 7 and header.comments["SECTOR"] == "Observing sector"
+    assert header["SECTOR"] == 1 and header.comments["SECTOR"] == "Observing sector"
     # astrocut drops the FFI's CHECKSUM and keeps DATASUM; fficube seals the HDU anew.
     assert header.comments["CHECKSUM"].endswith("2030-01-02T03:04:05")
     assert header.comments["DATASUM"].endswith("2030-01-02T03:04:05") and header["DATASUM"] == "0"
@@ -140,7 +141,11 @@ def test_plan_update_interleaves_new_ffis_in_time_order(sector, tmp_path) -> Non
     table = fits.BinTableHDU.fromstring(plan.info_table)
     assert [n.rsplit("/", 1)[-1] for n in table.data["FFI_FILE"]] == [p.rsplit("/", 1)[-1] for p in paths]
     assert list(table.data["TSTART"]) == sorted(table.data["TSTART"])
-    assert "Updated 2026-12-01 by fficube" in str(plan.primary()["HISTORY"])
+    # Provenance goes into HDU 1's header (one block); the primary header gains no card.
+    assert "HISTORY" not in plan.primary() and plan.data_offset == cube.data_offset == 5760
+    provenance = Provenance.of(fits.Header.fromstring(plan.cube_header.decode()))
+    assert provenance is not None and provenance.n_updates == 1 and len(plan.cube_header) == 2880
+    assert provenance.updates == (f"2026-12-01 v{fficube.__version__} +4 {new[0].rsplit('/', 1)[-1]}",)
     # The plan is what a fresh build of all the FFIs would be, but for the HISTORY cards.
     fresh = make_plan(scan_paths(paths), Limits(max_memory=10**9), now=now)
     assert fits.BinTableHDU.fromstring(fresh.info_table).data.tobytes() == table.data.tobytes()

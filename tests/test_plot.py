@@ -143,7 +143,7 @@ def test_gaps_report_flags_and_missing_columns(sector, tmp_path: Path) -> None:
     for path in paths:
         with fits.open(path, mode="update") as hdul:
             del hdul[0].header["QUAL_BIT"]
-    with pytest.warns(fficube.TemplateWarning, match="has no WCS"):
+    with pytest.warns(fficube.TemplateWarning, match="no celestial WCS"):
         bare = build(paths, tmp_path / "bare.fits", sector=27)
     code, stdout, err = run_cli("plot", bare, "-o", str(tmp_path / "bare.png"))
     assert code == 0, err

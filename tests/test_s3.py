@@ -196,7 +196,7 @@ async def test_cancelled_upload_keeps_its_parts_and_resumes(s3, sector, tmp_path
     assert [o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="cancelled")["Contents"]] == [
         "cancelled.fits.journal"
     ]
-    with pytest.raises(fficube.ResumeError, match="--resume"):
+    with pytest.raises(fficube.ResumeError, match="resume=True"):
         await fficube.build_cube(paths, out, storage_options=s3.options)
 
     result = await fficube.build_cube(paths, out, max_memory="30MB", storage_options=s3.options, resume=True)

@@ -118,7 +118,7 @@ def test_sector_resumes_by_default_and_restarts_when_asked(tmp_path: Path) -> No
     fficube.make_cube(made, reference, sector=1)
     for flags, status in (([], "resumed"), (["--resume"], "resumed"), (["--restart"], "built")):
         asyncio.run(cancel_after_blocks(2, lambda progress: fficube.build_cube(
-            made, output, sector=1, max_memory="140kB", progress=progress, resume=True)))
+            made, output, sector=1, max_memory="180kB", progress=progress, resume=True)))
         assert Path(f"{output}.journal").exists()
         code, out, err = run_cli(*args, *flags)
         assert code == 0, err

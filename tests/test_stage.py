@@ -55,10 +55,10 @@ def test_ranges_are_few_and_large() -> None:
 def test_staged_cube_equals_the_direct_one_in_one_get_per_ffi(s3, proxy, bucket_ffis, tmp_path: Path) -> None:
     paths, prefix = bucket_ffis
     direct_proxy, staged_proxy = proxy(), proxy()
-    direct = fficube.make_cube(prefix, tmp_path / "direct.fits", sector=1, max_memory="150kB",
+    direct = fficube.make_cube(prefix, tmp_path / "direct.fits", sector=1, max_memory="200kB",
                                storage_options={"endpoint_url": direct_proxy.url})
     stage = tmp_path / "stage"
-    staged = fficube.make_cube(prefix, tmp_path / "staged.fits", sector=1, max_memory="150kB", stage=stage,
+    staged = fficube.make_cube(prefix, tmp_path / "staged.fits", sector=1, max_memory="200kB", stage=stage,
                                storage_options={"endpoint_url": staged_proxy.url})
     assert direct.blocks > 2  # so that a direct build reads each FFI many times
     assert len(object_gets(direct_proxy, f"{s3.bucket}/ffi/")) == direct.requests > 2 * len(paths)
@@ -156,7 +156,7 @@ def test_an_object_changed_after_listing_is_refused_not_mixed(s3, bucket_ffis, t
 def test_a_direct_build_interrupted_is_resumed_staged(s3, bucket_ffis, tmp_path: Path) -> None:
     _, prefix = bucket_ffis
     output = tmp_path / "c.fits"
-    options = {"sector": 1, "max_memory": "150kB", "storage_options": {"endpoint_url": s3.url}}
+    options = {"sector": 1, "max_memory": "200kB", "storage_options": {"endpoint_url": s3.url}}
     asyncio.run(cancel_after_blocks(2, lambda progress: fficube.build_cube(prefix, output, progress=progress,
                                                                           **options)))
     assert not output.exists() and Path(f"{output}.journal").exists()

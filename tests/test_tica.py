@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from cube_compare import assert_cube_matches
-from helpers import budget_for_rows, without_build_stamps
+from helpers import budget_for_rows, run_cli, without_build_stamps
 from tica_cases import CASES, SECTORS, case_inputs
 
 import fficube
@@ -53,7 +54,10 @@ def test_comment_and_history_are_joined_never_cut(tmp_path: Path) -> None:
     with fits.open(tmp_path / "c.fits") as cube:
         table = cube[2].data
         comments = fits.getheader(paths[2])["COMMENT"]
-        assert table["COMMENT"][2] == "\n".join(comments) and len(comments) == 2
+        # Joined by spaces: a cutout copies the value into a TPF header card (printable ASCII only).
+        assert table["COMMENT"][2] == " ".join(comments) and len(comments) == 2
+        fits.Card("COMMENT", table["COMMENT"][2])  # a valid card value
+        assert all(" " <= ch <= "~" for ch in table["COMMENT"][2])
         assert table["COMMENT"][0] == fits.getheader(paths[0])["COMMENT"][0]
         assert "HISTORY" not in table.columns.names  # not in the template: no column
 
@@ -78,14 +82,26 @@ def test_mixed_spoc_and_tica_refused_before_writing(sector, tmp_path: Path) -> N
     assert list(tmp_path.glob("c.fits*")) == []
 
 
-def test_template_without_wcs_is_warned_about(tmp_path: Path) -> None:
+def test_template_is_the_earliest_ffi_with_a_wcs_whatever_the_input_order(tmp_path: Path) -> None:
     paths = case_inputs("shuffled", tmp_path / "ffis")
-    no_wcs_first = [paths[1], paths[0], *paths[2:]]  # the earliest FFI has no WCS
-    with pytest.warns(fficube.TemplateWarning, match="has no WCS"):
-        fficube.make_cube(no_wcs_first, tmp_path / "c.fits")
+    earliest, second = sorted(paths)[:2]  # the earliest has no WCS; the second has one
+    no_wcs_first = [earliest, *(p for p in paths if p != earliest)]
     with warnings.catch_warnings():
         warnings.simplefilter("error", fficube.TemplateWarning)
-        fficube.make_cube(paths, tmp_path / "d.fits")
+        fficube.make_cube(no_wcs_first, tmp_path / "c.fits")  # astrocut 1.2 would take the first: no WCS
+        fficube.make_cube(os.path.dirname(earliest), tmp_path / "d.fits")  # a folder: no say over the order
+    for cube in ("c.fits", "d.fits"):
+        with fits.open(tmp_path / cube) as hdus:
+            assert "CTYPE2" in hdus[2].columns.names  # the table has the WCS cutout tools look for
+            assert hdus[1].header["FCTEMPL"] == os.path.basename(second)
+        code, out, _ = run_cli("inspect", str(tmp_path / cube))
+        assert code == 0 and f"{os.path.basename(second)} (recorded by the build)" in out
+
+
+def test_template_without_any_wcs_is_warned_about(sector, tmp_path: Path) -> None:
+    paths = sector(n_ffis=3, product="tica", sector=27, shape=(12, 14), no_wcs=(0, 1, 2))
+    with pytest.warns(fficube.TemplateWarning, match="no celestial WCS"):
+        fficube.make_cube(paths, tmp_path / "c.fits")
 
 
 def test_tica_demo(tmp_path: Path) -> None:

@@ -191,7 +191,7 @@ LOCK_HOLDER = textwrap.dedent(
             print("holding", flush=True)
             time.sleep(600)
 
-    fficube.make_cube(sys.argv[1:-1], sys.argv[-1], max_memory="110kB", progress=hold)
+    fficube.make_cube(sys.argv[1:-1], sys.argv[-1], max_memory="125kB", progress=hold)
     """
 )
 
@@ -220,13 +220,13 @@ def test_a_second_build_of_one_output_is_refused_while_the_first_runs(paths, tmp
 
 async def test_sync_twins_work_inside_a_running_loop_with_progress(paths, tmp_path: Path) -> None:
     seen: list[tuple[str, int]] = []
-    result = fficube.make_cube(paths, tmp_path / "c.fits", max_memory="110kB",
+    result = fficube.make_cube(paths, tmp_path / "c.fits", max_memory="125kB",
                                progress=lambda p: seen.append((p.stage, p.done)))
     assert result.blocks > 2 and ("write", result.blocks) in seen and seen[0][0] == "scan"
     verified = fficube.sync.verify_cube(tmp_path / "c.fits")
     assert verified.ok
     reference = tmp_path / "ref.fits"
-    await fficube.build_cube(paths, reference, max_memory="110kB")
+    await fficube.build_cube(paths, reference, max_memory="125kB")
     assert without_build_stamps((tmp_path / "c.fits").read_bytes()) == without_build_stamps(reference.read_bytes())
 
 
@@ -236,7 +236,7 @@ def test_a_sync_twin_called_from_a_running_build_is_refused(paths, tmp_path: Pat
             fficube.make_cube(paths, tmp_path / "inner.fits")
 
     async def cell() -> None:
-        fficube.make_cube(paths, tmp_path / "outer.fits", max_memory="110kB", progress=nested)
+        fficube.make_cube(paths, tmp_path / "outer.fits", max_memory="125kB", progress=nested)
 
     with pytest.raises(fficube.EventLoopError, match="from inside a running fficube call"):
         asyncio.run(cell())
@@ -254,7 +254,7 @@ NOTEBOOK_CELL = textwrap.dedent(
             time.sleep(0.2)
 
     async def cell():  # the kernel's loop is running, as in Jupyter
-        fficube.make_cube(sys.argv[1:-1], sys.argv[-1], max_memory="110kB", progress=slow)
+        fficube.make_cube(sys.argv[1:-1], sys.argv[-1], max_memory="125kB", progress=slow)
 
     loop = asyncio.new_event_loop()  # a loop with no SIGINT handler of its own, as ipykernel's
     try:
@@ -276,7 +276,7 @@ def test_ctrl_c_in_a_notebook_cell_cancels_the_build_cleanly(paths, tmp_path: Pa
     assert cell.returncode == 0, err
     assert rest.strip() == "interrupted []"  # KeyboardInterrupt reached the cell; the build's thread is gone
     assert not out.exists() and Path(f"{out}.journal").exists()  # cancelled: the work so far is kept
-    assert fficube.make_cube(paths, out, max_memory="110kB", resume=True).resumed_rows > 0
+    assert fficube.make_cube(paths, out, max_memory="125kB", resume=True).resumed_rows > 0
     assert_verifies(out)
 
 

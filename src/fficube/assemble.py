@@ -6,14 +6,16 @@ conversion.  Other BITPIX/BSCALE/BZERO/BLANK inputs are decoded to float32 as as
 decodes them, so that the cube equals astrocut's.
 
 Copies run in a worker thread: numpy releases the GIL while copying, so assembly
-overlaps with reading and writing.
+overlaps with reading and writing.  An optional :class:`BlockObserver` (the quality
+gate, :class:`fficube.quality.QualityGate`) sees each block once it is complete,
+before it goes to the writer, in a worker thread too; it reads, never writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -21,12 +23,24 @@ from .fetch import BASE, Slab
 from .plan import CubePlan
 from .scan import ImageLayout
 
-__all__ = ["decode", "place", "place_group", "assemble_blocks", "Block"]
+__all__ = ["decode", "place", "place_group", "assemble_blocks", "Block", "BlockObserver"]
 
 #: BZERO of pseudo-unsigned integers (FITS 5.2.5; astropy's int8 convention for 8 bits).
 PSEUDO_ZERO = {8: -128.0, 16: 2.0**15, 32: 2.0**31, 64: 2.0**63}
 #: (block index, first row, stop row, buffer) handed to the writer.
 Block = tuple[int, int, int, np.ndarray]
+
+
+class BlockObserver(Protocol):
+    """Looks at complete blocks (cube rows ``start:stop``) without changing them."""
+
+    def wants(self, start: int, stop: int) -> bool:
+        """Whether :meth:`observe` has anything to do for these rows (else it is not called)."""
+        ...
+
+    def observe(self, block: np.ndarray, start: int, stop: int) -> None:
+        """Called in a worker thread, once per block, blocks in order."""
+        ...
 
 
 def decode(raw: np.ndarray, layout: ImageLayout) -> np.ndarray:
@@ -128,8 +142,10 @@ async def assemble_blocks(
     ready: asyncio.Queue[Slab],
     free_blocks: asyncio.Queue[np.ndarray],
     full_blocks: asyncio.Queue[Block | None],
+    observer: BlockObserver | None = None,
 ) -> None:
-    """Fill block buffers in order and pass each, complete, to the writer.
+    """Fill block buffers in order and pass each, complete, to the writer (after the
+    ``observer``, if any, has seen it).
 
     Ends by putting ``None`` on ``full_blocks``.
     """
@@ -170,5 +186,7 @@ async def assemble_blocks(
             if all(j in held for j in range(first, last)):
                 await place_ready(block, held, first, last)
                 placed += last - first
+        if observer is not None and observer.wants(start, stop):
+            await asyncio.to_thread(observer.observe, block, start, stop)
         await full_blocks.put((index, start, stop, block))
     await full_blocks.put(None)

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from astropy.io import fits
+
 from ._aio import closing
 from .cubeinfo import scan_cube
 from .errors import DuplicateInputWarning, InputError, OptionError, OutputExistsError, ResumeError
@@ -28,6 +30,7 @@ from .journal import Identity, Journal
 from .pipeline import execute
 from .plan import CubePlan, Limits, make_plan, plan_update
 from .products import Product, get_product
+from .quality import QualityGate
 from .redact import file_name
 from .remote import Filesystems, open_source, protocol_or_local
 from .results import BuildResult, Progress, Reporter
@@ -58,11 +61,12 @@ class BuildOptions:
     concurrency: int | None  #: None: the source's default
     resume: bool
     restart: bool
+    quality: bool = True  #: run the quality gate
 
     @classmethod
     def check(
         cls, *, product: str = "auto", max_memory: int | float | str, concurrency: int | None, resume: bool,
-        restart: bool,
+        restart: bool, quality: bool = True,
     ) -> BuildOptions:
         """The options, or an :class:`~fficube.errors.OptionError` naming the one that is wrong."""
         try:
@@ -74,7 +78,7 @@ class BuildOptions:
             raise OptionError("concurrency", f"must be a whole number of at least 1, not {concurrency!r}")
         if resume and restart:
             raise OptionError("resume", "resume and restart exclude each other: give one of them")
-        return cls(get_product(product), budget, concurrency, bool(resume), bool(restart))
+        return cls(get_product(product), budget, concurrency, bool(resume), bool(restart), bool(quality))
 
 
 def cube_size_estimate(shape: tuple[int, int], n_ffis: int, layers: int) -> int:
@@ -96,6 +100,7 @@ async def build_cube(
     storage_options: Mapping[str, Any] | None = None,
     resume: bool = False,
     restart: bool = False,
+    quality: bool = True,
     stage: str | os.PathLike[str] | None = None,
     keep_stage: bool = False,
 ) -> BuildResult:
@@ -135,6 +140,11 @@ async def build_cube(
     restart
         Discard an interrupted build of ``output`` (partial file or upload) and start
         over (a staged build also fetches its inputs again).
+    quality
+        Run the quality gate (:mod:`fficube.quality`) on the FFIs as they pass:
+        ``result.quality`` says which are all zero, all NaN, constant, without WCS,
+        after a gap, or of a repeated cadence.  It never changes the cube; ``False``
+        skips it (as for benchmarks).
     stage
         A local directory (an instance's NVMe, a node's scratch disk) to copy the remote
         inputs into, whole, before building from the copies (:mod:`fficube.stage`):
@@ -165,7 +175,7 @@ async def build_cube(
     """
     started = time.monotonic()
     options = BuildOptions.check(product=product, max_memory=max_memory, concurrency=concurrency, resume=resume,
-                                 restart=restart)
+                                 restart=restart, quality=quality)
     output = os.fspath(output)
     async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
         found = await resolve_inputs(inputs, options.product, filesystems)
@@ -181,8 +191,9 @@ async def build_cube(
             if stage is not None:
                 staged = await _stage(found, os.fspath(stage), out, filesystems, options, report)
             paths = staged.paths if staged else found.paths
-            async with closing(await open_source(None if staged else found.protocol, filesystems,
-                                                 None if staged else options.concurrency, sizes=found.sizes)) as source:
+            source = await (open_source(None, filesystems) if staged else found.source(filesystems,
+                                                                                      options.concurrency))
+            async with closing(source):
                 report.sources = [source]
                 ffis = await _scan(paths, source, options.product, report)
                 versions = staged.versions if staged else {path: found.version(path) for path in paths}
@@ -235,6 +246,7 @@ async def update_cube(
     progress: Callable[[Progress], None] | None = None,
     anon: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    quality: bool = True,
 ) -> BuildResult:
     """Add new FFIs to a cube, in one streaming pass within ``max_memory``.
 
@@ -256,9 +268,10 @@ async def update_cube(
         Where to write the updated cube (default: replace ``cube``).
     overwrite
         Replace an existing ``output`` other than ``cube``.
-    sector, max_memory, resume, restart, concurrency, progress, anon, storage_options
+    sector, max_memory, resume, restart, concurrency, progress, anon, storage_options, quality
         As for :func:`build_cube` (``resume`` continues an interrupted update, if the
-        cube and the new FFIs are unchanged).
+        cube and the new FFIs are unchanged; the quality gate judges the old FFIs and
+        the new ones).
 
     Returns
     -------
@@ -273,7 +286,8 @@ async def update_cube(
         As for :func:`build_cube`.
     """
     started = time.monotonic()
-    options = BuildOptions.check(max_memory=max_memory, concurrency=concurrency, resume=resume, restart=restart)
+    options = BuildOptions.check(max_memory=max_memory, concurrency=concurrency, resume=resume, restart=restart,
+                                 quality=quality)
     cube = os.fspath(cube)
     output = os.fspath(output) if output is not None else cube
     async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
@@ -295,8 +309,7 @@ async def update_cube(
             out = await open_output(output, filesystems)
             if output != cube:
                 await out.check(new_paths, overwrite=overwrite)
-            async with out.lock(), closing(await open_source(found.protocol, filesystems, options.concurrency,
-                                                             sizes=found.sizes)) as source:
+            async with out.lock(), closing(await found.source(filesystems, options.concurrency)) as source:
                 report = Reporter(progress, [source, cube_source], started)
                 ffis = await _scan(new_paths, source, old.product, report)
                 versions = {path: found.version(path) for path in new_paths}
@@ -355,7 +368,7 @@ async def _build(
     journal = await interrupted_build(out, resume=options.resume, restart=options.restart)
     now = journal.now if journal else dt.datetime.now().replace(microsecond=0)
     limits = Limits.for_build(options.max_memory, source.concurrency, local=isinstance(source, LocalSource),
-                              reserved=out.reserve(cube_bytes))
+                              reserved=out.reserve(cube_bytes), quality=options.quality)
     plan = planner(limits, now)
     identity = Identity.of(plan, versions, origins)
     if journal is not None:
@@ -373,8 +386,13 @@ async def _build(
         plan.template.name if plan.template else "-",
     )
     report.sink = sink
-    ran = await execute(plan, source, sink, base_source=base_source, resume=journal,
+    gate = QualityGate(plan.shape) if options.quality else None
+    ran = await execute(plan, source, sink, base_source=base_source, resume=journal, observer=gate,
                         on_block=lambda done, total: report("write", done, total, plan.total_bytes))
+    quality = None
+    if gate is not None:
+        table = fits.BinTableHDU.fromstring(plan.info_table)
+        quality = await asyncio.to_thread(gate.result, table, plan.product)
     sources = report.sources
     return BuildResult(
         output=sink.location,
@@ -391,4 +409,5 @@ async def _build(
         max_in_flight=max(s.stats.max_in_flight for s in sources),
         resumed_rows=plan.shape[0] - sum(b - a for a, b in ran.blocks) if journal else 0,
         cube_bytes=plan.total_bytes,
+        quality=quality,
     )

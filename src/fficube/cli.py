@@ -29,8 +29,10 @@ from .cubeinfo import CubeDescription, describe_cube
 from .errors import DuplicateInputWarning, FficubeError
 from .journal import journal_path
 from .products import CHOICES, PRODUCTS
+from .quality import Quality
 from .redact import redact
 from .remote import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY, is_url
+from .report import write_report
 from .results import BuildResult, Progress
 from .sector import (
     ARRAY_INDEX,
@@ -201,6 +203,9 @@ def _build_options(parser: argparse.ArgumentParser, what: str, *, sector: str, o
                        help=f"continue an interrupted {what} of this output where it stopped (if there is one)")
     group.add_argument("--restart", action="store_true",
                        help=f"discard an interrupted {what} of this output and start over")
+    parser.add_argument("--report", metavar="FILE.json",
+                        help="write the quality gate's verdicts (per FFI: file, time, flags, median, NaN "
+                             "fraction) to this JSON file (docs/quality-report.md)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary, no warnings")
 
 
@@ -282,6 +287,12 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = command("verify", "check a cube: structure, size, time order, checksums (exit 1 if unsound)")
     verify.add_argument("cube", help="a path or a URL (s3://...)")
+    verify.add_argument("--quality", action="store_true",
+                        help="also run the quality gate on the cube (reads a sample of at most 64 rows): all-zero, "
+                             "NaN and constant frames, no WCS, gaps, repeated cadences; flags do not change the "
+                             "exit status")
+    verify.add_argument("--report", metavar="FILE.json",
+                        help="write the quality gate's verdicts to this JSON file (implies --quality)")
     _remote_options(verify, anon="read S3 anonymously")
 
     demo = command("demo", "make a small synthetic sector, build its cube, inspect it")
@@ -310,10 +321,30 @@ async def _build(args: argparse.Namespace, out: TextIO, err: TextIO) -> BuildRes
     )
 
 
+def _quality_line(quality: Quality | None, cube: str, report: str | None, *, quiet: bool, out: TextIO,
+                  missing: str) -> None:
+    """The quality gate's line (and its report, if asked for)."""
+    if quality is None:
+        if not quiet:
+            out.write(f"quality: {missing}\n")
+        return
+    if report:
+        write_report(report, quality.report(cube=cube))
+    if not quiet:
+        out.write(quality.summary() + (f"; report in {report}" if report else "") + "\n")
+
+
 def _cmd_build(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = _run(_build(args, out, err))
     if not args.quiet:
         out.write(f"{'' if result.already_complete else 'wrote '}{result.summary()}\n")
+    if result.already_complete:
+        if getattr(args, "report", None) and not args.quiet:
+            out.write(f"quality: nothing was built; fficube verify --quality --report {args.report} "
+                      "judges the cube\n")
+        return 0
+    _quality_line(result.quality, result.output, getattr(args, "report", None), quiet=args.quiet, out=out,
+                  missing="not assessed")
     return 0
 
 
@@ -326,6 +357,7 @@ def _cmd_update(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     ))
     if not args.quiet:
         out.write(f"updated {result.summary()}\n")
+    _quality_line(result.quality, result.output, args.report, quiet=args.quiet, out=out, missing="not assessed")
     return 0
 
 
@@ -340,14 +372,18 @@ def _cmd_inspect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    quality = bool(args.quality or args.report)
     result = _run(verify_cube(
-        args.cube, anon=True if args.anon else None, storage_options=args.storage_option,
+        args.cube, anon=True if args.anon else None, storage_options=args.storage_option, quality=quality,
     ))
     width = max(len(c.name) for c in result.checks)
     for check in result.checks:
         out.write(f"  {check.status:<4}  {check.name.ljust(width)}  {check.detail}\n")
     verdict = "sound" if result.ok else "NOT sound"
     out.write(f"{result.path}: {verdict} ({format_bytes(result.bytes_read)} read)\n")
+    if quality:
+        _quality_line(result.quality, result.path, args.report, quiet=False, out=out,
+                      missing="not assessed: the cube's structure or size is wrong")
     return 0 if result.ok else EXIT_ERROR
 
 
@@ -469,6 +505,7 @@ _OPTION_WORDS = [
     (re.compile(r"\brequester_pays=True in the storage options"), lambda m: "--storage-option requester_pays=true"),
     (re.compile(r"\b(max_memory|concurrency|product|stage)(?=: | = )"), lambda m: "--" + m[1].replace("_", "-")),
     (re.compile(r"(--max-memory) = "), lambda m: m[1] + " "),
+    (re.compile(r"\bsector=(\d+)"), lambda m: "--sector " + m[1]),
 ]
 
 

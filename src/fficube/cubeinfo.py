@@ -7,25 +7,92 @@ to see.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
 
 from ._aio import closing
+from ._version import __version__
 from .errors import FitsFormatError
 from .fitsblocks import BLOCK, HeaderReader, data_bytes, padded
 from .products import Product, product_with_layers
 from .remote import Filesystems, open_source, protocol_or_local
+from .scan import FfiInfo
 from .storage import ByteSource
 
-__all__ = ["CubeInfo", "scan_cube", "CubeDescription", "describe_cube"]
+__all__ = ["CubeInfo", "scan_cube", "Provenance", "PROVENANCE_KEYWORDS", "CubeDescription", "describe_cube"]
 
 #: First read of a cube: its primary and cube headers are one block each in most cubes.
 FIRST_READ = 2 * BLOCK
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """What made the cube, recorded in HDU 1's header where it moves nothing.
+
+    The primary header of a SPOC cube is one 2880-byte block (readers such as
+    tesscube take the data to start at byte 5760) and a TICA cube's is the size
+    astrocut 1.2 makes it: cards added there could move the data.  HDU 1's header has
+    room for some 24 more cards in its one block, so the provenance goes there, and
+    the update history keeps its last :data:`MAX_UPDATES_SHOWN` entries.  Only what
+    decides the cube's bytes is recorded (not the budget or the concurrency), so that
+    builds with other budgets stay byte-identical.
+    """
+
+    version: str  #: fficube's version at the build
+    product: str
+    template: str | None  #: the FFI whose header made the info table (None: unknown)
+    sector: int | None  #: the sector given to the build (None: not given)
+    built: str  #: the build's date
+    updates: tuple[str, ...] = ()  #: one line per update, oldest first (the last few)
+    n_updates: int = 0
+
+    def updated(self, when: dt.datetime, new: Sequence[FfiInfo]) -> Provenance:
+        """This provenance after an update that added ``new`` FFIs."""
+        line = f"{when:%Y-%m-%d} v{__version__} +{len(new)} {new[0].name}"
+        return replace(self, updates=(*self.updates, line)[-MAX_UPDATES_SHOWN:], n_updates=self.n_updates + 1)
+
+    def cards(self) -> list[tuple[str, object, str]]:
+        """(keyword, value, comment) of the cards that record it."""
+        cards: list[tuple[str, object, str]] = [
+            ("FCVERSN", self.version, "fficube version that built the cube"),
+            ("FCPROD", self.product, "product of the FFIs"),
+            ("FCTEMPL", self.template or "", "FFI whose header made the info table"),
+            ("FCSECTOR", self.sector if self.sector is not None else "", "sector given to the build"),
+            ("FCBUILT", self.built, "date of the build"),
+            ("FCNUPD", self.n_updates, "updates since the build"),
+        ]
+        return cards + [("FCUPD" + str(i + 1), line[:68], "update: date, version, +FFIs, first new")
+                        for i, line in enumerate(self.updates)]
+
+    @classmethod
+    def of(cls, header: fits.Header) -> Provenance | None:
+        """The provenance recorded in a cube header, if there is any (astrocut's cubes have none)."""
+        if "FCVERSN" not in header:
+            return None
+        n = int(header.get("FCNUPD", 0))
+        updates = tuple(str(header[f"FCUPD{i}"]) for i in range(1, MAX_UPDATES_SHOWN + 1) if f"FCUPD{i}" in header)
+        sector = header.get("FCSECTOR", "")
+        return cls(
+            version=str(header["FCVERSN"]), product=str(header.get("FCPROD", "")),
+            template=str(header.get("FCTEMPL", "")) or None,
+            sector=sector if isinstance(sector, int) and not isinstance(sector, bool) else None,
+            built=str(header.get("FCBUILT", "")), updates=updates, n_updates=n,
+        )
+
+
+#: Updates listed in a cube header (the count goes on): the header stays one block.
+MAX_UPDATES_SHOWN = 8
+#: Keywords of the provenance cards (what the cube header has that astrocut's has not).
+PROVENANCE_KEYWORDS = (
+    "FCVERSN", "FCPROD", "FCTEMPL", "FCSECTOR", "FCBUILT", "FCNUPD",
+    *(f"FCUPD{i}" for i in range(1, MAX_UPDATES_SHOWN + 1)),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +105,7 @@ class CubeInfo:
     shape: tuple[int, int, int, int]  #: (rows, cols, n_ffis, layers)
     data_offset: int
     primary_header: str
+    cube_header: str  #: HDU 1's header (the cube's shape and fficube's provenance cards)
     table: fits.BinTableHDU
     header_bytes: int
 
@@ -67,7 +135,7 @@ async def scan_cube(source: ByteSource, path: str) -> CubeInfo:
     reader = await HeaderReader.open(source, path, FIRST_READ)
     size = reader.size
     _primary, primary_raw, offset = await reader.header_at(0, FIRST_READ)
-    cube, _, data_offset = await reader.header_at(offset, BLOCK)
+    cube, cube_raw, data_offset = await reader.header_at(offset, BLOCK)
     axes = [cube.get(f"NAXIS{i}") for i in range(1, 5)]
     if cube.get("XTENSION") != "IMAGE" or cube.get("NAXIS") != 4 or cube.get("BITPIX") != -32:
         raise FitsFormatError("HDU 1 is not a 4-D float32 image: not an FFI cube", path=path)
@@ -87,7 +155,7 @@ async def scan_cube(source: ByteSource, path: str) -> CubeInfo:
     product = product_with_layers(layers, path=path)
     return CubeInfo(
         path=path, size=size, product=product, shape=(rows, cols, n, layers), data_offset=data_offset,
-        primary_header=primary_raw, table=table, header_bytes=reader.bytes_used + length,
+        primary_header=primary_raw, cube_header=cube_raw, table=table, header_bytes=reader.bytes_used + length,
     )
 
 
@@ -107,9 +175,10 @@ class CubeDescription:
     ccd: object
     first_file: str
     last_file: str
-    template: str | None  #: the earliest FFI meeting the template rule (input order is not recorded)
+    template: str | None  #: the FFI the build took as template (recorded; else guessed)
     template_rule: str
     date: str
+    provenance: Provenance | None = None  #: what fficube recorded (None: another tool built it)
 
     def rows(self) -> list[tuple[str, str]]:
         """(label, value) pairs for a short table."""
@@ -126,10 +195,26 @@ class CubeDescription:
             ("camera/CCD", f"{self.camera}/{self.ccd}"),
             ("first FFI", self.first_file),
             ("last FFI", self.last_file),
-            ("template", f"{self.template} (earliest meeting {self.template_rule})" if self.template
-             else f"none ({self.template_rule} in no FFI)"),
+            ("template", self._template()),
             ("built", self.date),
+            *self._provenance(),
         ]
+
+    def _template(self) -> str:
+        if self.provenance is not None and self.provenance.template:
+            return f"{self.template} (recorded by the build)"
+        if self.template:
+            return f"{self.template} (not recorded: the earliest meeting {self.template_rule})"
+        return f"none ({self.template_rule} in no FFI)"
+
+    def _provenance(self) -> list[tuple[str, str]]:
+        p = self.provenance
+        if p is None:
+            return [("built by", "not fficube (no provenance cards)")]
+        given = f"sector {p.sector}" if p.sector is not None else "no sector given"
+        rows = [("built by", f"fficube {p.version or '(unknown)'} on {p.built or '?'}, {given}"),
+                ("updates", str(p.n_updates) + (f" (last {len(p.updates)} shown)" if p.updates else ""))]
+        return rows + [("", line) for line in p.updates]
 
 
 async def describe_cube(
@@ -156,9 +241,10 @@ async def describe_cube(
     start = float(np.nanmin(table[product.time_keyword])) if product.time_keyword in columns else float("nan")
     stop = float(np.nanmax(table[stop_key])) if stop_key in columns else float("nan")
     files = cube.names
-    template = None
-    for key, value in product.template_requirements.items():
-        if key in columns:
+    provenance = Provenance.of(fits.Header.fromstring(cube.cube_header))
+    template = provenance.template if provenance else None
+    for key, value in product.template_requirements.items() if template is None else ():
+        if key in columns:  # no record: the earliest FFI meeting the rule is the best guess
             hits = np.flatnonzero(table[key] == value)
             template = files[hits[0]] if hits.size else None
     cam_key, ccd_key = product.camera_keywords
@@ -177,4 +263,5 @@ async def describe_cube(
         template=template,
         template_rule=product.template_rule,
         date=str(primary.get("DATE", "")),
+        provenance=provenance,
     )

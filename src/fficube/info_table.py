@@ -66,8 +66,13 @@ def template_columns(template: fits.Header) -> list[ColumnSpec]:
 
 def _header_value(header: fits.Header, key: str) -> Any:
     if key in COMMENTARY:
-        # All the cards' text, joined: a COMMENT column holds every comment line.
-        return "\n".join(str(v) for v in header[key]) if key in header else None
+        # All the cards' text, joined by spaces (commentary is prose wrapped over cards):
+        # a cutout tool copies the value into a TPF header card, which takes printable
+        # ASCII only, so no newline, and anything else unprintable becomes "?".
+        if key not in header:
+            return None
+        text = " ".join(str(v).strip() for v in header[key])
+        return "".join(ch if " " <= ch <= "~" else "?" for ch in text)
     value = header.get(key)
     return None if isinstance(value, fits.card.Undefined) else value
 

@@ -17,8 +17,8 @@ from typing import Any, Union
 
 from .errors import DuplicateInputWarning, InputError, NoInputsError
 from .products import PRODUCTS, Product
-from .remote import Filesystems, is_url, protocol_of, protocol_or_local
-from .storage import IOStats, describe_failure, fs_request, is_not_found
+from .remote import Filesystems, is_url, open_source, protocol_of, protocol_or_local
+from .storage import ByteSource, IOStats, describe_failure, fs_request, is_not_found
 
 __all__ = ["InputsLike", "Inputs", "resolve_inputs", "Version", "local_version", "remote_version", "version_of"]
 
@@ -45,8 +45,11 @@ def local_version(path: str) -> Version:
 
 def remote_version(info: Mapping[str, Any]) -> Version:
     """A version from an fsspec ``info``/listing entry (ETag for S3, else a date)."""
-    tag = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("last_modified") or ""
-    return Version(int(info.get("size", 0)), f"etag:{str(tag).strip(chr(34))}" if tag else "")
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return Version(int(info.get("size", 0)), f"etag:{str(etag).strip(chr(34))}")
+    modified = info.get("LastModified") or info.get("last_modified")
+    return Version(int(info.get("size", 0)), f"modified:{modified}" if modified else "")
 
 
 async def version_of(path: str, filesystems: Filesystems, *, output: bool = False) -> Version:
@@ -86,7 +89,18 @@ class Inputs:
 
     @property
     def sizes(self) -> dict[str, int]:
+        """Each listed file's size."""
         return {path: version.size for path, version in self.versions.items()}
+
+    @property
+    def etags(self) -> dict[str, str]:
+        """Each listed file's ETag (files without one are left out)."""
+        return {path: v.tag.removeprefix("etag:") for path, v in self.versions.items() if v.tag.startswith("etag:")}
+
+    async def source(self, filesystems: Filesystems, concurrency: int | None = None) -> ByteSource:
+        """The byte source that reads these files: listed sizes cost no request, and reads
+        of remote files are pinned to their listed version (ETag)."""
+        return await open_source(self.protocol, filesystems, concurrency, sizes=self.sizes, etags=self.etags)
 
     def version(self, path: str) -> Version:
         """A file's size and mtime (local) or ETag (remote, as listed)."""

@@ -19,7 +19,6 @@ sample of :data:`LEVEL_PIXELS` pixels per FFI.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ from astropy.io import fits
 from ._aio import run_tasks
 from .access import CubeInfo, cube_location, cube_source, scan_cube
 from .errors import FitsFormatError, InputError
+from .quality import GAP_FACTOR, Gap, celestial_wcs, find_gaps
 from .report import QualityReport, ReportEntry, match_report, read_report
 from .units import format_bytes
 
@@ -59,8 +59,6 @@ DEFAULT_MAX_BYTES = 512 * 10**6
 THUMB_COLUMNS = 256
 #: Pixels per FFI in the sample whose median is the FFI's level.
 LEVEL_PIXELS = 1024
-#: A step between consecutive start times longer than this many median cadences is a gap.
-GAP_FACTOR = 1.5
 #: Table columns that are no WCS keyword, whatever their name (structure, text, checksums).
 _NOT_WCS = frozenset({"XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "TFIELDS",
                       "SIMPLE", "EXTEND", "COMMENT", "HISTORY", "CHECKSUM", "DATASUM", "FFI_FILE"})
@@ -122,30 +120,6 @@ def plan_sample(shape: tuple[int, int, int, int], *, max_rows: int, max_bytes: i
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """A pause in the time coverage: between FFI ``after`` and the next one."""
-
-    after: int
-    start: float  #: start time of FFI ``after``
-    stop: float  #: start time of the next FFI
-
-    @property
-    def length(self) -> float:
-        return self.stop - self.start
-
-
-def find_gaps(starts: np.ndarray, factor: float = GAP_FACTOR) -> tuple[float, list[Gap]]:
-    """The median cadence of ``starts`` (sorted) and the steps longer than ``factor`` times it."""
-    steps = np.diff(np.asarray(starts, dtype=float))
-    if steps.size == 0 or not np.isfinite(steps).any():
-        return math.nan, []
-    cadence = float(np.nanmedian(steps))
-    return cadence, [
-        Gap(int(i), float(starts[i]), float(starts[i + 1])) for i in np.flatnonzero(steps > factor * cadence)
-    ]
-
-
 def set_bits(values: np.ndarray) -> list[tuple[int, int]]:
     """(FFI index, bit number) for every bit set in each FFI's quality value (bit 0 = 1)."""
     ints = np.asarray(values).astype(np.int64)
@@ -170,8 +144,7 @@ def wcs_header(table: fits.FITS_rec, frame: int) -> tuple[fits.Header | None, in
     middle = n // 2
     around = sorted(range(n), key=lambda i: (abs(i - middle), i))
     for row in [frame, *around]:
-        ctype1, ctype2 = (str(table[k][row]).strip() for k in ("CTYPE1", "CTYPE2"))
-        if ctype1.startswith("RA") and ctype2.startswith("DEC"):
+        if celestial_wcs(*(str(table[k][row]) for k in ("CTYPE1", "CTYPE2"))):
             return _row_header(table, row), row
     return None, None
 

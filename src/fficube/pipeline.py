@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 
 from ._aio import run_tasks
-from .assemble import Block, assemble_blocks
+from .assemble import Block, BlockObserver, assemble_blocks
 from .fetch import Slab, fetch_slabs, new_base_pool, new_slab_pool
 from .journal import Journal
 from .plan import CubePlan
@@ -37,8 +37,11 @@ async def execute(
     resume: Journal | None = None,
     on_block: Callable[[int, int], None] | None = None,
     base_source: ByteSource | None = None,
+    observer: BlockObserver | None = None,
 ) -> CubePlan:
     """Run a plan: read, assemble and write the cube into ``sink``, then commit it.
+
+    ``observer`` (the quality gate) is shown each complete block before it is written.
 
     With ``resume`` (an interrupted build's journal) the sink continues where that build stopped
     and only the missing rows are read.  On an error or cancellation the sink is
@@ -61,7 +64,7 @@ async def execute(
         await run_tasks(
             [
                 fetch_slabs(plan, source, new_slab_pool(plan), ready, base_source, new_base_pool(plan)),
-                assemble_blocks(plan, ready, free_blocks, full_blocks),
+                assemble_blocks(plan, ready, free_blocks, full_blocks, observer),
                 write_cube(plan, sink, full_blocks, free_blocks, done),
             ]
         )

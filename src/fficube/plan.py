@@ -21,7 +21,7 @@ from astropy.io import fits
 
 from ._version import __version__
 from .checksum import ZERO, checksum_cards, seal_header
-from .cubeinfo import CubeInfo
+from .cubeinfo import CubeInfo, Provenance
 from .errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError, TemplateWarning
 from .fitsblocks import BLOCK, header_end, padded
 from .info_table import (
@@ -34,10 +34,14 @@ from .info_table import (
     template_columns,
 )
 from .products import PRODUCTS, Product
+from .quality import gate_bytes
 from .scan import FfiInfo
 from .units import format_bytes
 
-__all__ = ["CubePlan", "BaseCube", "MemoryUse", "Limits", "make_plan", "plan_update", "plan_memory", "GROUP"]
+__all__ = [
+    "CubePlan", "BaseCube", "MemoryUse", "Limits", "make_plan", "plan_update", "plan_memory", "choose_template",
+    "GROUP",
+]
 
 #: Bytes per cube value: the cube is always float32.
 VALUE_BYTES = 4
@@ -70,9 +74,13 @@ class Limits:
     #: Smallest read per FFI layer per block that ``max_block_bytes`` may cause (with
     #: thousands of FFIs, a block cap would otherwise mean tiny reads).
     min_read: int = 0
+    #: The build runs the quality gate (:mod:`fficube.quality`): its statistics are held too.
+    quality: bool = False
 
     @classmethod
-    def for_build(cls, max_memory: int, concurrency: int, *, local: bool, reserved: int = 0) -> Limits:
+    def for_build(
+        cls, max_memory: int, concurrency: int, *, local: bool, reserved: int = 0, quality: bool = False
+    ) -> Limits:
         """The limits a build with ``concurrency`` requests in flight plans with.
 
         Slab buffers cover the reads in flight plus room for the assembler to gather
@@ -85,6 +93,7 @@ class Limits:
             reserved=reserved,
             max_block_bytes=LOCAL_MAX_BLOCK_BYTES if local else None,
             min_read=LOCAL_MIN_READ if local else 0,
+            quality=quality,
         )
 
 
@@ -102,12 +111,14 @@ class MemoryUse:
     decode_bytes: int  #: scratch for decoding scaled or non-float32 input
     base_bytes: int = 0  #: an update's buffer for the old cube's rows of one block
     group: int = 1  #: FFIs placed together (see GROUP); slabs then come in arenas of a group
+    quality_bytes: int = 0  #: the quality gate's per-FFI statistics and scratch
 
     @property
     def total(self) -> int:
         return (
             self.fixed
             + self.reserved
+            + self.quality_bytes
             + self.block_bytes * self.block_buffers
             + self.slab_bytes * self.slabs
             + self.decode_bytes
@@ -227,13 +238,14 @@ def refuse_mixed(ffis: Sequence[FfiInfo], what: str, key: Callable[[FfiInfo], Ha
         raise MixedInputError(f"the inputs do not make one cube: their {what} differ ({parts})")
 
 
-def _check_inputs(ffis: Sequence[FfiInfo]) -> None:
+def _check_inputs(ffis: Sequence[FfiInfo], sector: int | None = None) -> None:
     if not ffis:
         raise NoInputsError("no FFIs to build a cube from")
     refuse_mixed(ffis, "products", lambda f: f.product.upper())
     refuse_mixed(ffis, "cameras", lambda f: f.camera)
     refuse_mixed(ffis, "CCDs", lambda f: f.ccd)
     refuse_mixed(ffis, "image shapes", lambda f: "x".join(map(str, f.shape)))
+    _check_sector([f for f in ffis if f.sector is not None], sector)
     by_start: dict[float, FfiInfo] = {}
     for f in ffis:
         other = by_start.setdefault(f.start, f)
@@ -243,6 +255,16 @@ def _check_inputs(ffis: Sequence[FfiInfo]) -> None:
                 f"{other.path} and {f.path} have the same {key} = {f.start!r}: "
                 "two FFIs cannot share a start time (is one a copy of the other?)"
             )
+
+
+def _check_sector(known: Sequence[FfiInfo], sector: int | None) -> None:
+    """One sector per cube: the FFIs that say theirs (header or file name) agree with
+    each other and with the ``sector`` given."""
+    refuse_mixed(known, "sectors", lambda f: f.sector)
+    if sector is not None and known and known[0].sector != sector:
+        raise MixedInputError(
+            f"sector={sector} was given, but the FFIs are of sector {known[0].sector} ({_names(known)})"
+        )
 
 
 # ----------------------------------------------------------------------------------
@@ -298,14 +320,18 @@ def set_last_file_keywords(header: fits.Header, product: Product, latest: FfiInf
         header[key] = _card(last_image, key, latest, product.image_hdu)
 
 
-def cube_header(shape: tuple[int, int, int, int], now: dt.datetime) -> bytes:
-    """HDU 1's header: a 4-D float32 image extension of ``shape``.
+def cube_header(shape: tuple[int, int, int, int], now: dt.datetime, provenance: Provenance | None = None) -> bytes:
+    """HDU 1's header: a 4-D float32 image extension of ``shape``, with the provenance.
 
     Its ``DATASUM``/``CHECKSUM`` are placeholders until the data has streamed by
     (:func:`fficube.checksum.seal_header`).
     """
     header = fits.ImageHDU(data=np.zeros((1, 1, 1, 1), dtype=np.float32)).header
     header["NAXIS4"], header["NAXIS3"], header["NAXIS2"], header["NAXIS1"] = shape
+    for keyword, value, comment in provenance.cards() if provenance else []:
+        bare = fits.Card(keyword, value).image.rstrip()
+        # A long value leaves no room for the comment: then the card goes without it.
+        header[keyword] = (value, comment if len(bare) + 3 + len(comment) <= 80 else "")
     checksum_cards(header, stamp(now))
     encoded: bytes = header.tostring().encode("ascii")
     return encoded
@@ -348,6 +374,7 @@ def plan_memory(
     slab_row = cols * sum(max((f.layers[i].itemsize for f in files), default=4) for i in range(layers))
     needs_decode = any(not lay.is_raw_float32 for f in files for lay in f.layers)
     decode_row = cols * 8 if needs_decode else 0  # one layer, as float64 at most
+    gate = gate_bytes(shape) if limits.quality else 0
     slabs = max(1, min(limits.read_ahead, len(files)))
     # Groups need their slabs held at once: never more than half the pool.
     group = max(1, min(group, slabs // 2, len(files)))
@@ -364,10 +391,11 @@ def plan_memory(
             decode_bytes=block_rows * decode_row,
             base_bytes=block_rows * base_row_bytes,
             group=group,
+            quality_bytes=gate,
         )
 
-    available = budget - fixed - reserved
-    per_row_single = use(1, 1).total - fixed - reserved
+    available = budget - fixed - reserved - gate
+    per_row_single = use(1, 1).total - fixed - reserved - gate
     if available < per_row_single:
         raise MemoryBudgetError(
             f"max_memory = {format_bytes(budget)} cannot hold one row of this cube: a row takes "
@@ -375,7 +403,8 @@ def plan_memory(
             f"{format_bytes(per_row_single)} with {slabs} read buffer(s), plus "
             f"{format_bytes(fixed)} of headers and info table"
             + (f" and {format_bytes(reserved)} of upload buffers" if reserved else "")
-            + f"; give at least {format_bytes(fixed + reserved + per_row_single)}"
+            + (f" and {format_bytes(gate)} of quality-gate statistics" if gate else "")
+            + f"; give at least {format_bytes(fixed + reserved + gate + per_row_single)}"
         )
     # Blocks larger than max_block_bytes are slower, not faster (see make_plan); but not
     # so small that a block's read of one FFI layer falls under min_read bytes.
@@ -384,7 +413,7 @@ def plan_memory(
         cap_rows = max(1, max_block_bytes // row_bytes, -(-limits.min_read // (cols * VALUE_BYTES)))
     if rows <= cap_rows and rows * per_row_single <= available:
         return rows, use(rows, 1)  # one block: nothing to overlap with
-    per_row_double = use(1, 2).total - fixed - reserved
+    per_row_double = use(1, 2).total - fixed - reserved - gate
     buffers = 2 if available >= per_row_double else 1
     block_rows = min(cap_rows, available // (per_row_double if buffers == 2 else per_row_single))
     # Even out the blocks, so that the last one is not a sliver.
@@ -423,34 +452,51 @@ def make_plan(
     MemoryBudgetError
         If ``max_memory`` cannot hold even one row; the message has the numbers.
     """
-    _check_inputs(ffis)
+    _check_inputs(ffis, sector)
     product = PRODUCTS[ffis[0].product]
     # Stable sort: equal times cannot happen (refused above), but keep input order anyway.
     files = tuple(sorted(ffis, key=lambda f: f.start))
-    template = next((f for f in ffis if f.is_template), None)
-    if template is None:
+    template = choose_template(product, ffis, files)
+    rows, cols = files[0].shape
+    shape = (rows, cols, len(files), product.layers)
+    columns = template_columns(fits.Header.fromstring(template.image_header))
+    now = now or dt.datetime.now()
+    table = encode_info_table(columns, _values(columns, files), stamp(now))
+    primary = encode_primary(primary_header(product, files[0], files[-1], sector, now), now)
+    provenance = Provenance(version=__version__, product=product.name, template=template.name,
+                            sector=sector, built=now.date().isoformat())
+    return _planned(product, files, shape, table, primary, limits, now, provenance, template=template)
+
+
+def choose_template(product: Product, ffis: Sequence[FfiInfo], files: Sequence[FfiInfo]) -> FfiInfo:
+    """The FFI whose image header makes the info table's columns (and the cube's WCS for cutouts).
+
+    SPOC, as astrocut: the first FFI in input order with ``WCSAXES = 2``.  TICA: the
+    first in time order (``files``) with a celestial WCS; astrocut 1.2 takes the first
+    input whatever it is, and a folder gives no say over the order, so a cube could
+    have no WCS at all.  A TICA batch without any WCS gets the earliest FFI and a
+    :class:`~fficube.errors.TemplateWarning`.
+
+    Raises
+    ------
+    InputError
+        If no FFI meets the product's template requirement.
+    """
+    qualified = [f for f in (files if product.template_by_time else ffis) if f.is_template]
+    if not qualified:
         raise InputError(
             f"none of the {len(ffis)} FFIs can serve as the info-table template: "
             f"none has {product.template_rule} in HDU {product.image_hdu} (no WCS?)"
         )
-    rows, cols = files[0].shape
-    shape = (rows, cols, len(files), product.layers)
-
-    template_header = fits.Header.fromstring(template.image_header)
-    if "CTYPE2" not in template_header:
-        # TICA's rule (NAXIS = 2) accepts any FFI; a template without WCS makes a cube
-        # that astrocut's cutout code cannot use, so say so.
+    template = next((f for f in qualified if f.celestial_wcs), qualified[0])
+    if not template.celestial_wcs:
         warnings.warn(
-            f"{template.path}: the info-table template (first input meeting {product.template_rule}) "
-            "has no WCS; cutout tools will find no WCS in this cube. Put an FFI with WCS first.",
+            f"{template.path}: the info-table template has no celestial WCS (no FFI has one); "
+            "cutout tools will find no WCS in this cube",
             TemplateWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    columns = template_columns(template_header)
-    now = now or dt.datetime.now()
-    table = encode_info_table(columns, _values(columns, files), stamp(now))
-    primary = encode_primary(primary_header(product, files[0], files[-1], sector, now), now)
-    return _planned(product, files, shape, table, primary, limits, now, template=template)
+    return template
 
 
 def _values(columns: Sequence[ColumnSpec], files: Sequence[FfiInfo]) -> dict[str, np.ndarray]:
@@ -460,11 +506,11 @@ def _values(columns: Sequence[ColumnSpec], files: Sequence[FfiInfo]) -> dict[str
 
 def _planned(
     product: Product, files: tuple[FfiInfo, ...], shape: tuple[int, int, int, int], table: bytes, primary: bytes,
-    limits: Limits, now: dt.datetime, *, template: FfiInfo | None = None, base: BaseCube | None = None,
-    slots: tuple[int, ...] = (),
+    limits: Limits, now: dt.datetime, provenance: Provenance, *, template: FfiInfo | None = None,
+    base: BaseCube | None = None, slots: tuple[int, ...] = (),
 ) -> CubePlan:
     """The plan of a cube whose pieces are encoded: its blocks sized within ``limits``."""
-    cube = cube_header(shape, now)
+    cube = cube_header(shape, now, provenance)
     block_rows, memory = _size_blocks(shape, files, table, primary, limits,
                                       base_row_bytes=base.row_bytes if base else 0)
     assert len(primary) % BLOCK == 0 and len(cube) % BLOCK == 0
@@ -538,7 +584,9 @@ def plan_update(
     """
     product = cube.product
     _check_update(cube, ffis, product, sector)
-    _check_inputs(ffis)
+    old_primary = fits.Header.fromstring(cube.primary_header)
+    old_sector = old_primary.get("SECTOR")
+    _check_inputs(ffis, old_sector if isinstance(old_sector, int) and not isinstance(old_sector, bool) else sector)
     now = now or dt.datetime.now()
     old_table = cube.table.data
     old_starts = [float(t) for t in old_table[product.time_keyword]]
@@ -572,24 +620,25 @@ def plan_update(
         arrays[name] = merged[order]
     table = encode_info_table(columns, arrays, stamp(now))
 
+    # The primary header a fresh build of all the FFIs would write: no card is added
+    # (the update's provenance goes into HDU 1), so the data does not move.
     if files[0].start < old_starts[0]:
-        old_primary = fits.Header.fromstring(cube.primary_header)
-        header = primary_header(product, files[0], files[-1], old_primary.get("SECTOR"), now)
+        header = primary_header(product, files[0], files[-1], old_sector, now)
         if files[-1].start < old_starts[-1]:  # the latest FFI is still an old one
             for key in product.last_file_keywords:
                 header[key] = (old_primary[key], old_primary.comments[key])
-        for card in old_primary.cards:
-            if card.keyword == "HISTORY":
-                header.add_history(card.value)
     else:
-        header = fits.Header.fromstring(cube.primary_header)
+        header = old_primary
         header["DATE"] = now.date().isoformat()
     if files[-1].start > old_starts[-1]:
         set_last_file_keywords(header, product, files[-1])
     if sector is not None:
         header["SECTOR"] = (sector, "Observing sector")
-    header.add_history(f"Updated {now:%Y-%m-%d} by fficube {__version__} with {len(files)} new FFI(s)")
-    header.add_history(f"first new FFI: {files[0].name}")
     primary = encode_primary(header, now)
+    before = Provenance.of(fits.Header.fromstring(cube.cube_header)) or Provenance(
+        version="", product=product.name, template=None, built=str(old_primary.get("DATE", "")),
+        sector=old_sector if isinstance(old_sector, int) and not isinstance(old_sector, bool) else None,
+    )
     base = BaseCube(cube.path, cube.data_offset, cube.row_bytes, old_slots)
-    return _planned(product, files, shape, table, primary, limits, now, base=base, slots=new_slots)
+    return _planned(product, files, shape, table, primary, limits, now, before.updated(now, files), base=base,
+                    slots=new_slots)

@@ -36,6 +36,10 @@ class Product:
     stop_keyword: str
     #: Image-header values a file must have to serve as the info-table template.
     template_requirements: Mapping[str, Any]
+    #: The template is the first qualifying FFI in time order that has a celestial WCS
+    #: (TICA: its requirement, NAXIS = 2, admits any FFI), not the first in input order
+    #: (SPOC, as astrocut: its requirement, WCSAXES = 2, is a WCS).
+    template_by_time: bool
     #: Glob used when an input is a directory.
     file_pattern: str
     #: ``NAXIS`` of HDU 0 in this product's FFIs: how a file is recognised.  (A product
@@ -47,6 +51,8 @@ class Product:
     time_units: str
     #: Info-table column of each FFI's quality flags ("" if the product has none).
     quality_column: str
+    #: Info-table column of each FFI's cadence number ("" if the image header has none).
+    cadence_column: str
 
     def matches(self, primary: Mapping[str, Any]) -> bool:
         """Whether an FFI whose primary header is ``primary`` is of this product."""
@@ -74,11 +80,15 @@ SPOC = Product(
     camera_keywords=("CAMERA", "CCD"),
     stop_keyword="TSTOP",
     template_requirements={"WCSAXES": 2},
+    template_by_time=False,
     file_pattern="*ffic.fits",
     primary_naxis=0,
     layer_names=("flux", "flux_err"),
     time_units="BTJD (BJD - 2457000), days",
     quality_column="DQUALITY",
+    # FFIINDEX, SPOC's cadence number, is in the primary header, not in the image
+    # header whose cards make the info table.
+    cadence_column="",
 )
 
 TICA = Product(
@@ -90,11 +100,13 @@ TICA = Product(
     camera_keywords=("CAMNUM", "CCDNUM"),
     stop_keyword="ENDTJD",
     template_requirements={"NAXIS": 2},
+    template_by_time=True,
     file_pattern="*_img.fits",
     primary_naxis=2,
     layer_names=("flux",),
     time_units="TJD (JD - 2457000), days",
     quality_column="QUAL_BIT",
+    cadence_column="CADENCE",
 )
 
 PRODUCTS: dict[str, Product] = {p.name: p for p in (SPOC, TICA)}

@@ -108,6 +108,7 @@ async def open_source(
     concurrency: int | None = None,
     *,
     sizes: Mapping[str, int] | None = None,
+    etags: Mapping[str, str] | None = None,
     output: bool = False,
 ) -> ByteSource:
     """The byte source that reads files of ``protocol`` (None: local files).
@@ -123,6 +124,8 @@ async def open_source(
         Requests in flight at most (default: 4 for local files, 32 for remote ones).
     sizes
         File sizes already known (from a listing), so that they cost no request.
+    etags
+        ETags from the listing: every read is pinned to that version.
     output
         Read with the output's credentials (never ``anon``): for the cube an update
         replaces, which lives where the user writes.
@@ -130,4 +133,5 @@ async def open_source(
     if protocol is None:
         return LocalSource(concurrency or DEFAULT_LOCAL_CONCURRENCY)
     fs = await filesystems.get(protocol, output=output)
-    return FsspecSource(fs, concurrency or DEFAULT_REMOTE_CONCURRENCY, sizes=dict(sizes or {}))
+    return FsspecSource(fs, concurrency or DEFAULT_REMOTE_CONCURRENCY, sizes=dict(sizes or {}),
+                        etags=dict(etags or {}))

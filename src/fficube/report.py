@@ -1,11 +1,12 @@
-"""The quality report that ``fficube plot --report`` reads: the one definition.
+"""Quality reports: the one definition of their JSON schema, its writer and its reader.
 
-A quality gate (not part of fficube yet) judges each FFI of a cube and writes its
-verdict as JSON.  The minimal schema fficube reads is::
+fficube's quality gate (:mod:`fficube.quality`: ``fficube build/update --report``,
+``fficube verify --quality --report``) writes a report; ``fficube plot --report``
+reads one, fficube's or any other gate's.  The minimal schema is::
 
     {
       "ffis": [
-        {"file": "tess2018206192942-s0001-1-1-0120-s_ffic.fits", "time": 1325.3131, "flags": ["scattered_light"]},
+        {"file": "tess2018206192942-s0001-1-1-0120-s_ffic.fits", "time": 1325.3131, "flags": ["all_zero"]},
         {"file": "tess2018206195942-s0001-1-1-0120-s_ffic.fits", "time": 1325.3339, "flags": []}
       ]
     }
@@ -19,9 +20,22 @@ verdict as JSON.  The minimal schema fficube reads is::
     The FFI's start time as in the cube's table (``TSTART`` for SPOC, ``STARTTJD`` for
     TICA), in days; used to find the FFI when no FFI has that file name.
 ``flags``
-    Short names of what the gate found (an empty list: nothing).
+    Short names of what the gate found (an empty list: nothing).  fficube's gate uses
+    ``all_zero``, ``all_nonfinite``, ``constant``, ``bad_but_marked_good``, ``no_wcs``,
+    ``gap_before`` and ``repeated_cadence`` (defined in :mod:`fficube.quality`); other
+    gates may use any names.
 
-Other keys, at the top or in an entry, are ignored, so that a gate may say more.
+Optional keys of an entry, which fficube's gate writes:
+
+``median``
+    The median of the FFI's sampled pixels (finite ones), or ``null``.
+``nan_fraction``
+    The share of its sampled pixels that are not finite, or ``null``.
+
+Other keys, at the top or in an entry, are ignored by the reader (the top-level ones
+are kept in :attr:`QualityReport.meta`), so that a gate may say more; fficube's gate
+adds ``gate``, ``cube``, ``product``, ``summary`` (counts per flag, cadence), ``sample``
+(which pixels) and ``notes`` at the top.
 """
 
 from __future__ import annotations
@@ -30,15 +44,16 @@ import json
 import math
 import os
 import posixpath
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, OutputError
 
-__all__ = ["ReportEntry", "QualityReport", "parse_report", "read_report", "match_report", "TIME_TOLERANCE"]
+__all__ = ["ReportEntry", "QualityReport", "parse_report", "read_report", "match_report", "report_document",
+           "write_report", "TIME_TOLERANCE"]
 
 #: How close (days) a report's time must be to an FFI's start time to name it: about
 #: a second, far below any cadence and far above rounding in JSON.
@@ -52,6 +67,8 @@ class ReportEntry:
     file: str
     time: float
     flags: tuple[str, ...]
+    median: float | None = None  #: median of the sampled pixels (None: not given, or none finite)
+    nan_fraction: float | None = None  #: non-finite share of the sampled pixels (None: not given)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +77,8 @@ class QualityReport:
 
     source: str
     entries: tuple[ReportEntry, ...]
+    #: The report's other top-level keys (fficube's gate: ``summary``, ``sample``, ``notes``...).
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def flag_names(self) -> list[str]:
@@ -89,9 +108,70 @@ def parse_report(data: Any, *, source: str) -> QualityReport:
             raise InputError(f'{where}: "time" must be a number (the FFI\'s start time)', path=source)
         if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
             raise InputError(f'{where}: "flags" must be a list of strings', path=source)
+        numbers = {key: _optional_number(item, key, where, source) for key in ("median", "nan_fraction")}
         entries.append(ReportEntry(file=posixpath.basename(file.replace("\\", "/")), time=float(time),
-                                   flags=tuple(flags)))
-    return QualityReport(source=source, entries=tuple(entries))
+                                   flags=tuple(flags), **numbers))
+    meta = {key: value for key, value in data.items() if key != "ffis"}
+    return QualityReport(source=source, entries=tuple(entries), meta=meta)
+
+
+def _optional_number(item: Mapping[str, Any], key: str, where: str, source: str) -> float | None:
+    value = item.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f'{where}: "{key}" must be a number or null', path=source)
+    return float(value)
+
+
+def _json_number(value: float | None) -> float | None:
+    """JSON has no NaN: a NaN (or infinite) number is written as null."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def report_document(entries: Sequence[ReportEntry], **top: Any) -> dict[str, Any]:
+    """A report as a JSON-ready dict: the ``top`` keys, then ``ffis`` (NaN numbers as null).
+
+    Entries carry ``median`` and ``nan_fraction`` when they have them.
+    """
+    ffis = []
+    for entry in entries:
+        item: dict[str, Any] = {"file": entry.file, "time": entry.time, "flags": list(entry.flags)}
+        if entry.median is not None or entry.nan_fraction is not None:
+            item["median"] = _json_number(entry.median)
+            item["nan_fraction"] = _json_number(entry.nan_fraction)
+        ffis.append(item)
+    return {**{k: _json_ready(v) for k, v in top.items() if k != "ffis"}, "ffis": ffis}
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, float):
+        return _json_number(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def write_report(path: str | os.PathLike[str], document: Mapping[str, Any]) -> None:
+    """Write a report (a :func:`report_document`) as JSON: one line per FFI, readable by eye and by
+    :func:`read_report`.
+
+    Raises
+    ------
+    OutputError
+        If the file cannot be written.
+    """
+    target = os.fspath(path)
+    head = [f"  {json.dumps(k)}: {json.dumps(v, allow_nan=False)}," for k, v in document.items() if k != "ffis"]
+    ffis = ",\n".join(f"    {json.dumps(item, allow_nan=False)}" for item in document.get("ffis", []))
+    text = "\n".join(["{", *head, '  "ffis": [' + (f"\n{ffis}\n  " if ffis else "") + "]", "}"]) + "\n"
+    try:
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise OutputError(f"cannot write the quality report: {exc.strerror or exc}", path=target) from exc
 
 
 def read_report(path: str | os.PathLike[str]) -> QualityReport:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .quality import Quality
 from .sinks.base import CubeSink
 from .storage import ByteSource
 from .units import format_bytes
@@ -51,6 +52,9 @@ class BuildResult:
     cube_bytes: int = 0  #: size of the finished cube (``bytes_written`` is this run's share)
     #: A resumed build found the cube already complete (and checked it): nothing was built.
     already_complete: bool = False
+    #: What the quality gate found (None: the gate was off, or nothing was built);
+    #: ``quality.summary()`` is one line, ``quality.report()`` the JSON report.
+    quality: Quality | None = None
     staged: int = 0  #: a staged build: inputs fetched into the stage directory by this run
     staged_reused: int = 0  #: a staged build: inputs found there already (checked), not fetched again
     stage_requests: int = 0  #: GETs of the staging (``requests`` counts the build's reads)

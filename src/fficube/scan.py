@@ -12,6 +12,7 @@ how to decode them, the raw header text the plan needs, and the sort key.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,10 @@ from .products import Product, detect_product
 from .redact import file_name
 from .storage import ByteSource
 
-__all__ = ["FfiInfo", "ImageLayout", "scan", "scan_file", "image_layout", "time_value", "BITPIX_DTYPES"]
+__all__ = [
+    "FfiInfo", "ImageLayout", "scan", "scan_file", "image_layout", "time_value", "sector_of", "has_celestial_wcs",
+    "BITPIX_DTYPES",
+]
 
 #: First read of a file: seven blocks are exactly the primary and image headers of 98 %
 #: of SPOC FFIs (their science data starts at byte 20160; 14400 without WCS), so one
@@ -82,6 +86,8 @@ class FfiInfo:
     image_header: str  #: raw text of the image header (the same as primary for TICA)
     header_bytes: int  #: bytes of the headers the scan needed (for the read budget)
     is_template: bool  #: meets the product's template requirement
+    celestial_wcs: bool = False  #: the image header has a celestial WCS (RA/DEC axes)
+    sector: int | None = None  #: the FFI's own sector (its SECTOR card, else its file name)
 
     @property
     def name(self) -> str:
@@ -130,6 +136,26 @@ def image_layout(header: fits.Header, data_offset: int, *, path: str, hdu: int) 
         bzero=scale["BZERO"],
         blank=blank,
     )
+
+
+#: A sector in a TESS file name: SPOC ``tess...-s0001-1-1-...``, TICA ``..._ffi_s0027-o1-...``.
+_SECTOR_IN_NAME = re.compile(r"[-_]s(\d{4})[-_]")
+
+
+def sector_of(primary: fits.Header, path: str) -> int | None:
+    """The FFI's sector: its primary header's ``SECTOR`` if it has one (TICA FFIs may),
+    else the one in its file name (SPOC FFIs carry it there only); None if neither says."""
+    value = primary.get("SECTOR")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SECTOR_IN_NAME.search(file_name(path))
+    return int(match.group(1)) if match else None
+
+
+def has_celestial_wcs(header: fits.Header) -> bool:
+    """Whether the header's WCS has celestial axes (``CTYPE1``/``CTYPE2`` RA and DEC)."""
+    ctype1, ctype2 = str(header.get("CTYPE1", "")), str(header.get("CTYPE2", ""))
+    return ctype1.startswith("RA") and ctype2.startswith("DEC")
 
 
 def time_value(header: fits.Header, product: Product, *, path: str) -> float:
@@ -221,6 +247,8 @@ async def scan_file(source: ByteSource, path: str, product: Product | None = Non
         image_header=image_raw,
         header_bytes=reader.bytes_used,
         is_template=all(image.get(k) == v for k, v in product.template_requirements.items()),
+        celestial_wcs=has_celestial_wcs(image),
+        sector=sector_of(primary, path),
     )
 
 

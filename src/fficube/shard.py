@@ -54,7 +54,7 @@ from .inputs import InputsLike, Version, resolve_inputs
 from .journal import FinishClaim, Identity, Journal, Part, SharedPlan, create_file, sync_directory, write_synced
 from .pipeline import execute
 from .plan import CubePlan, Limits, make_plan
-from .remote import S3_PROTOCOLS, Filesystems, open_source, protocol_or_local
+from .remote import S3_PROTOCOLS, Filesystems, protocol_or_local
 from .results import Progress, Reporter
 from .scan import scan
 from .sinks import open_output
@@ -429,7 +429,7 @@ async def build_shard(
     async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
         store = await _open_shards(output, filesystems)
         found = await resolve_inputs(inputs, options.product, filesystems)
-        source = await open_source(found.protocol, filesystems, options.concurrency, sizes=found.sizes)
+        source = await found.source(filesystems, options.concurrency)
         async with closing(source):
             ffis = await scan(found.paths, source, product=options.product, workers=source.concurrency * 2)
             layers = len(ffis[0].layers) if ffis else 0

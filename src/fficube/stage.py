@@ -12,9 +12,9 @@ copies through the local path.
 * Free space is checked before anything is fetched: the FFIs still to fetch, and the
   cube too if it is written to the same filesystem.  Too little is an error with the
   numbers, raised before the first GET.
-* Each range of an S3 object is fetched with ``If-Match`` set to the ETag the listing
-  gave, so every byte is of the version that was listed (a changed object fails the
-  build, rather than mixing versions); the size is checked when the file is complete.
+* Every range is read pinned to the version the listing gave (``If-Match`` on its
+  ETag, as every remote read of a build is), so a copy never mixes two versions (a
+  changed object fails the build); the size is checked when the file is complete.
 * A copy is written to ``<copy>.partial``, flushed, renamed into place, and only
   then recorded in ``<copy>.stage.json`` (a :class:`~fficube.journal.StagedFile`:
   URL, size, ETag).  A copy whose record matches the listing is reused by a later run
@@ -35,15 +35,13 @@ import shutil
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from ._aio import run_tasks
+from ._aio import closing, run_tasks
 from .errors import InputError, OutputError, ReadError
 from .inputs import Inputs, Version
 from .journal import FILE_MODE, StagedFile, replace_file
-from .redact import redact
-from .remote import S3_PROTOCOLS, Filesystems
-from .storage import IOStats, RetryPolicy, describe_failure, fs_call, retrying
+from .remote import Filesystems
+from .storage import IOStats
 from .units import format_bytes
 
 __all__ = ["Staged", "stage_inputs", "remove_staged", "stage_path", "ranges_of", "RANGE", "RECORD_SUFFIX"]
@@ -117,52 +115,6 @@ def _device(path: str) -> int:
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     return os.stat(existing).st_dev
-
-
-class _Fetcher:
-    """Ranged GETs of one version of each remote file, counted and retried."""
-
-    def __init__(self, fs: Any, protocol: str, stats: IOStats, policy: RetryPolicy = RetryPolicy()) -> None:
-        self.fs, self.protocol, self.stats, self.policy = fs, protocol, stats, policy
-        self._in_flight = 0
-
-    async def _s3_range(self, url: str, start: int, stop: int, version: Version) -> bytes:
-        bucket, key, _ = self.fs.split_path(url)
-        match = {"IfMatch": f'"{version.tag[5:]}"'} if version.tag.startswith("etag:") else {}
-        response = await self.fs.s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}",
-                                               **match, **self.fs.req_kw)
-        async with response["Body"] as body:
-            data: bytes = await body.read()
-            return data
-
-    async def get(self, url: str, start: int, stop: int, version: Version) -> bytes:
-        """Bytes ``start:stop`` of ``url``, of ``version``; ReadError if they cannot be had."""
-
-        async def once() -> bytes:
-            self.stats.requests += 1
-            self._in_flight += 1
-            self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
-            try:
-                if self.protocol in S3_PROTOCOLS:
-                    return await self._s3_range(url, start, stop, version)
-                data: bytes = await fs_call(self.fs, "cat_file", url, start=start, end=stop)
-                return data
-            finally:
-                self._in_flight -= 1
-
-        try:
-            data = await retrying(once, policy=self.policy, stats=self.stats, what=f"staging {redact(url)}")
-        except Exception as exc:
-            code = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
-            if code in ("PreconditionFailed", "412"):
-                raise ReadError("changed since it was listed (its ETag is no longer the listed one); "
-                                "run the build again", path=url, byte_range=(start, stop)) from exc
-            raise ReadError(describe_failure(exc), path=url, byte_range=(start, stop)) from exc
-        self.stats.bytes_read += len(data)
-        if len(data) != stop - start:
-            raise ReadError(f"got {len(data)} bytes, not {stop - start}: the object changed or was cut short",
-                            path=url, byte_range=(start, stop))
-        return data
 
 
 class _Copy:
@@ -256,10 +208,11 @@ async def stage_inputs(
             f"not enough free space to stage the inputs: {len(todo)} FFI(s) need {format_bytes(need)}{extra}, "
             f"but there are {format_bytes(free)} free" + (f" ({len(reused)} FFI(s) already staged)" if reused else "")
             + "; free some space or stage elsewhere", path=directory)
-    stats = IOStats()
-    fetcher = _Fetcher(await filesystems.get(found.protocol), found.protocol, stats)
     largest = max((stop - start for c in todo for start, stop in c.ranges), default=1)
     in_flight = max(1, min(concurrency, max_memory // max(1, largest)))
+    # Reads pinned to the listed version (If-Match on its ETag): a copy never mixes two.
+    source = await found.source(filesystems, in_flight)
+    stats = source.stats
     items = [(c, start, stop) for c in todo for start, stop in c.ranges]
     for empty in (c for c in todo if not c.ranges):  # nothing to fetch (scanning will say what is wrong)
         await asyncio.to_thread(empty.finish)
@@ -273,7 +226,10 @@ async def stage_inputs(
         nonlocal finished
         while items:
             copy, start, stop = items.pop()
-            data = await fetcher.get(copy.url, start, stop, copy.version)
+            data = await source.read(copy.url, start, stop)
+            if len(data) != stop - start:
+                raise ReadError(f"got {len(data)} bytes, not {stop - start}: the object was cut short",
+                                path=copy.url, byte_range=(start, stop))
             await asyncio.to_thread(copy.write, start, data)
             del data
             copy.left -= 1
@@ -289,7 +245,8 @@ async def stage_inputs(
                     on_file(finished, len(copies), stats)
 
     try:
-        await run_tasks([worker() for _ in range(min(in_flight, len(items)))])
+        async with closing(source):
+            await run_tasks([worker() for _ in range(min(in_flight, len(items)))])
     except BaseException:
         for copy in todo:
             if copy.left:  # begun or not: a partial copy is not kept

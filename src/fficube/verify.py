@@ -3,6 +3,10 @@
 The cube is read once, by byte range, in chunks summed as they arrive (in any order:
 ones' complement sums commute), so that verifying a 400 GB cube on S3 takes a few
 chunks of memory and runs at the speed of the network.
+
+With ``quality`` the quality gate (:mod:`fficube.quality`) is run again on the cube:
+its sampled rows (at most 64) are read by byte range, in pieces of whole columns, and
+judged as a build judges them, so a build's flags and a verify's agree.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from astropy.io import fits
 from ._aio import closing, run_tasks
 from .checksum import WORD, ZERO, add, data_sum, header_sum
 from .cubeinfo import CubeInfo, scan_cube
-from .errors import FficubeError
+from .errors import FficubeError, FitsFormatError
 from .fitsblocks import data_bytes, header_end, padded
+from .quality import Quality, SampleStats, assess, choose_sample
 from .remote import Filesystems, open_source, protocol_or_local
 from .storage import ByteSource
 
-__all__ = ["Check", "Verification", "verify_cube", "check_cube"]
+__all__ = ["Check", "Verification", "verify_cube", "check_cube", "cube_quality"]
 
 #: Bytes per read of the cube's data, and reads in flight.
 CHUNK = 16 * 2**20
@@ -51,6 +56,10 @@ class Verification:
     path: str
     checks: tuple[Check, ...]
     bytes_read: int = 0
+    #: The quality gate's verdicts (asked for with ``quality=True``; None when not
+    #: asked, or when the cube's structure or size is wrong).  Flags do not make a
+    #: cube unsound: they are about its FFIs.
+    quality: Quality | None = None
 
     @property
     def ok(self) -> bool:
@@ -169,9 +178,45 @@ async def check_cube(
     return checks, cube
 
 
+async def cube_quality(source: ByteSource, cube: CubeInfo) -> Quality:
+    """Run the quality gate on a finished cube: read its sampled rows and judge them with its table.
+
+    Each sampled row is read from its first to its last sampled column, in pieces of
+    at most :data:`CHUNK` bytes (at least one column), :data:`IN_FLIGHT` at a time.
+
+    Raises
+    ------
+    FitsFormatError
+        If the cube's data is cut short.
+    """
+    _rows, _cols, n, layers = cube.shape
+    sample = choose_sample(cube.shape)
+    stats = SampleStats(sample, n)
+    column_bytes = n * layers * 4
+    per_read = max(1, CHUNK // (column_bytes * sample.col_step))  # sampled columns per read
+    slots = asyncio.Semaphore(IN_FLIGHT)
+
+    async def piece(index: int, row: int, first: int, count: int) -> None:
+        span = (count - 1) * sample.col_step + 1  # columns read: the sampled ones and those between
+        start = cube.data_offset + row * cube.row_bytes + (sample.col_start + first * sample.col_step) * column_bytes
+        async with slots:
+            data = await source.read(cube.path, start, start + span * column_bytes)
+            if len(data) < span * column_bytes:
+                raise FitsFormatError("the cube's data is cut short: truncated", path=cube.path,
+                                      byte_range=(start, start + span * column_bytes))
+            pixels = np.frombuffer(data, dtype=">f4").reshape(span, n, layers)
+            stats.add(index, first, pixels[:: sample.col_step, :, 0])
+
+    await run_tasks(
+        piece(index, row, first, min(per_read, sample.n_cols - first))
+        for index, row in enumerate(sample.rows) for first in range(0, sample.n_cols, per_read)
+    )
+    return assess(stats, cube.table, cube.product)
+
+
 async def verify_cube(
     path: str | os.PathLike[str], *, anon: bool | None = None, storage_options: Mapping[str, Any] | None = None,
-    on_read: Callable[[int], None] | None = None, read_data: bool = True,
+    on_read: Callable[[int], None] | None = None, read_data: bool = True, quality: bool = False,
 ) -> Verification:
     """Verify the cube at ``path`` (local, ``s3://`` or any ranged fsspec URL).
 
@@ -181,12 +226,17 @@ async def verify_cube(
     ``CHECKSUM`` (skipped, not failed, for cubes without them, such as astrocut's).
     ``on_read`` is called with the size of each chunk of data read.  With
     ``read_data=False`` the data is not read (see :func:`check_cube`): a quick check
-    that the cube is complete, not that its pixels are intact.
+    that the cube is complete, not that its pixels are intact.  With ``quality=True``
+    the quality gate is run on the cube too (:func:`cube_quality`; ``result.quality``),
+    unless its structure or size is wrong.
     """
     path = os.fspath(path)
     async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
         source = await open_source(protocol_or_local(path), filesystems, IN_FLIGHT)
         async with closing(source):
-            checks, _ = await check_cube(source, path, read_data=read_data, on_read=on_read)
-        return Verification(path, tuple(checks), source.stats.bytes_read)
+            checks, cube = await check_cube(source, path, read_data=read_data, on_read=on_read)
+            verdicts = None
+            if quality and cube is not None and not any(c.failed for c in checks if c.name in ("structure", "size")):
+                verdicts = await cube_quality(source, cube)
+        return Verification(path, tuple(checks), source.stats.bytes_read, verdicts)
 
