@@ -125,6 +125,8 @@ def test_sector_resumes_by_default_and_restarts_when_asked(tmp_path: Path) -> No
         assert re.search(rf"^1-1\s+{status}\s+6\s", out, re.M), (flags, out)
         assert without_build_stamps(output.read_bytes()) == without_build_stamps(reference.read_bytes())
         output.unlink()
+    code, out, err = run_cli(*args, "--stage", str(tmp_path / "stage"))  # one error, not one per cube
+    assert (code, out) == (1, "") and err == "fficube: error: --stage: the source is local: there is nothing to stage\n"
     with pytest.raises(SystemExit) as usage:  # one or the other, as for build
         run_cli(*args, "--resume", "--restart")
     assert usage.value.code == 2

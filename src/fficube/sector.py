@@ -26,7 +26,7 @@ from typing import Any
 from ._aio import closing
 from .build import build_cube
 from .cubeinfo import CubeInfo
-from .errors import FficubeError, NoInputsError
+from .errors import FficubeError, NoInputsError, OptionError
 from .inputs import resolve_inputs
 from .products import get_product
 from .remote import Filesystems, is_url, open_source, protocol_or_local
@@ -202,6 +202,8 @@ async def build_sector(
     to :func:`~fficube.build.build_cube`.  A cube that fails does not stop the others:
     its outcome says why.  Cancellation stops all (their work is kept for the next run).
     """
+    if stage is not None and any(not is_url(job.inputs) for job in jobs):
+        raise OptionError("stage", "the source is local: there is nothing to stage")
     budget = parse_size(max_memory)
     parallel = max(1, min(parallel, len(jobs) or 1))
     share = budget // parallel  # each cube's budget: the total stays within max_memory
