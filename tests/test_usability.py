@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -126,17 +127,20 @@ class _Forbidden(BaseHTTPRequestHandler):
         pass
 
 
-def test_access_denied_is_not_reported_as_not_found(tmp_path: Path) -> None:
+@pytest.fixture
+def forbidden() -> Iterator[str]:
+    """``host:port`` of an HTTP server on 127.0.0.1 that answers 403 to everything."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/tess/a_ffic.fits"
-        with pytest.raises(fficube.InputError) as info:
-            fficube.make_cube([url], tmp_path / "c.fits")
-        code, _, err = run_cli("build", url, "-o", str(tmp_path / "c.fits"))
-    finally:
-        server.shutdown()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_access_denied_is_not_reported_as_not_found(forbidden: str, tmp_path: Path) -> None:
+    url = f"http://{forbidden}/tess/a_ffic.fits"
+    with pytest.raises(fficube.InputError) as info:
+        fficube.make_cube([url], tmp_path / "c.fits")
+    code, _, err = run_cli("build", url, "-o", str(tmp_path / "c.fits"))
     message = str(info.value)
     assert "access denied (HTTP 403)" in message and "no such object" not in message
     assert "anon=True" in message and "requester_pays" in message
@@ -310,16 +314,10 @@ def test_ctrl_c_while_the_command_starts_prints_one_line(paths, tmp_path: Path) 
     assert not list(tmp_path.glob("c.fits*"))
 
 
-def test_debug_output_masks_credentials_from_every_logger_and_the_traceback(tmp_path: Path) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://alice:PASSWORD789@127.0.0.1:{server.server_port}/tess/a_ffic.fits?X-Amz-Signature=SIG42"
-        done = subprocess.run([sys.executable, "-m", "fficube.cli", "--debug", "build", url, "-o",
-                               str(tmp_path / "c.fits")], capture_output=True, text=True, timeout=120)
-    finally:
-        server.shutdown()
+def test_debug_output_masks_credentials_from_every_logger_and_the_traceback(forbidden: str, tmp_path: Path) -> None:
+    url = f"http://alice:PASSWORD789@{forbidden}/tess/a_ffic.fits?X-Amz-Signature=SIG42"
+    done = subprocess.run([sys.executable, "-m", "fficube.cli", "--debug", "build", url, "-o",
+                           str(tmp_path / "c.fits")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "DEBUG" in done.stderr  # --debug still shows what it shows
     assert "PASSWORD789" not in done.stderr + done.stdout and "SIG42" not in done.stderr + done.stdout
