@@ -1,10 +1,14 @@
 """An HTTP proxy in front of the moto S3 server that counts, delays and breaks requests.
 
-It measures what the client really does (requests in flight at once, whether requests
-are signed), models a distant store (``latency`` per request, ``bandwidth`` per
-connection) and injects faults: the *first* attempt of a chosen share of requests gets
-a 503 SlowDown or a dropped connection, so a client that retries always succeeds, and
-one that does not always fails.  Every loop is bounded: it serves until ``close()``.
+It measures what the client really does (requests in flight at once, in all and per
+HTTP method, whether requests are signed), models a distant store (``latency`` per
+request, ``bandwidth`` per connection, a share of ``slow`` GETs held longer) and
+injects faults: the *first* attempt of a chosen share of requests gets a 503
+SlowDown, a dropped connection, or a body cut short mid-transfer, so a client that
+retries always succeeds, and one that does not always fails.  ``faults_for`` limits
+the faults to some requests (``upload_part``: only UploadPart), and ``hang`` picks
+one request that never answers (:func:`nth_ranged_get`, :func:`part`).  Every loop is bounded: it
+serves until ``close()``, which also releases held requests.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import http.client
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,6 +28,29 @@ SLOW_DOWN = (
 )
 
 
+def upload_part(command: str, path: str, range_: str = "") -> bool:
+    """A ``faults_for`` filter: only UploadPart requests."""
+    return command == "PUT" and "partNumber=" in path and "uploadId=" in path
+
+
+def part(number: int) -> Callable[[str, str, str], bool]:
+    """A ``hang`` rule: the upload of part ``number``."""
+    return lambda command, path, range_: upload_part(command, path) and f"partNumber={number}" in path.split("&")
+
+
+def nth_ranged_get(n: int) -> Callable[[str, str, str], bool]:
+    """A ``hang`` rule: the ``n``-th ranged GET (1-based) that the proxy sees."""
+    seen = [0]
+
+    def rule(command: str, path: str, range_: str) -> bool:
+        if command == "GET" and range_:
+            seen[0] += 1
+            return seen[0] == n
+        return False
+
+    return rule
+
+
 @dataclass
 class ProxyState:
     upstream: tuple[str, int]
@@ -30,29 +58,55 @@ class ProxyState:
     fail_drop: float = 0.0  #: share whose first attempt has its connection dropped
     latency: float = 0.0  #: seconds added before each response
     bandwidth: float = 0.0  #: bytes per second of one connection (request and response bodies); 0: no cap
+    fail_cut: float = 0.0  #: share whose first attempt gets half its body, then a closed connection
+    slow: float = 0.0  #: share of ranged GETs held ``slow_seconds`` longer (every attempt: a slow server)
+    slow_seconds: float = 2.0
+    #: (method, path, Range) -> whether this request never answers (the first that matches only)
+    hang: Callable[[str, str, str], bool] | None = None
+    faults_for: Callable[[str, str], bool] | None = None  #: which requests may get a fault (None: all)
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    in_flight_by: dict[str, int] = field(default_factory=dict)  #: per HTTP method, now
+    max_in_flight_by: dict[str, int] = field(default_factory=dict)  #: per HTTP method, most at once
     faults: int = 0
     faults_503: int = 0
+    cuts: int = 0
+    slowed: int = 0
+    hung: int = 0
+    ranged_gets: int = 0
     signed: int = 0
     unsigned: int = 0
     paths: list[str] = field(default_factory=list)
     _tried: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    released: threading.Event = field(default_factory=threading.Event)  #: set by close(): held requests end
 
-    def fault_for(self, key: str) -> str | None:
+    def fault_for(self, key: str, command: str, path: str) -> str | None:
         """The fault for this request, decided by a hash: the same request fails once."""
+        if self.faults_for is not None and not self.faults_for(command, path):
+            return None
         with self.lock:
             if key in self._tried:
                 return None
             self._tried.add(key)
-        share = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") / 2**32
+        share = _share(key)
         if share < self.fail_503:
             return "503"
         if share < self.fail_503 + self.fail_drop:
             return "drop"
+        if share < self.fail_503 + self.fail_drop + self.fail_cut:
+            return "cut"
         return None
+
+    def is_slow(self, key: str) -> bool:
+        """Whether this GET is one of the slow share (by a hash of another salt than faults')."""
+        return self.slow > 0 and _share("slow " + key) < self.slow
+
+
+def _share(key: str) -> float:
+    """A number in [0, 1) fixed by ``key``."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") / 2**32
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -78,24 +132,39 @@ class _Handler(BaseHTTPRequestHandler):
     def _proxy(self) -> None:
         state = self.server.state
         body = self._body()
-        key = f"{self.command} {self.path} {self.headers.get('Range', '')}"
+        command = self.command
+        ranged = command == "GET" and bool(self.headers.get("Range"))
+        key = f"{command} {self.path} {self.headers.get('Range', '')}"
+        hang = False
         with state.lock:
             state.requests += 1
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
-            state.paths.append(f"{self.command} {self.path}")
+            now = state.in_flight_by[command] = state.in_flight_by.get(command, 0) + 1
+            state.max_in_flight_by[command] = max(state.max_in_flight_by.get(command, 0), now)
+            state.paths.append(f"{command} {self.path}")
             if self.headers.get("Authorization"):
                 state.signed += 1
             else:
                 state.unsigned += 1
+            if ranged:
+                state.ranged_gets += 1
+            if state.hang is not None and not state.hung:
+                hang = state.hang(command, self.path, self.headers.get("Range", ""))
+                state.hung += hang
         try:
+            if hang:  # never answers (until the proxy closes)
+                state.released.wait()
+                self.close_connection = True
+                return
             if state.latency:
                 time.sleep(state.latency)
-            fault = state.fault_for(key)
+            fault = state.fault_for(key, command, self.path)
             if fault:
                 with state.lock:
                     state.faults += 1
                     state.faults_503 += fault == "503"
+                    state.cuts += fault == "cut"
             if fault == "drop":
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -120,6 +189,10 @@ class _Handler(BaseHTTPRequestHandler):
                 upstream.close()
             if state.bandwidth:  # one connection moves its bodies at this rate
                 time.sleep((len(body or b"") + len(data)) / state.bandwidth)
+            if ranged and state.is_slow(key):
+                with state.lock:
+                    state.slowed += 1
+                state.released.wait(state.slow_seconds)
             self.send_response(response.status)
             skip = ("transfer-encoding", "connection", "date", "server")
             if self.command != "HEAD":  # a HEAD answer keeps the object's Content-Length
@@ -130,11 +203,20 @@ class _Handler(BaseHTTPRequestHandler):
             if self.command != "HEAD":
                 self.send_header("Content-Length", str(len(data)))
             self.end_headers()
+            if fault == "cut" and len(data) > 1:  # half the promised body, then the connection goes
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             if self.command != "HEAD":
                 self.wfile.write(data)
+        except OSError:  # the client went away (a hedged GET cancelled, say)
+            self.close_connection = True
         finally:
             with state.lock:
                 state.in_flight -= 1
+                state.in_flight_by[command] -= 1
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _proxy
 
@@ -160,5 +242,6 @@ class S3Proxy:
         return self.server.state
 
     def close(self) -> None:
+        self.server.state.released.set()
         self.server.shutdown()
         self.server.server_close()

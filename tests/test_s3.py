@@ -10,8 +10,10 @@ import fsspec
 import pytest
 from cube_compare import assert_verifies
 from helpers import budget_for_rows, data_and_header_bytes, without_build_stamps
+from s3_proxy import part
 
 import fficube
+from fficube.journal import Journal
 from fficube.sinks.s3 import MAX_PARTS, MIN_PART, PART_BUFFERS, part_size_for
 
 SHAPE = (60, 70)
@@ -41,6 +43,15 @@ def uploaded_parts(s3, key: str) -> list[int]:
     return sorted(part["PartNumber"] for part in parts.get("Parts", []))
 
 
+def journal_parts(s3, key: str) -> list[int]:
+    """The part numbers the journal object ``key`` records (none if there is no journal yet)."""
+    try:
+        raw = object_bytes(s3, key)
+    except s3.client.exceptions.NoSuchKey:
+        return []
+    return sorted(Journal.decode(raw, key).parts)
+
+
 def no_uploads_left(s3) -> bool:
     return not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
 
@@ -66,7 +77,8 @@ def test_s3_reads_each_byte_once(s3, sector, tmp_path: Path) -> None:
 
 def test_local_to_s3_and_s3_to_s3(s3, ffis, local_cube) -> None:
     out = f"s3://{s3.bucket}/cubes/tess-s0001-1-1-cube.fits"
-    budget = budget_for_rows(ffis, 7, reserved=PART_BUFFERS * MIN_PART)  # two 5 MiB part buffers
+    # Part 1, the part filling and (at such a small budget) one part in flight: 5 MiB each.
+    budget = budget_for_rows(ffis, 7, reserved=(PART_BUFFERS + 1) * MIN_PART)
     result = fficube.make_cube(ffis, out, sector=1, max_memory=budget, storage_options=s3.options)
     assert result.block_rows == 7
     assert without_build_stamps(object_bytes(s3, "cubes/tess-s0001-1-1-cube.fits")) == local_cube
@@ -143,7 +155,8 @@ def test_transient_faults_are_retried_and_the_cube_is_identical(s3, ffis, local_
     result = fficube.make_cube(urls, tmp_path / "c.fits", sector=1, max_memory=budget, storage_options=options)
     assert without_build_stamps((tmp_path / "c.fits").read_bytes()) == local_cube
     out = f"s3://{s3.bucket}/faulty-cube.fits"
-    result2 = fficube.make_cube(urls, out, sector=1, max_memory=budget + PART_BUFFERS * MIN_PART, storage_options=options)
+    result2 = fficube.make_cube(urls, out, sector=1, max_memory=budget + (PART_BUFFERS + 1) * MIN_PART,
+                                storage_options=options)
     assert without_build_stamps(object_bytes(s3, "faulty-cube.fits")) == local_cube
     assert p.state.faults >= 10 and result.retries > 0 and result2.retries > 0
     # Every 503 is retried by fficube; a dropped keep-alive connection may be retried
@@ -174,24 +187,21 @@ def test_requests_in_flight_never_exceed_concurrency(s3, ffis, proxy, tmp_path: 
     assert result.max_in_flight <= 3
 
 
-async def test_cancelled_upload_keeps_its_parts_and_resumes(s3, sector, tmp_path: Path) -> None:
+async def test_cancelled_upload_keeps_its_parts_and_resumes(s3, sector, proxy, tmp_path: Path) -> None:
     paths = await asyncio.to_thread(sector, n_ffis=8, shape=(400, 500), no_wcs=())
     out = f"s3://{s3.bucket}/cancelled.fits"
-    task: asyncio.Task | None = None
-    seen_parts = []
-
-    def cancel_midway(p: fficube.Progress) -> None:
-        parts = uploaded_parts(s3, "cancelled.fits") if p.stage == "write" and p.done < p.total else []
-        if parts and not seen_parts:
-            seen_parts.append(parts)
-            task.cancel()
-
-    task = asyncio.create_task(  # 20 MB: many blocks beside the three 5 MiB part buffers
-        fficube.build_cube(paths, out, max_memory="20MB", storage_options=s3.options, progress=cancel_midway)
+    p = proxy(hang=part(3))  # the build cannot finish: it is cancelled once part 2 is recorded
+    task = asyncio.create_task(  # 20 MB: many blocks beside the 5 MiB part buffers
+        fficube.build_cube(paths, out, max_memory="20MB", storage_options={"endpoint_url": p.url})
     )
+    while not await asyncio.to_thread(journal_parts, s3, "cancelled.fits.journal"):
+        assert not task.done(), task.exception()
+        await asyncio.sleep(0.01)
+    task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert seen_parts and seen_parts[0][0] == 2  # part 1 (the headers) goes last
+    assert p.state.hung == 1
+    assert uploaded_parts(s3, "cancelled.fits") == [2]  # part 1 (the headers) goes last; 3 never arrived
     assert not no_uploads_left(s3)
     assert [o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="cancelled")["Contents"]] == [
         "cancelled.fits.journal"

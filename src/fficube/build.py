@@ -368,7 +368,7 @@ async def _build(
     journal = await interrupted_build(out, resume=options.resume, restart=options.restart)
     now = journal.now if journal else dt.datetime.now().replace(microsecond=0)
     limits = Limits.for_build(options.max_memory, source.concurrency, local=isinstance(source, LocalSource),
-                              reserved=out.reserve(cube_bytes), quality=options.quality)
+                              reserved=out.reserve(cube_bytes, options.max_memory), quality=options.quality)
     plan = planner(limits, now)
     identity = Identity.of(plan, versions, origins)
     if journal is not None:

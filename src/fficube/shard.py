@@ -151,7 +151,7 @@ class _Shards(Protocol):
         """Windows are whole multiples of this."""
         ...
 
-    def reserve(self, cube_bytes: int) -> int:
+    def reserve(self, cube_bytes: int, max_memory: int) -> int:
         """Memory a worker's sink holds."""
         ...
 
@@ -202,8 +202,8 @@ class _S3Shards:
     def unit_for(self, cube_bytes: int) -> int:
         return part_size_for(cube_bytes)
 
-    def reserve(self, cube_bytes: int) -> int:
-        return self.out.reserve(cube_bytes)
+    def reserve(self, cube_bytes: int, max_memory: int) -> int:
+        return self.out.reserve(cube_bytes, max_memory)
 
     async def plan(self) -> SharedPlan | None:
         raw = await self.bucket.get(self.key("plan.json"))
@@ -242,7 +242,7 @@ class _S3Shards:
         assert agreed.upload_id is not None
         upload = SharedUpload(agreed.upload_id, window, self.key(f"{shard}.json"), self._save_head)
         return S3Sink(self.out.fs, self.output, total_bytes=plan.total_bytes, span=Span.of(plan), journal=journal,
-                      stats=IOStats(), shared=upload)
+                      stats=IOStats(), shared=upload, max_memory=plan.memory.budget)
 
     async def complete(self, agreed: SharedPlan, records: Sequence[Journal]) -> bool:
         assert agreed.upload_id is not None
@@ -286,7 +286,7 @@ class _FileShards:
     def unit_for(self, cube_bytes: int) -> int:
         return FILE_UNIT
 
-    def reserve(self, cube_bytes: int) -> int:
+    def reserve(self, cube_bytes: int, max_memory: int) -> int:
         return 0
 
     async def _read(self, name: str) -> bytes | None:
@@ -435,7 +435,7 @@ async def build_shard(
             layers = len(ffis[0].layers) if ffis else 0
             cube_bytes = cube_size_estimate(ffis[0].shape if ffis else (0, 0), len(ffis), layers)
             limits = Limits.for_build(options.max_memory, source.concurrency, local=isinstance(source, LocalSource),
-                                      reserved=store.reserve(cube_bytes))
+                                      reserved=store.reserve(cube_bytes, options.max_memory))
 
             def plan_at(now: dt.datetime) -> CubePlan:
                 return make_plan(ffis, limits, sector=sector, now=now)

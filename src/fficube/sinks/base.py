@@ -123,8 +123,8 @@ class Output(Protocol):
         """Raise ResumeError if what ``journal`` records is no longer there to continue."""
         ...
 
-    def reserve(self, cube_bytes: int) -> int:
-        """Bytes of memory the sink holds while writing a cube of about ``cube_bytes``."""
+    def reserve(self, cube_bytes: int, max_memory: int) -> int:
+        """Bytes of ``max_memory`` the sink holds while writing a cube of about ``cube_bytes``."""
         ...
 
     def sink(self, plan: CubePlan, journal: Journal, *, overwrite: bool, stats: IOStats) -> CubeSink:

@@ -130,7 +130,7 @@ class LocalOutput:
             raise ResumeError(f"cannot resume: {self.partial} is missing or shorter than its journal says; "
                               "use restart=True to start over", path=self.location)
 
-    def reserve(self, cube_bytes: int) -> int:
+    def reserve(self, cube_bytes: int, max_memory: int) -> int:
         return 0  # blocks go straight from the pipeline's buffers to the file
 
     def sink(self, plan: CubePlan, journal: Journal, *, overwrite: bool, stats: IOStats) -> LocalSink:

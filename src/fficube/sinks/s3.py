@@ -5,8 +5,12 @@ the journal object of an interrupted build (the upload id and each part's ETag a
 data sum), aborting an upload that is discarded, and the :class:`S3Sink`.
 
 Part 1 holds the headers, so it is kept in memory and uploaded last, once the cube
-header is sealed; every other part is recorded in the journal as it is uploaded.
-Parts grow with the cube so that it never needs more than 10,000 of them.
+header is sealed.  Other parts are uploaded several at once (:func:`parts_in_flight`),
+while the writer goes on filling the next: over a distant link one part at a time
+leaves the connection idle for a round trip per part.  The journal records a part
+once S3 has acknowledged it; journal writes are coalesced (at most one in flight),
+so they never hold up the parts.  Parts grow with the cube so that it never needs
+more than 10,000 of them.
 
 A sink can also own a *window* of an upload that several workers share
 (:class:`SharedUpload`, used by :mod:`fficube.shard`): it then uploads only the parts
@@ -31,7 +35,8 @@ from ..storage import IOStats, RetryPolicy, fs_request, retrying
 from .base import Buffer, Span, kept_message
 
 __all__ = [
-    "S3Output", "S3Sink", "SharedUpload", "Bucket", "part_size_for", "error_code", "MIN_PART", "MAX_PARTS",
+    "S3Output", "S3Sink", "SharedUpload", "Bucket", "part_size_for", "parts_in_flight", "error_code", "MIN_PART",
+    "MAX_PARTS", "PARTS_IN_FLIGHT",
 ]
 
 log = logging.getLogger("fficube")
@@ -39,8 +44,14 @@ log = logging.getLogger("fficube")
 MIB = 2**20
 MIN_PART = 5 * MIB  #: S3's smallest part (but the last)
 MAX_PARTS = 10_000  #: S3's most parts in one upload
-#: Part buffers a sink holds: part 1, the part filling and the part being sent.
-PART_BUFFERS = 3
+#: Part buffers a sink holds besides the parts in flight: part 1 and the part filling.
+PART_BUFFERS = 2
+#: Parts uploaded at once, at most.  Measured through a proxy modelling a distant store
+#: (50 ms per request, 80 MB/s per connection; benchmarks/bench_s3.py): one part at a
+#: time kept 39% of the undelayed throughput; with 8 in flight the link stays busy.
+PARTS_IN_FLIGHT = 8
+#: Share of ``max_memory`` that part buffers may take, at most (but for one part in flight).
+PART_SHARE = 4
 
 
 def part_size_for(total_bytes: int) -> int:
@@ -57,6 +68,13 @@ def error_code(exc: BaseException) -> str:
     cause = exc.__cause__ if exc.__cause__ is not None else exc
     response = getattr(cause, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
+
+
+def parts_in_flight(part_size: int, max_memory: int) -> int:
+    """Parts an upload sends at once: :data:`PARTS_IN_FLIGHT`, fewer if their buffers (with
+    part 1 and the part filling) would take more than a quarter of ``max_memory``; at least 1."""
+    fits = max_memory // PART_SHARE // part_size - PART_BUFFERS
+    return max(1, min(PARTS_IN_FLIGHT, fits))
 
 
 NOT_FOUND = ("404", "NoSuchKey", "NotFound")
@@ -213,26 +231,124 @@ class S3Output:
     async def check_resumable(self, journal: Journal) -> None:
         """Nothing to check here: the sink trusts only the parts S3 lists with their ETags."""
 
-    def reserve(self, cube_bytes: int) -> int:
-        return PART_BUFFERS * part_size_for(cube_bytes)
+    def reserve(self, cube_bytes: int, max_memory: int) -> int:
+        part = part_size_for(cube_bytes)
+        return (PART_BUFFERS + parts_in_flight(part, max_memory)) * part
 
     def sink(self, plan: CubePlan, journal: Journal, *, overwrite: bool, stats: IOStats) -> S3Sink:
         return S3Sink(self.fs, self.location, total_bytes=plan.total_bytes, span=Span.of(plan), journal=journal,
-                      overwrite=overwrite, stats=stats)
+                      overwrite=overwrite, stats=stats, max_memory=plan.memory.budget)
+
+
+class _PartUploads:
+    """The parts of one sink on their way: at most ``limit`` at once.
+
+    The tasks are owned here, not by an ``asyncio.TaskGroup``, because they outlive the
+    ``write_at`` call that starts them: :meth:`drain` (commit) waits for them and
+    :meth:`cancel` (abort) stops them, so none outlives its sink.  A failed upload is
+    raised by the next :meth:`start` or by :meth:`drain`.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = asyncio.Semaphore(limit)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._error: BaseException | None = None
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    async def start(self, upload: Callable[[], Awaitable[None]]) -> None:
+        """Start ``upload`` once a slot is free."""
+        self._raise()
+        await self._slots.acquire()
+        try:
+            self._raise()
+        except BaseException:
+            self._slots.release()
+            raise
+        task = asyncio.create_task(self._run(upload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, upload: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await upload()
+        except Exception as exc:
+            if self._error is None:
+                self._error = exc
+        finally:
+            self._slots.release()
+
+    async def drain(self) -> None:
+        """Wait for every part started; raise the first failure."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks)
+        self._raise()
+
+    async def cancel(self) -> None:
+        """Stop the parts on their way and wait until they have stopped."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _JournalWriter:
+    """Saves the journal whenever asked, with at most one write in flight.
+
+    Requests that come while a write is on its way are coalesced into the next one,
+    which records everything done by then.  ``recorded`` is what the last completed
+    write holds: what a resumed build would find.
+    """
+
+    def __init__(self, save: Callable[[], Awaitable[Mapping[int, Part]]]) -> None:
+        self._save = save
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        self._error: BaseException | None = None
+        self.recorded: Mapping[int, Part] = {}
+
+    def request(self) -> None:
+        """Save soon (the parts done by the time the write starts)."""
+        if self._error is not None:
+            return
+        self._again = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while self._again:
+            self._again = False
+            try:
+                self.recorded = await self._save()
+            except Exception as exc:
+                self._error = exc
+                return
+
+    async def settle(self) -> None:
+        """Wait for the writes asked for so far; raise the first failure."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        if self._error is not None:
+            raise self._error
 
 
 class S3Sink:
     """Streams the cube into one S3 multipart upload through s3fs's aiobotocore client.
 
     Part 1 (the headers and the first data) stays in memory until the end; other
-    parts are uploaded one after another as they fill, each recorded in the journal
-    object.  The sink holds at most three part buffers (:meth:`S3Output.reserve`).
+    parts are uploaded as they fill, several at once (:func:`parts_in_flight` for
+    ``max_memory``), each recorded in the journal object once S3 has it.  The sink holds
+    part 1, the part filling and the parts in flight (:meth:`S3Output.reserve`).
     With ``shared``, the sink fills one window of a shared upload.
     """
 
     def __init__(
         self, fs: Any, url: str, *, total_bytes: int, span: Span, journal: Journal, overwrite: bool = False,
         policy: RetryPolicy = RetryPolicy(), stats: IOStats | None = None, shared: SharedUpload | None = None,
+        max_memory: int = 0,
     ) -> None:
         self.url = self.location = url
         self.overwrite, self.shared = overwrite, shared
@@ -244,14 +360,20 @@ class S3Sink:
         self.record = journal.advanced(part_size=self.part_size)
         self.bytes_written = 0
         self.upload_id: str | None = shared.upload_id if shared else None
-        self.parts: dict[int, Part] = {}  #: uploaded parts 2.., as recorded
+        self.parts: dict[int, Part] = {}  #: parts 2.. that S3 has acknowledged
+        self._sums: dict[int, int] = {}  #: data sum of every part sent (or taken over), done or not
         self._head = bytearray()  #: part 1, uploaded last
         self._buffer = bytearray()
         self._buffer_start = 0  #: file offset of ``_buffer[0]``
+        self._uploads = _PartUploads(parts_in_flight(self.part_size, max_memory) if max_memory else 1)
+        self._journal = _JournalWriter(self._save_journal)
 
-    async def _save_journal(self) -> None:
-        self.record = self.record.advanced(upload_id=self.upload_id, parts=dict(self.parts))
+    async def _save_journal(self) -> Mapping[int, Part]:
+        """Write the journal with the parts done now; return them."""
+        parts = dict(self.parts)
+        self.record = self.record.advanced(upload_id=self.upload_id, parts=parts)
         await self.bucket.call("saving progress", "put_object", Key=self.journal_key, Body=self.record.encode())
+        return parts
 
     async def _listed_parts(self) -> dict[int, str]:
         """The upload's parts as S3 has them: number -> ETag."""
@@ -294,19 +416,21 @@ class S3Sink:
             listed = await self._listed_parts()
             while number in recorded and listed.get(number) == recorded[number].etag:
                 self.parts[number] = recorded[number]
+                self._sums[number] = recorded[number].datasum
                 number += 1
+            self._journal.recorded = dict(self.parts)
         self._buffer_start = min(hi, (number - 1) * self.part_size)
         needed = [(self._buffer_start, hi)]
         if lo < self.part_size:
             needed.insert(0, (0, min(self.part_size, hi)))
         return needed
 
-    async def _upload(self, number: int, offset: int, data: bytes) -> Part:
-        part_sum = await asyncio.to_thread(self.span.sum, offset, data)
+    async def _upload(self, number: int, part_sum: int, data: bytes) -> None:
         response = await self.bucket.call(f"uploading part {number}", "upload_part", UploadId=self.upload_id,
                                           PartNumber=number, Body=data)
         self.bytes_written += len(data)
-        return Part(response["ETag"], part_sum, len(data))
+        self.parts[number] = Part(response["ETag"], part_sum, len(data))
+        self._journal.request()
 
     async def write_at(self, offset: int, data: Buffer) -> None:
         view = memoryview(data).cast("B")
@@ -342,18 +466,20 @@ class S3Sink:
             await self._send(part)
 
     async def _send(self, part: bytes) -> None:
+        """Start uploading the part at ``_buffer_start`` (once one of the slots is free)."""
         number = self._buffer_start // self.part_size + 1
-        self.parts[number] = await self._upload(number, self._buffer_start, part)
+        part_sum = await asyncio.to_thread(self.span.sum, self._buffer_start, part)
+        await self._uploads.start(lambda: self._upload(number, part_sum, part))
+        self._sums[number] = part_sum
         self._buffer_start += len(part)
-        await self._save_journal()
 
     async def checkpoint(self) -> None:
-        """Nothing to do: every part is recorded as it is uploaded."""
+        """Nothing to do: every part is recorded once it is uploaded."""
 
     def datasum(self) -> int:
         return add(
             self.span.sum(0, self._head),
-            *(p.datasum for p in self.parts.values()),
+            *self._sums.values(),
             self.span.sum(self._buffer_start, self._buffer),
         )
 
@@ -368,6 +494,8 @@ class S3Sink:
         if self._buffer:  # the cube's last part, shorter than the others
             part, self._buffer = bytes(self._buffer), bytearray()
             await self._send(part)
+        await self._uploads.drain()
+        await self._journal.settle()  # no journal write may land after the journal is removed
         if self.shared is not None:
             if self.window[0] == 0 < self.window[1]:  # this window holds part 1 (an empty one does not)
                 await self.shared.save_head(bytes(self._head))
@@ -383,16 +511,24 @@ class S3Sink:
     async def abort(self) -> None:
         self._buffer = bytearray()
         self._head = bytearray()
+        # Parts on their way are stopped; the journal keeps what S3 acknowledged and
+        # the last journal write recorded (a resumed build checks it against S3's list).
+        await self._uploads.cancel()
+        try:
+            await self._journal.settle()
+        except Exception:  # the error that stopped the build is the one to report
+            pass
+        recorded = self._journal.recorded
         if self.shared is not None:
             # The upload is shared: keep it, and this worker's recorded parts, for a re-run.
-            if self.parts:
+            if recorded:
                 log.warning("%s: shard stopped with %d part(s) recorded; run it again to continue", self.url,
-                            len(self.parts))
+                            len(recorded))
             return
         if self.upload_id is None:
             return
-        if self.parts:
-            saved = sum(p.size for p in self.parts.values())
+        if recorded:
+            saved = sum(p.size for p in recorded.values())
             log.warning("%s", kept_message(f"the upload of {self.url}", saved, self.total_bytes))
             return
         await self.bucket.abort(self.upload_id, self.journal_key)
