@@ -67,8 +67,9 @@ class ProxyState:
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
-    in_flight_by: dict[str, int] = field(default_factory=dict)  #: per HTTP method, now
-    max_in_flight_by: dict[str, int] = field(default_factory=dict)  #: per HTTP method, most at once
+    #: per HTTP method (and "UploadPart" for those PUTs, counted apart from other PUTs), now
+    in_flight_by: dict[str, int] = field(default_factory=dict)
+    max_in_flight_by: dict[str, int] = field(default_factory=dict)  #: the same, most at once
     faults: int = 0
     faults_503: int = 0
     cuts: int = 0
@@ -133,6 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         body = self._body()
         command = self.command
+        operation = "UploadPart" if upload_part(command, self.path) else command
         ranged = command == "GET" and bool(self.headers.get("Range"))
         key = f"{command} {self.path} {self.headers.get('Range', '')}"
         hang = False
@@ -140,8 +142,8 @@ class _Handler(BaseHTTPRequestHandler):
             state.requests += 1
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
-            now = state.in_flight_by[command] = state.in_flight_by.get(command, 0) + 1
-            state.max_in_flight_by[command] = max(state.max_in_flight_by.get(command, 0), now)
+            now = state.in_flight_by[operation] = state.in_flight_by.get(operation, 0) + 1
+            state.max_in_flight_by[operation] = max(state.max_in_flight_by.get(operation, 0), now)
             state.paths.append(f"{command} {self.path}")
             if self.headers.get("Authorization"):
                 state.signed += 1
@@ -216,7 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             with state.lock:
                 state.in_flight -= 1
-                state.in_flight_by[command] -= 1
+                state.in_flight_by[operation] -= 1
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _proxy
 

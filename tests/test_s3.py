@@ -10,7 +10,7 @@ import fsspec
 import pytest
 from cube_compare import assert_verifies
 from helpers import budget_for_rows, data_and_header_bytes, without_build_stamps
-from s3_proxy import part
+from s3_proxy import nth_ranged_get, part, upload_part
 
 import fficube
 from fficube.journal import Journal
@@ -296,3 +296,61 @@ def test_s3_output_memory_is_part_of_the_budget(s3, sector, tmp_path: Path) -> N
     with pytest.raises(fficube.MemoryBudgetError, match="MB of upload buffers"):
         fficube.make_cube(paths, f"s3://{s3.bucket}/tight.fits", max_memory=budget, storage_options=s3.options)
     assert no_uploads_left(s3)
+
+
+# -- Speed where it counts: the wire, parallel parts, tail latency, broken answers ----------
+
+
+def test_reads_on_the_wire_reach_the_concurrency_asked_for(s3, sector, proxy, tmp_path: Path) -> None:
+    # botocore's default pool of 10 connections capped this at 10, whatever was asked.
+    urls = s3.upload(sector(n_ffis=24, shape=(64, 80), no_wcs=()), "wire")  # 48 reads of the one block
+    p = proxy(latency=0.5)  # every request held long enough for all of a round to overlap
+    result = fficube.make_cube(urls, tmp_path / "c.fits", concurrency=16, max_memory="64MB",
+                               storage_options={"endpoint_url": p.url})
+    assert p.state.max_in_flight_by["GET"] == 16
+    assert result.max_in_flight == 16 and result.hedges == 0
+
+
+def test_an_upload_of_many_parts_has_several_in_flight_and_the_same_cube(s3, sector, proxy, tmp_path: Path) -> None:
+    paths = sector(n_ffis=8, shape=(700, 1000), no_wcs=())  # 45 MB: 9 parts of 5 MiB
+    fficube.make_cube(paths, tmp_path / "local.fits", max_memory="300MB")
+    p = proxy(latency=0.3)  # parts overlap only if they are sent before the previous one is answered
+    result = fficube.make_cube(paths, f"s3://{s3.bucket}/many.fits", max_memory="300MB",
+                               storage_options={"endpoint_url": p.url})
+    parts = [path for path in p.state.paths if path.startswith("PUT") and "partNumber=" in path]
+    assert len(parts) == 9
+    assert p.state.max_in_flight_by["UploadPart"] >= 2
+    assert without_build_stamps(object_bytes(s3, "many.fits")) == without_build_stamps(
+        (tmp_path / "local.fits").read_bytes())
+    assert result.bytes_written == result.cube_bytes and no_uploads_left(s3)
+
+
+def test_503s_on_upload_part_are_retried_and_the_cube_is_identical(s3, sector, proxy, tmp_path: Path) -> None:
+    paths = sector(n_ffis=8, shape=(700, 1000), no_wcs=())
+    fficube.make_cube(paths, tmp_path / "local.fits", max_memory="300MB")
+    p = proxy(fail_503=0.5, faults_for=upload_part)
+    result = fficube.make_cube(paths, f"s3://{s3.bucket}/retried.fits", max_memory="300MB",
+                               storage_options={"endpoint_url": p.url})
+    assert p.state.faults_503 >= 2 and result.retries >= p.state.faults_503
+    assert without_build_stamps(object_bytes(s3, "retried.fits")) == without_build_stamps(
+        (tmp_path / "local.fits").read_bytes())
+    assert no_uploads_left(s3)
+
+
+def test_get_bodies_cut_mid_transfer_are_read_again(s3, ffis, local_cube, proxy, tmp_path: Path) -> None:
+    urls = s3.upload(ffis, "cut")
+    p = proxy(fail_cut=0.3, faults_for=lambda command, path: command == "GET")
+    result = fficube.make_cube(urls, tmp_path / "c.fits", sector=1, max_memory=budget_for_rows(ffis, 7),
+                               storage_options={"endpoint_url": p.url})
+    assert p.state.cuts >= 5 and result.retries >= p.state.cuts
+    assert without_build_stamps((tmp_path / "c.fits").read_bytes()) == local_cube
+
+
+def test_a_get_that_never_answers_is_hedged(s3, ffis, local_cube, proxy, tmp_path: Path) -> None:
+    urls = s3.upload(ffis, "hang")
+    p = proxy(hang=nth_ranged_get(len(ffis) * 2 + 3))  # a data read of the first block
+    result = fficube.make_cube(urls, tmp_path / "c.fits", sector=1, max_memory=budget_for_rows(ffis, 7),
+                               storage_options={"endpoint_url": p.url})
+    assert p.state.hung == 1 and result.hedges >= 1
+    assert without_build_stamps((tmp_path / "c.fits").read_bytes()) == local_cube
+    assert "hedged" in result.summary()

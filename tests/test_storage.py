@@ -82,3 +82,40 @@ async def test_retrying_gives_up_after_its_attempts_and_at_once_on_permanent_fai
     with pytest.raises(FileNotFoundError):
         await retrying(missing, policy=RetryPolicy(base=0.0), stats=IOStats(), what="read")
     assert len(calls) == 1
+
+
+def test_hedge_threshold_follows_the_recent_median_but_never_drops_below_the_floor() -> None:
+    from collections import deque
+
+    from fficube.storage import HedgePolicy
+
+    policy = HedgePolicy(floor=1.0, factor=4.0, initial=2.0, window=64)
+    assert policy.threshold(deque()) == 2.0  # nothing measured yet
+    assert policy.threshold(deque([0.05] * 7)) == 2.0  # too few to trust
+    assert policy.threshold(deque([0.05] * 8)) == 1.0  # fast store: the floor
+    assert policy.threshold(deque([0.5] * 40 + [30.0] * 10)) == 2.0  # slow store: 4 x median, outliers ignored
+    assert policy.hedges_for(32) == 8 and policy.hedges_for(2) == 1
+    assert HedgePolicy(enabled=False).hedges_for(32) == 0
+
+
+def test_the_connection_pool_holds_reads_hedges_and_upload_parts() -> None:
+    from fficube.remote import Filesystems, connections_for
+    from fficube.sinks.s3 import PARTS_IN_FLIGHT
+    from fficube.storage import HedgePolicy
+
+    for reads in (1, 10, 32, 100):
+        assert connections_for(reads) >= reads + HedgePolicy().hedges_for(reads) + PARTS_IN_FLIGHT
+    options = Filesystems(concurrency=64).options_for("s3")
+    assert options["config_kwargs"]["max_pool_connections"] == connections_for(64)
+    mine = Filesystems(storage_options={"config_kwargs": {"max_pool_connections": 7}}).options_for("s3")
+    assert mine["config_kwargs"]["max_pool_connections"] == 7  # the user's choice wins
+
+
+def test_parts_in_flight_fit_a_quarter_of_the_budget() -> None:
+    from fficube.sinks.s3 import MIN_PART, PART_BUFFERS, PARTS_IN_FLIGHT, parts_in_flight
+
+    assert parts_in_flight(MIN_PART, 4 * 10**9) == PARTS_IN_FLIGHT
+    assert parts_in_flight(MIN_PART, 20 * 10**6) == 1  # never none
+    for budget in (100 * 10**6, 200 * 10**6, 300 * 10**6):
+        n = parts_in_flight(MIN_PART, budget)
+        assert 1 < n <= PARTS_IN_FLIGHT and (n + PART_BUFFERS) * MIN_PART <= budget // 4

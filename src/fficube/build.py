@@ -177,7 +177,8 @@ async def build_cube(
     options = BuildOptions.check(product=product, max_memory=max_memory, concurrency=concurrency, resume=resume,
                                  restart=restart, quality=quality)
     output = os.fspath(output)
-    async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
+    async with Filesystems(anon=anon, storage_options=storage_options,
+                           concurrency=options.concurrency) as filesystems:
         found = await resolve_inputs(inputs, options.product, filesystems)
         if stage is not None and found.protocol is None:
             raise OptionError("stage", "the inputs are local files: there is nothing to stage")
@@ -290,7 +291,8 @@ async def update_cube(
                                  quality=quality)
     cube = os.fspath(cube)
     output = os.fspath(output) if output is not None else cube
-    async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
+    async with Filesystems(anon=anon, storage_options=storage_options,
+                           concurrency=options.concurrency) as filesystems:
         # The cube lives where the user writes: read it with the output's credentials.
         cube_source = await open_source(protocol_or_local(cube), filesystems, options.concurrency, output=True)
         async with closing(cube_source):
@@ -407,6 +409,7 @@ async def _build(
         seconds=time.monotonic() - report.started,
         product=plan.product.name,
         max_in_flight=max(s.stats.max_in_flight for s in sources),
+        hedges=sum(s.stats.hedges for s in sources),
         resumed_rows=plan.shape[0] - sum(b - a for a, b in ran.blocks) if journal else 0,
         cube_bytes=plan.total_bytes,
         quality=quality,

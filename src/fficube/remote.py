@@ -15,11 +15,11 @@ from typing import Any
 
 import fsspec
 
-from .storage import ByteSource, FsspecSource, IOStats, LocalSource
+from .storage import ByteSource, FsspecSource, HedgePolicy, IOStats, LocalSource
 
 __all__ = [
     "is_url", "protocol_of", "protocol_or_local", "Filesystems", "open_source", "S3_PROTOCOLS",
-    "DEFAULT_LOCAL_CONCURRENCY", "DEFAULT_REMOTE_CONCURRENCY",
+    "DEFAULT_LOCAL_CONCURRENCY", "DEFAULT_REMOTE_CONCURRENCY", "connections_for",
 ]
 
 S3_PROTOCOLS = ("s3", "s3a")
@@ -27,6 +27,20 @@ S3_PROTOCOLS = ("s3", "s3a")
 DEFAULT_LOCAL_CONCURRENCY = 4
 #: Requests in flight for remote files: enough to hide tens of ms of latency.
 DEFAULT_REMOTE_CONCURRENCY = 32
+#: Connections beyond the reads': an upload's parts in flight (8, see
+#: :data:`fficube.sinks.s3.PARTS_IN_FLIGHT`), its journal and listings.
+OTHER_CONNECTIONS = 16
+
+
+def connections_for(concurrency: int | None) -> int:
+    """Connections an S3 filesystem may open for a build reading with ``concurrency``.
+
+    botocore keeps 10 by default whatever the requests asked of it, and requests
+    beyond the pool wait for a connection (measured: 10 on the wire for 32 asked):
+    the pool must hold every read, its hedges and the upload's parts.
+    """
+    reads = concurrency or DEFAULT_REMOTE_CONCURRENCY
+    return reads + HedgePolicy().hedges_for(reads) + OTHER_CONNECTIONS
 
 
 def is_url(path: str) -> bool:
@@ -45,10 +59,17 @@ def protocol_or_local(path: str) -> str | None:
 
 
 class Filesystems:
-    """The fsspec filesystems of one build, opened on first use, closed by :meth:`aclose`."""
+    """The fsspec filesystems of one build, opened on first use, closed by :meth:`aclose`.
 
-    def __init__(self, *, anon: bool | None = None, storage_options: Mapping[str, Any] | None = None) -> None:
+    ``concurrency`` (the build's reads in flight) sizes S3 connection pools
+    (:func:`connections_for`); a ``max_pool_connections`` in the storage options'
+    ``config_kwargs`` wins.
+    """
+
+    def __init__(self, *, anon: bool | None = None, storage_options: Mapping[str, Any] | None = None,
+                 concurrency: int | None = None) -> None:
         self.stats = IOStats()  #: listing and existence requests
+        self.connections = connections_for(concurrency)
         self.anon = anon
         self.storage_options = dict(storage_options or {})
         self._open: dict[str, Any] = {}
@@ -67,6 +88,7 @@ class Filesystems:
                 options["anon"] = self.anon
             config = dict(options.get("config_kwargs") or {})
             config.setdefault("retries", {"mode": "standard", "total_max_attempts": 1})
+            config.setdefault("max_pool_connections", self.connections)
             options["config_kwargs"] = config
         if getattr(cls, "async_impl", False):
             options["asynchronous"] = True

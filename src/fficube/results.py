@@ -47,7 +47,8 @@ class BuildResult:
     retries: int  #: transient failures retried (reads and uploads)
     seconds: float
     product: str
-    max_in_flight: int = 0  #: most read requests in flight at once
+    max_in_flight: int = 0  #: most read requests in flight at once (hedges included)
+    hedges: int = 0  #: slow reads sent a second time (see :class:`fficube.storage.HedgePolicy`)
     resumed_rows: int = 0  #: cube rows an interrupted build had already written
     cube_bytes: int = 0  #: size of the finished cube (``bytes_written`` is this run's share)
     #: A resumed build found the cube already complete (and checked it): nothing was built.
@@ -65,6 +66,11 @@ class BuildResult:
         """Bytes read per second."""
         return self.bytes_read / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def mean_request(self) -> float:
+        """Mean bytes per read request (retries and hedges count as requests)."""
+        return self.bytes_read / self.requests if self.requests else 0.0
+
     def summary(self) -> str:
         """One line for people."""
         rows, cols, n, layers = self.shape
@@ -76,7 +82,8 @@ class BuildResult:
             f"{self.output}: {self.product.upper()} cube {rows}x{cols}x{n}x{layers} "
             f"({format_bytes(self.cube_bytes or self.bytes_written)}) from {self.n_ffis} FFIs in {self.seconds:.1f} s, "
             f"{self.blocks} block(s); read {format_bytes(self.bytes_read)} in {self.requests} requests "
-            f"({format_bytes(self.read_rate)}/s), {self.retries} retried"
+            f"of {format_bytes(self.mean_request)} on average ({format_bytes(self.read_rate)}/s), "
+            f"{self.retries} retried" + (f", {self.hedges} hedged" if self.hedges else "")
             + (f"; resumed with {self.resumed_rows} of {rows} rows already written, "
                f"{format_bytes(self.bytes_written)} written now" if self.resumed_rows else "")
             + self._staging()

@@ -426,7 +426,8 @@ async def build_shard(
     started = time.monotonic()
     options = BuildOptions.check(product=product, max_memory=max_memory, concurrency=concurrency, resume=True,
                                  restart=False)
-    async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
+    async with Filesystems(anon=anon, storage_options=storage_options,
+                           concurrency=options.concurrency) as filesystems:
         store = await _open_shards(output, filesystems)
         found = await resolve_inputs(inputs, options.product, filesystems)
         source = await found.source(filesystems, options.concurrency)

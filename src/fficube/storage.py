@@ -11,7 +11,10 @@ facts that can be measured rather than assumed.
 * :class:`FsspecSource` reads ``s3://``, ``https://``, ``memory://``... through the
   filesystem's async API (``_cat_file`` with a byte range).  Transient failures
   (5xx, throttling, dropped connections, timeouts) are retried by :func:`retrying`
-  with exponential backoff and jitter; permanent ones (403, 404) fail at once.
+  with exponential backoff and jitter; permanent ones (403, 404) fail at once.  A
+  read that has not answered long after its peers is *hedged* (:class:`HedgePolicy`):
+  sent again, the first answer wins and the other request is cancelled, so that one
+  slow GET out of hundreds does not hold up its whole block.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import asyncio
 import logging
 import os
 import random
+import statistics
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,8 +34,8 @@ from typing import Any, Protocol, TypeVar
 from .errors import ReadError
 
 __all__ = [
-    "IOStats", "ByteSource", "LocalSource", "FsspecSource", "RetryPolicy", "retrying", "is_transient", "fs_call",
-    "fs_request", "describe_failure", "is_not_found",
+    "IOStats", "ByteSource", "LocalSource", "FsspecSource", "RetryPolicy", "HedgePolicy", "retrying", "is_transient",
+    "fs_call", "fs_request", "describe_failure", "is_not_found",
 ]
 
 log = logging.getLogger("fficube")
@@ -46,9 +51,10 @@ class IOStats:
     """Counters of one source; read them after (or during) a build."""
 
     bytes_read: int = 0
-    requests: int = 0
+    requests: int = 0  #: requests sent, retries and hedges included
     retries: int = 0
-    max_in_flight: int = 0
+    max_in_flight: int = 0  #: most requests on their way at once, hedges included
+    hedges: int = 0  #: slow reads sent a second time (the first answer was used)
 
 
 class ByteSource(Protocol):
@@ -189,6 +195,38 @@ class RetryPolicy:
         return random.uniform(0.0, min(self.cap, self.base * 2.0**retry))
 
 
+@dataclass(frozen=True, slots=True)
+class HedgePolicy:
+    """When a slow read is sent a second time.
+
+    A read is hedged once it has run ``factor`` times the median time of the recent
+    reads (the last ``window`` that succeeded), but never sooner than ``floor``
+    seconds: AWS's guidance for S3 is to re-issue the slowest ~1% of requests, and a
+    store's latency spread is wide, so the threshold follows the store, not a
+    constant.  Until ``window // 8`` reads have finished, ``initial`` seconds is the
+    threshold.  At most ``share`` of the source's concurrency (at least one) are
+    hedges at any time, so that a store that is slow for everyone is not asked twice
+    for everything.
+    """
+
+    enabled: bool = True
+    floor: float = 1.0
+    factor: float = 4.0
+    initial: float = 2.0
+    window: int = 128
+    share: float = 0.25
+
+    def hedges_for(self, concurrency: int) -> int:
+        """Hedged reads in flight at most for a source of ``concurrency``."""
+        return max(1, int(concurrency * self.share)) if self.enabled else 0
+
+    def threshold(self, recent: deque[float]) -> float:
+        """Seconds after which a read is hedged, given the durations of recent reads."""
+        if len(recent) < max(1, self.window // 8):
+            return max(self.floor, self.initial)
+        return max(self.floor, self.factor * statistics.median(recent))
+
+
 #: S3 error codes that mean "try again later" whatever their HTTP status.
 TRANSIENT_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
@@ -326,6 +364,10 @@ class FsspecSource:
         The ETag of each file as listed: every read of that file is pinned to it
         (``If-Match``), so that a file replaced during a build stops the build instead
         of mixing two versions into one cube.
+    policy
+        How transient failures are retried.
+    hedge
+        When slow reads are sent again (:class:`HedgePolicy`).
     """
 
     def __init__(
@@ -336,30 +378,77 @@ class FsspecSource:
         sizes: dict[str, int] | None = None,
         etags: dict[str, str] | None = None,
         policy: RetryPolicy = RetryPolicy(),
+        hedge: HedgePolicy = HedgePolicy(),
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         self.fs = fs
         self.stats = IOStats()
         self.concurrency = concurrency
-        self.policy = policy
+        self.policy, self.hedge = policy, hedge
         self._sizes = dict(sizes or {})
         self._etags = dict(etags or {})
         self._limit = asyncio.Semaphore(concurrency)
+        self._hedges = asyncio.Semaphore(hedge.hedges_for(concurrency))
+        self._recent: deque[float] = deque(maxlen=hedge.window)  #: durations of the last reads
         self._in_flight = 0
+
+    async def _send(self, call: Callable[[], Awaitable[T]], *, timed: bool = False) -> T:
+        """One request on the wire, counted (and, for reads, timed)."""
+        loop = asyncio.get_running_loop()
+        self._in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+        self.stats.requests += 1
+        started = loop.time()
+        try:
+            result = await call()
+        finally:
+            self._in_flight -= 1
+        if timed:
+            self._recent.append(loop.time() - started)
+        return result
 
     async def _request(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         async def once() -> T:
             async with self._limit:
-                self._in_flight += 1
-                self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
-                self.stats.requests += 1
-                try:
-                    return await call()
-                finally:
-                    self._in_flight -= 1
+                return await self._send(call)
 
         return await retrying(once, policy=self.policy, stats=self.stats, what=what)
+
+    async def _hedged(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """A read, retried as :meth:`_request` is, and hedged when it is slow."""
+
+        async def once() -> T:
+            async with self._limit:
+                return await self._first_answer(call)
+
+        return await retrying(once, policy=self.policy, stats=self.stats, what=what)
+
+    async def _first_answer(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Send ``call``; if it is slow and a hedge slot is free, send it again and take
+        whichever answers first.  The tasks are awaited here, not left to a TaskGroup:
+        a TaskGroup would turn the loser's cancellation or failure into the winner's."""
+        first = asyncio.ensure_future(self._send(call, timed=True))
+        tasks = [first]
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=self.hedge.threshold(self._recent))
+            if done or not self.hedge.enabled or self._hedges.locked():
+                return await first
+            async with self._hedges:
+                self.stats.hedges += 1
+                tasks.append(asyncio.ensure_future(self._send(call)))
+                pending = set(tasks)
+                while True:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        if not task.cancelled() and task.exception() is None:
+                            return task.result()
+                    if not pending:  # both failed: the retry policy decides on the last error
+                        return await done.pop()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _range(self, path: str, start: int, stop: int) -> bytes:
         """Bytes ``start:stop`` of ``path``, of the listed version if its ETag is known."""
@@ -390,7 +479,7 @@ class FsspecSource:
         if stop <= start:
             return b""
         try:
-            data = await self._request(f"read of {path}", lambda: self._range(path, start, stop))
+            data = await self._hedged(f"read of {path}", lambda: self._range(path, start, stop))
         except Exception as exc:
             if _http_status(exc)[0] == 412:
                 raise ReadError(
