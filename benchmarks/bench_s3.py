@@ -1,21 +1,34 @@
-"""S3 benchmark: the same build from a local S3 server with and without added latency.
+"""S3 benchmark: S3 -> S3 builds through a proxy that models a distant store.
 
-    python benchmarks/bench_s3.py --n 32 --memory 100MB --latency 0,0.05 --repeat 3
+    python benchmarks/bench_s3.py --n 48 --rows 512 --memory 256MB --repeat 2
+    python benchmarks/bench_s3.py --scenarios model --concurrency 8,16,32,64   # choose the default
 
 Uploads ``--n`` synthetic SPOC FFIs (``--rows`` x 2136) to moto's S3 server on
-127.0.0.1 and builds their cube from ``s3://`` through a proxy that adds ``--latency``
-seconds before every response (tests/s3_proxy.py), in alternation, ``--repeat`` times.
-Reports wall time, throughput (input bytes / wall), requests, the most requests in
-flight, and bytes fetched / input bytes.  moto is a Python server on the same 2 cores,
-so absolute rates say little; the ratio between latencies is the point: with enough
-requests in flight, latency should cost little.
+127.0.0.1, then builds their cube from ``s3://`` into ``s3://`` through the test proxy
+(tests/s3_proxy.py), once per scenario and ``--repeat`` times, in alternation:
+
+* ``none``: no delay;
+* ``model``: 50 ms per request and 80 MB/s per connection (one S3 connection moves
+  roughly 50-100 MB/s), for request and response bodies alike;
+* ``tail``: the same, plus 1% of GETs held 2 s longer (S3's slow tail).
+
+Every build runs in a child process (fficube's CLI), so its CPU time (user and sys,
+from ``os.wait4``) is fficube's alone: moto and the proxy run in this process.  A
+local build of the same FFIs (files -> file) gives the CPU per GB without requests;
+the difference, per request, is what each S3 request costs fficube.  The proxy
+reports what was on the wire: requests, GETs and UploadParts in flight at once.
+moto is a Python server on the same cores, so absolute rates say little about AWS;
+the ratios between scenarios are the point.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,69 +36,120 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+SCENARIOS = {
+    "none": {},
+    "model": {"latency": 0.05, "bandwidth": 80e6},
+    "tail": {"latency": 0.05, "bandwidth": 80e6, "slow": 0.01, "slow_seconds": 2.0},
+}
+LABELS = {"none": "no delay", "model": "50 ms + 80 MB/s per connection", "tail": "... + 1% of GETs held 2 s"}
+BUILD = """
+import json, sys, fficube
+inputs, output, budget, concurrency, options = json.loads(sys.argv[1])
+r = fficube.make_cube(inputs, output, max_memory=budget, concurrency=concurrency, overwrite=True,
+                      storage_options=options, quality=False)
+print(json.dumps({"requests": r.requests, "hedges": r.hedges, "retries": r.retries, "bytes_read": r.bytes_read,
+                  "bytes_written": r.bytes_written, "blocks": r.blocks, "in_flight": r.max_in_flight}))
+"""
+
+
+def child(payload: list) -> dict:
+    """Run one build in a child process: its result, wall time and CPU time (user, sys)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", BUILD, json.dumps(payload)], stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"build failed: {payload[:2]}")
+    return {**json.loads(out), "wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=32)
-    parser.add_argument("--rows", type=int, default=1024)
-    parser.add_argument("--latency", default="0,0.05")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--memory", default="100MB")
-    parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--n", type=int, default=48)
+    parser.add_argument("--rows", type=int, default=512)
+    parser.add_argument("--memory", default="256MB")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--scenarios", default="none,model,tail")
+    parser.add_argument("--concurrency", default="", help="comma-separated; empty: fficube's default")
+    parser.add_argument("--no-local", action="store_true", help="skip the local reference build")
     args = parser.parse_args()
 
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
-    import logging
-
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     import boto3
     from moto.server import ThreadedMotoServer
     from s3_proxy import S3Proxy
 
-    import fficube
     from fficube.synthetic import SectorSpec, make_sector
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     client = boto3.client("s3", endpoint_url=f"http://{host}:{port}")
-    client.create_bucket(Bucket="bench-ffis")
+    client.create_bucket(Bucket="bench")
+    scenarios = args.scenarios.split(",")
+    levels: list[int | None] = [int(c) for c in args.concurrency.split(",") if c] or [None]
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_sector(Path(tmp) / "ffis", SectorSpec(n_ffis=args.n, shape=(args.rows, 2136), no_wcs=()))
         for path in paths:
-            client.upload_file(path, "bench-ffis", f"ffi/{Path(path).name}")
+            client.upload_file(path, "bench", f"ffi/{Path(path).name}")
         input_bytes = sum(os.path.getsize(p) for p in paths)
-        latencies = [float(x) for x in args.latency.split(",")]
-        results: dict[float, list[dict]] = {lat: [] for lat in latencies}
+        cases = [(s, c) for s in scenarios for c in levels]
+        results: dict[tuple[str, int | None], list[dict]] = {case: [] for case in cases}
+        local: list[dict] = []
         for round_ in range(args.repeat):
-            for latency in latencies:
-                proxy = S3Proxy((host, port), latency=latency)
+            if not args.no_local:
+                local.append(child([paths, str(Path(tmp) / "local.fits"), args.memory, None, {}]))
+            for scenario, concurrency in cases:
+                proxy = S3Proxy((host, port), **SCENARIOS[scenario])
                 try:
-                    start = time.perf_counter()
-                    result = fficube.make_cube(
-                        "s3://bench-ffis/ffi/", Path(tmp) / "cube.fits", max_memory=args.memory, overwrite=True,
-                        concurrency=args.concurrency, storage_options={"endpoint_url": proxy.url},
-                    )
-                    wall = time.perf_counter() - start
+                    run = child(["s3://bench/ffi/", f"s3://bench/cube-{scenario}.fits", args.memory, concurrency,
+                                 {"endpoint_url": proxy.url}])
                 finally:
                     proxy.close()
-                run = {"blocks": result.blocks, "wall": wall, "rate": input_bytes / wall, "requests": result.requests,
-                       "in_flight": result.max_in_flight, "fetched": result.bytes_read / input_bytes}
-                results[latency].append(run)
-                print(f"round {round_ + 1}, latency {latency * 1000:.0f} ms: {wall:.2f} s, "
-                      f"{run['rate'] / 1e6:.0f} MB/s, {result.requests} requests", file=sys.stderr)
+                state = proxy.state
+                run.update(wire_gets=state.max_in_flight_by.get("GET", 0),
+                           wire_parts=state.max_in_flight_by.get("UploadPart", 0),
+                           wire_requests=state.requests, slowed=state.slowed)
+                results[(scenario, concurrency)].append(run)
+                print(f"round {round_ + 1} {scenario} c={concurrency}: {run['wall']:.2f} s, "
+                      f"{run['user']:.1f}+{run['sys']:.1f} s CPU, {run['requests']} GETs, {run['hedges']} hedged, "
+                      f"{run['wire_gets']} GETs / {run['wire_parts']} parts in flight", file=sys.stderr)
     server.stop()
 
-    base = statistics.median(r["rate"] for r in results[latencies[0]])
-    print(f"\n{args.n} FFIs of {args.rows} x 2136 ({input_bytes / 1e9:.2f} GB) from moto S3, "
-          f"max_memory {args.memory}, medians of {args.repeat}\n")
-    print("| added latency | blocks | wall s | MB/s | vs no latency | requests | most in flight | fetched / input |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for latency, runs in results.items():
-        rate = statistics.median(r["rate"] for r in runs)
-        print(f"| {latency * 1000:.0f} ms | {runs[0]['blocks']} | {statistics.median(r['wall'] for r in runs):.2f} | {rate / 1e6:.0f} | "
-              f"{rate / base:.0%} | {runs[0]['requests']} | {max(r['in_flight'] for r in runs)} | "
-              f"{statistics.median(r['fetched'] for r in runs):.3f} |")
+    def med(runs: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    gb = input_bytes / 1e9
+    moved = 2 * gb  # read once, written once
+    print(f"\n{args.n} FFIs of {args.rows} x 2136 ({gb:.2f} GB) S3 -> S3 through the proxy, "
+          f"max_memory {args.memory}, {os.cpu_count()} cores, medians of {args.repeat}\n")
+    print("| network model | concurrency | wall s | MB/s | vs no delay | GETs | mean GET | hedged "
+          "| GETs in flight | parts in flight | user+sys s | CPU s per GB moved |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    base = {c: med(results[("none", c)], "wall") for c in levels if ("none", c) in results}
+    for (scenario, concurrency), runs in results.items():
+        wall, user, sys_ = med(runs, "wall"), med(runs, "user"), med(runs, "sys")
+        ratio = f"{base[concurrency] / wall:.0%}" if concurrency in base else "-"
+        mean_get = med(runs, "bytes_read") / med(runs, "requests") / 1e3
+        print(f"| {LABELS[scenario]} | {concurrency or 'default'} | {wall:.2f} | {input_bytes / wall / 1e6:.0f} | "
+              f"{ratio} | {med(runs, 'requests'):.0f} | {mean_get:.0f} kB | {med(runs, 'hedges'):.0f} | "
+              f"{max(r['wire_gets'] for r in runs)} | {max(r['wire_parts'] for r in runs)} | "
+              f"{user:.1f}+{sys_:.1f} | {(user + sys_) / moved:.2f} |")
+    if local:
+        user, sys_ = med(local, "user"), med(local, "sys")
+        print(f"| local files -> local file | - | {med(local, 'wall'):.2f} | {input_bytes / med(local, 'wall') / 1e6:.0f}"
+              f" | - | {med(local, 'requests'):.0f} | - | - | - | - | {user:.1f}+{sys_:.1f} | "
+              f"{(user + sys_) / moved:.2f} |")
+        for concurrency in levels:
+            if ("none", concurrency) in results:
+                runs = results[("none", concurrency)]
+                extra = med(runs, "user") + med(runs, "sys") - user - sys_
+                requests = med(runs, "wire_requests")  # GETs, parts, journal writes, listings
+                print(f"\nfficube CPU per S3 request (no delay, concurrency {concurrency or 'default'}): "
+                      f"({extra:.2f} s more than local) / {requests:.0f} requests = "
+                      f"{1000 * extra / requests:.2f} ms")
 
 
 if __name__ == "__main__":
