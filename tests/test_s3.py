@@ -187,19 +187,26 @@ def test_requests_in_flight_never_exceed_concurrency(s3, ffis, proxy, tmp_path: 
     assert result.max_in_flight <= 3
 
 
-async def test_cancelled_upload_keeps_its_parts_and_resumes(s3, sector, proxy, tmp_path: Path) -> None:
-    paths = await asyncio.to_thread(sector, n_ffis=8, shape=(400, 500), no_wcs=())
-    out = f"s3://{s3.bucket}/cancelled.fits"
-    p = proxy(hang=part(3))  # the build cannot finish: it is cancelled once part 2 is recorded
+async def interrupt_upload(paths: list[str], s3, proxy, key: str) -> object:
+    """Build ``paths`` into ``key`` until the journal records a part, then cancel the build;
+    part 3 is held at the proxy, so the build cannot finish first.  Returns the proxy."""
+    p = proxy(hang=part(3))
     task = asyncio.create_task(  # 20 MB: many blocks beside the 5 MiB part buffers
-        fficube.build_cube(paths, out, max_memory="20MB", storage_options={"endpoint_url": p.url})
+        fficube.build_cube(paths, f"s3://{s3.bucket}/{key}", max_memory="20MB", storage_options={"endpoint_url": p.url})
     )
-    while not await asyncio.to_thread(journal_parts, s3, "cancelled.fits.journal"):
+    while not await asyncio.to_thread(journal_parts, s3, f"{key}.journal"):
         assert not task.done(), task.exception()
         await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    return p
+
+
+async def test_cancelled_upload_keeps_its_parts_and_resumes(s3, sector, proxy, tmp_path: Path) -> None:
+    paths = await asyncio.to_thread(sector, n_ffis=8, shape=(400, 500), no_wcs=())
+    out = f"s3://{s3.bucket}/cancelled.fits"
+    p = await interrupt_upload(paths, s3, proxy, "cancelled.fits")
     assert p.state.hung == 1
     assert uploaded_parts(s3, "cancelled.fits") == [2]  # part 1 (the headers) goes last; 3 never arrived
     assert not no_uploads_left(s3)
@@ -222,20 +229,10 @@ async def test_cancelled_upload_keeps_its_parts_and_resumes(s3, sector, proxy, t
     assert_verifies(cube)
 
 
-async def test_restart_discards_the_interrupted_upload(s3, sector) -> None:
+async def test_restart_discards_the_interrupted_upload(s3, sector, proxy) -> None:
     paths = await asyncio.to_thread(sector, n_ffis=8, shape=(400, 500), no_wcs=())
     out = f"s3://{s3.bucket}/restarted.fits"
-    task: asyncio.Task | None = None
-
-    def cancel(p: fficube.Progress) -> None:
-        if p.stage == "write" and p.done < p.total and uploaded_parts(s3, "restarted.fits"):
-            task.cancel()
-
-    task = asyncio.create_task(
-        fficube.build_cube(paths, out, max_memory="20MB", storage_options=s3.options, progress=cancel)
-    )
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await interrupt_upload(paths, s3, proxy, "restarted.fits")
     assert not no_uploads_left(s3)
     result = await fficube.build_cube(paths, out, max_memory="20MB", storage_options=s3.options, restart=True)
     assert result.resumed_rows == 0 and no_uploads_left(s3)

@@ -15,6 +15,7 @@ from typing import Any
 
 import fsspec
 
+from .s3read import ObstoreSource
 from .storage import ByteSource, FsspecSource, HedgePolicy, IOStats, LocalSource
 
 __all__ = [
@@ -155,5 +156,10 @@ async def open_source(
     if protocol is None:
         return LocalSource(concurrency or DEFAULT_LOCAL_CONCURRENCY)
     fs = await filesystems.get(protocol, output=output)
-    return FsspecSource(fs, concurrency or DEFAULT_REMOTE_CONCURRENCY, sizes=dict(sizes or {}),
-                        etags=dict(etags or {}))
+    known = {"sizes": dict(sizes or {}), "etags": dict(etags or {})}
+    if protocol in S3_PROTOCOLS:  # obstore when it can stand in for s3fs (see s3read.py)
+        fast = await ObstoreSource.open(fs, filesystems.options_for(protocol, output=output),
+                                        concurrency or DEFAULT_REMOTE_CONCURRENCY, **known)
+        if fast is not None:
+            return fast
+    return FsspecSource(fs, concurrency or DEFAULT_REMOTE_CONCURRENCY, **known)

@@ -34,8 +34,8 @@ from typing import Any, Protocol, TypeVar
 from .errors import ReadError
 
 __all__ = [
-    "IOStats", "ByteSource", "LocalSource", "FsspecSource", "RetryPolicy", "HedgePolicy", "retrying", "is_transient",
-    "fs_call", "fs_request", "describe_failure", "is_not_found",
+    "IOStats", "ByteSource", "LocalSource", "RemoteSource", "FsspecSource", "RetryPolicy", "HedgePolicy", "retrying",
+    "is_transient", "fs_call", "fs_request", "describe_failure", "is_not_found",
 ]
 
 log = logging.getLogger("fficube")
@@ -348,16 +348,17 @@ async def fs_request(
     return await retrying(once, policy=policy, stats=stats, what=f"{name} {args[0] if args else ''}")
 
 
-class FsspecSource:
-    """Reads byte ranges through an fsspec filesystem's async API.
+class RemoteSource:
+    """What every remote byte source shares: one semaphore for the requests in flight,
+    their counting, retries (:func:`retrying`), hedged reads (:class:`HedgePolicy`),
+    versions pinned by ETag, and errors that name the file and byte range.
+
+    A subclass says how one request is made: :meth:`_range` and :meth:`_size`.
 
     Parameters
     ----------
-    fs
-        The filesystem; async ones (s3fs, HTTP) are awaited directly, others are
-        called in threads.
     concurrency
-        Requests in flight at most.
+        Requests in flight at most (hedges aside).
     sizes
         Sizes already known from listing, so that they need no request.
     etags
@@ -372,7 +373,6 @@ class FsspecSource:
 
     def __init__(
         self,
-        fs: Any,
         concurrency: int = 32,
         *,
         sizes: dict[str, int] | None = None,
@@ -382,7 +382,6 @@ class FsspecSource:
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
-        self.fs = fs
         self.stats = IOStats()
         self.concurrency = concurrency
         self.policy, self.hedge = policy, hedge
@@ -393,6 +392,17 @@ class FsspecSource:
         self._recent: deque[float] = deque(maxlen=hedge.window)  #: durations of the last reads
         self._in_flight = 0
 
+    # -- what a subclass provides ----------------------------------------------------
+    async def _range(self, path: str, start: int, stop: int, etag: str | None) -> Any:
+        """One request: bytes ``start:stop`` of ``path`` (of version ``etag`` if given),
+        as any object with the buffer protocol."""
+        raise NotImplementedError
+
+    async def _size(self, path: str) -> int:
+        """One request: the size of ``path``."""
+        raise NotImplementedError
+
+    # -- requests ----------------------------------------------------------------------
     async def _send(self, call: Callable[[], Awaitable[T]], *, timed: bool = False) -> T:
         """One request on the wire, counted (and, for reads, timed)."""
         loop = asyncio.get_running_loop()
@@ -450,48 +460,40 @@ class FsspecSource:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _range(self, path: str, start: int, stop: int) -> bytes:
-        """Bytes ``start:stop`` of ``path``, of the listed version if its ETag is known."""
-        etag = self._etags.get(path)
-        client = getattr(self.fs, "s3", None) if etag else None
-        if etag and client is not None:  # s3fs: its cat_file cannot send If-Match; its client can
-            bucket, key, _ = self.fs.split_path(path)
-            response = await client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}",
-                                               IfMatch=etag, **getattr(self.fs, "req_kw", {}))
-            async with response["Body"] as body:
-                data: bytes = await body.read()
-                return data
-        extra = {"headers": {"If-Match": etag}} if etag and self.fs.protocol[0] in ("http", "https") else {}
-        data = await fs_call(self.fs, "cat_file", path, start=start, end=stop, **extra)
-        return data
-
+    # -- ByteSource --------------------------------------------------------------------
     async def size(self, path: str) -> int:
         if path not in self._sizes:
             try:
-                info = await self._request(f"size of {path}", lambda: fs_call(self.fs, "info", path))
+                size = await self._request(f"size of {path}", lambda: self._size(path))
             except Exception as exc:
                 raise ReadError(describe_failure(exc), path=path) from exc
-            self._sizes[path] = int(info["size"])
+            self._sizes[path] = size
         return self._sizes[path]
 
-    async def read(self, path: str, start: int, stop: int) -> bytes:
+    async def _read(self, path: str, start: int, stop: int) -> Any:
+        """Bytes ``start:stop`` of ``path`` (fewer at its end) as a buffer, errors translated."""
         stop = min(stop, await self.size(path))
         if stop <= start:
             return b""
+        etag = self._etags.get(path)
         try:
-            data = await self._hedged(f"read of {path}", lambda: self._range(path, start, stop))
+            data = await self._hedged(f"read of {path}", lambda: self._range(path, start, stop, etag))
         except Exception as exc:
             if _http_status(exc)[0] == 412:
                 raise ReadError(
-                    f"changed since it was listed (it is no longer version {self._etags.get(path)}); "
+                    f"changed since it was listed (it is no longer version {etag}); "
                     "a cube is made of one version of each input", path=path, byte_range=(start, stop),
                 ) from exc
             raise ReadError(describe_failure(exc), path=path, byte_range=(start, stop)) from exc
-        self.stats.bytes_read += len(data)
+        self.stats.bytes_read += len(memoryview(data))
         return data
 
+    async def read(self, path: str, start: int, stop: int) -> bytes:
+        data = await self._read(path, start, stop)
+        return data if isinstance(data, bytes) else bytes(data)
+
     async def readinto(self, path: str, start: int, buf: memoryview) -> None:
-        data = await self.read(path, start, start + len(buf))
+        data = memoryview(await self._read(path, start, start + len(buf))).cast("B")
         if len(data) < len(buf):
             raise ReadError(
                 f"object ends at byte {start + len(data)}: truncated (it changed or was cut short)",
@@ -501,5 +503,37 @@ class FsspecSource:
         buf[:] = data
 
     async def aclose(self) -> None:
-        # The filesystem's session belongs to whoever opened it (see remote.py).
+        # The session belongs to whoever opened it (see remote.py).
         return None
+
+
+class FsspecSource(RemoteSource):
+    """Reads byte ranges through an fsspec filesystem's async API.
+
+    Parameters
+    ----------
+    fs
+        The filesystem; async ones (s3fs, HTTP) are awaited directly, others are
+        called in threads.
+    concurrency, sizes, etags, policy, hedge
+        As for :class:`RemoteSource`.
+    """
+
+    def __init__(self, fs: Any, concurrency: int = 32, **kwargs: Any) -> None:
+        super().__init__(concurrency, **kwargs)
+        self.fs = fs
+
+    async def _range(self, path: str, start: int, stop: int, etag: str | None) -> Any:
+        client = getattr(self.fs, "s3", None) if etag else None
+        if etag and client is not None:  # s3fs: its cat_file cannot send If-Match; its client can
+            bucket, key, _ = self.fs.split_path(path)
+            response = await client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}",
+                                               IfMatch=etag, **getattr(self.fs, "req_kw", {}))
+            async with response["Body"] as body:
+                return await body.read()
+        extra = {"headers": {"If-Match": etag}} if etag and self.fs.protocol[0] in ("http", "https") else {}
+        return await fs_call(self.fs, "cat_file", path, start=start, end=stop, **extra)
+
+    async def _size(self, path: str) -> int:
+        info = await fs_call(self.fs, "info", path)
+        return int(info["size"])
