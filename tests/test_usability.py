@@ -248,8 +248,13 @@ def test_a_sync_twin_called_from_a_running_build_is_refused(paths, tmp_path: Pat
 
 NOTEBOOK_CELL = textwrap.dedent(
     """
-    import asyncio, sys, threading, time
+    import asyncio, signal, sys, threading, time
     import fficube
+
+    # A kernel turns SIGINT into KeyboardInterrupt whatever it inherited: a child of a
+    # background job (a CI script's `cmd &`) starts with SIGINT ignored, and Python then
+    # installs no handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def slow(progress):  # a build that is still running when the interrupt comes
         if progress.stage == "write" and progress.done >= 1:
