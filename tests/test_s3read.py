@@ -78,3 +78,19 @@ async def test_an_object_replaced_during_a_build_stops_it_through_obstore_too(s3
         s3.client.upload_file(paths[1], s3.bucket, urls[0].split(f"{s3.bucket}/", 1)[1])  # a new version
         with pytest.raises(fficube.ReadError, match="changed since it was listed"):
             await source.read(urls[0], 0, 2880)
+
+
+async def test_a_large_read_is_streamed_into_its_buffer_chunk_by_chunk(s3) -> None:
+    from fficube import s3read
+
+    data = bytes(range(256)) * (9 * 2**20 // 256)  # 9 MiB: nine chunks or more
+    await asyncio.to_thread(s3.client.put_object, Bucket=s3.bucket, Key="big.bin", Body=data)
+    url = f"s3://{s3.bucket}/big.bin"
+    async with Filesystems(storage_options=s3.options) as filesystems:
+        source = await open_source("s3", filesystems, sizes={url: len(data)})
+        assert isinstance(source, ObstoreSource)
+        buf = bytearray(len(data) - 1000)
+        await source.readinto(url, 1000, memoryview(buf))
+        assert buf == data[1000:] and source.stats.requests == 1 and len(buf) > 8 * s3read.STREAM_CHUNK
+        with pytest.raises(fficube.ReadError, match="truncated"):
+            await source.readinto(url, len(data) - 10, memoryview(bytearray(20)))

@@ -41,6 +41,9 @@ STATUS = re.compile(r"status code: (\d{3})")
 #: How long obstore may use credentials before asking botocore again (which refreshes
 #: instance-role and SSO credentials itself when they are about to expire).
 CREDENTIAL_REUSE = dt.timedelta(minutes=5)
+#: Chunks a large read is copied into its buffer in: a read never holds more than
+#: about this much beside the buffer, however large the read.
+STREAM_CHUNK = 2**20
 
 
 def available() -> bool:
@@ -205,6 +208,28 @@ class ObstoreSource(RemoteSource):
             return await result.bytes_async()
         except Exception as exc:
             raise translate(exc) from exc
+
+    async def _range_into(self, path: str, start: int, buf: memoryview, etag: str | None) -> int:
+        import obstore
+
+        bucket, key = self._split(path)
+        store = await self._store(bucket)
+        options: dict[str, Any] = {"range": (start, start + len(buf))}
+        if etag is not None:
+            options["if_match"] = etag
+        filled = 0
+        try:
+            result = await obstore.get_async(store, key, options=options)  # type: ignore[arg-type]
+            async for chunk in result.stream(min_chunk_size=STREAM_CHUNK):
+                if filled + len(chunk) > len(buf):
+                    raise StoreFailure(f"more bytes than the {len(buf)} asked for", None)
+                buf[filled : filled + len(chunk)] = chunk
+                filled += len(chunk)
+        except StoreFailure:
+            raise
+        except Exception as exc:
+            raise translate(exc) from exc
+        return filled
 
     async def _size(self, path: str) -> int:
         import obstore

@@ -402,6 +402,14 @@ class RemoteSource:
         """One request: the size of ``path``."""
         raise NotImplementedError
 
+    async def _range_into(self, path: str, start: int, buf: memoryview, etag: str | None) -> int:
+        """One request: fill ``buf`` from byte ``start`` of ``path``; return the bytes
+        received.  A client that can stream overrides this, so that a large read never
+        holds a second copy of itself (``max_memory`` counts the buffers, not copies)."""
+        data = memoryview(await self._range(path, start, start + len(buf), etag)).cast("B")
+        buf[: len(data)] = data
+        return len(data)
+
     # -- requests ----------------------------------------------------------------------
     async def _send(self, call: Callable[[], Awaitable[T]], *, timed: bool = False) -> T:
         """One request on the wire, counted (and, for reads, timed)."""
@@ -470,14 +478,11 @@ class RemoteSource:
             self._sizes[path] = size
         return self._sizes[path]
 
-    async def _read(self, path: str, start: int, stop: int) -> Any:
-        """Bytes ``start:stop`` of ``path`` (fewer at its end) as a buffer, errors translated."""
-        stop = min(stop, await self.size(path))
-        if stop <= start:
-            return b""
+    async def _fetch(self, path: str, start: int, stop: int, call: Callable[[str | None], Awaitable[T]]) -> T:
+        """``call(etag)``, hedged and retried, its failures as errors naming the file and range."""
         etag = self._etags.get(path)
         try:
-            data = await self._hedged(f"read of {path}", lambda: self._range(path, start, stop, etag))
+            return await self._hedged(f"read of {path}", lambda: call(etag))
         except Exception as exc:
             if _http_status(exc)[0] == 412:
                 raise ReadError(
@@ -485,22 +490,27 @@ class RemoteSource:
                     "a cube is made of one version of each input", path=path, byte_range=(start, stop),
                 ) from exc
             raise ReadError(describe_failure(exc), path=path, byte_range=(start, stop)) from exc
-        self.stats.bytes_read += len(memoryview(data))
-        return data
 
     async def read(self, path: str, start: int, stop: int) -> bytes:
-        data = await self._read(path, start, stop)
+        stop = min(stop, await self.size(path))
+        if stop <= start:
+            return b""
+        data = await self._fetch(path, start, stop, lambda etag: self._range(path, start, stop, etag))
+        self.stats.bytes_read += len(memoryview(data))
         return data if isinstance(data, bytes) else bytes(data)
 
     async def readinto(self, path: str, start: int, buf: memoryview) -> None:
-        data = memoryview(await self._read(path, start, start + len(buf))).cast("B")
-        if len(data) < len(buf):
+        stop = start + len(buf)
+        n = min(stop, await self.size(path)) - start
+        if n > 0:
+            n = await self._fetch(path, start, stop, lambda etag: self._range_into(path, start, buf[:n], etag))
+            self.stats.bytes_read += n
+        if n < len(buf):
             raise ReadError(
-                f"object ends at byte {start + len(data)}: truncated (it changed or was cut short)",
+                f"object ends at byte {start + max(n, 0)}: truncated (it changed or was cut short)",
                 path=path,
-                byte_range=(start, start + len(buf)),
+                byte_range=(start, stop),
             )
-        buf[:] = data
 
     async def aclose(self) -> None:
         # The session belongs to whoever opened it (see remote.py).
