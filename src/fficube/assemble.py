@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from ._buffers import placed as placed_at
 from .fetch import BASE, Slab
 from .plan import CubePlan
 from .scan import ImageLayout
@@ -27,8 +28,16 @@ __all__ = ["decode", "place", "place_group", "assemble_blocks", "Block", "BlockO
 
 #: BZERO of pseudo-unsigned integers (FITS 5.2.5; astropy's int8 convention for 8 bits).
 PSEUDO_ZERO = {8: -128.0, 16: 2.0**15, 32: 2.0**31, 64: 2.0**63}
-#: (block index, first row, stop row, buffer) handed to the writer.
-Block = tuple[int, int, int, np.ndarray]
+
+
+class Block(NamedTuple):
+    """A complete block, handed to the writer."""
+
+    number: int  #: the block's index in the plan
+    start: int  #: first cube row
+    stop: int  #: cube row after the last
+    data: np.ndarray  #: ``(block_rows, cols, n_ffis, layers)`` big-endian float32, rows ``:stop - start`` filled
+    buffer: np.ndarray  #: the raw buffer ``data`` lies in, to be given back to the pool
 
 
 class BlockObserver(Protocol):
@@ -164,8 +173,11 @@ async def assemble_blocks(
                 await asyncio.to_thread(place, block, slab, plan.files[first + j].layers, plan.slot(first + j))
         release(slabs)
 
+    _rows, cols, n, layers = plan.shape
     for index, (start, stop) in enumerate(plan.blocks):
-        block = await free_blocks.get()
+        buffer = await free_blocks.get()
+        offset = plan.data_offset + start * plan.row_bytes
+        block = placed_at(buffer, offset, plan.memory.block_bytes).view(">f4").reshape(plan.block_rows, cols, n, layers)
         pending = early.pop(index, [])
         held: dict[int, Slab] = {}  # FFI slabs waiting for the rest of their group
         placed = 0
@@ -188,5 +200,5 @@ async def assemble_blocks(
                 placed += last - first
         if observer is not None and observer.wants(start, stop):
             await asyncio.to_thread(observer.observe, block, start, stop)
-        await full_blocks.put((index, start, stop, block))
+        await full_blocks.put(Block(index, start, stop, block, buffer))
     await full_blocks.put(None)
