@@ -9,8 +9,11 @@ use them.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -18,7 +21,10 @@ from astropy.io import fits
 from .errors import FitsFormatError
 from .storage import ByteSource
 
-__all__ = ["BLOCK", "CARD", "header_end", "padded", "parse_header", "int_card", "data_bytes", "HeaderReader"]
+__all__ = [
+    "BLOCK", "CARD", "header_end", "padded", "parse_header", "int_card", "data_bytes", "HeaderReader", "Cards",
+    "parse_cards",
+]
 
 BLOCK = 2880
 CARD = 80
@@ -63,14 +69,109 @@ def parse_header(raw: bytes, *, path: str, offset: int) -> fits.Header:
     return header
 
 
-def int_card(header: fits.Header, key: str, default: int | None, *, path: str, hdu: int) -> int:
+#: astropy's keywords whose cards hold prose; ``cards[key]`` gives all their values.
+COMMENTARY_KEYWORDS = frozenset({"", "COMMENT", "HISTORY"})  #: as astropy's Card._commentary_keywords, END aside
+#: Distinct card images whose parse is kept: a sector's FFIs share most of their cards
+#: (all but times, indices and checksums), and these stay in the cache as every FFI
+#: uses them; the cards that differ from FFI to FFI evict each other.  About 1 MB.
+CARD_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=CARD_CACHE)
+def _card(image: str) -> tuple[str, Any, bool]:
+    """(keyword, value, plain) of one card image, as astropy parses it; ``plain`` is False
+    for cards whose meaning depends on their neighbours or on astropy's header logic
+    (long-string CONTINUE, HIERARCH, record-valued keywords).
+
+    Raises what astropy raises for a malformed card (VerifyWarning as an error).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fits.verify.VerifyWarning)
+        card = fits.Card.fromstring(image)
+        keyword, value = card.keyword, card.value
+        plain = keyword != "CONTINUE" and card.field_specifier is None and not image.startswith("HIERARCH")
+        if isinstance(value, str) and value.endswith("&"):
+            plain = False  # the start of a long string continued on the next cards
+    return keyword, value, plain
+
+
+class Cards(Mapping[str, Any]):
+    """A FITS header as the values of its keywords, read-only, as astropy gives them:
+    the first card's value for a repeated keyword, all values (a list) for commentary
+    keywords.
+
+    Made by :func:`parse_cards`: the cards a sector's FFIs share are parsed once, not
+    once per FFI, which makes scanning thousands of FFIs cost little more than reading
+    their header bytes.
+    """
+
+    __slots__ = ("_header", "_values")
+
+    def __init__(self, values: dict[str, Any], header: fits.Header | None = None) -> None:
+        self._values = values
+        self._header = header  #: astropy's header, for the rare headers it must interpret itself
+
+    def __getitem__(self, key: str) -> Any:
+        if self._header is not None:
+            value = self._header[key]
+            return list(value) if key.upper() in COMMENTARY_KEYWORDS else value
+        return self._values[key.upper()]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        return key in self._header if self._header is not None else key.upper() in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._header.keys() if self._header is not None else self._values)
+
+    def __len__(self) -> int:
+        return len(self._header) if self._header is not None else len(self._values)
+
+
+def parse_cards(raw: str, *, path: str, offset: int) -> Cards:
+    """:func:`parse_header` for headers read many times over: the values of ``raw``'s
+    cards (up to END), each distinct card parsed by astropy once per process.
+
+    Headers with long strings (CONTINUE), HIERARCH or record-valued cards are parsed
+    whole by astropy, as :func:`parse_header` does.
+    """
+    values: dict[str, Any] = {}
+    try:
+        for start in range(0, len(raw) - CARD + 1, CARD):
+            image = raw[start : start + CARD]
+            if image.startswith("END     ") or image == "END".ljust(CARD):
+                break
+            keyword, value, plain = _card(image)
+            if not plain:
+                return Cards({}, parse_header(raw.encode("ascii"), path=path, offset=offset))
+            if keyword in COMMENTARY_KEYWORDS:
+                values.setdefault(keyword, []).append(value)
+            elif keyword not in values:
+                # astropy's Header gives None for an undefined value (its card gives UNDEFINED)
+                values[keyword] = None if isinstance(value, fits.card.Undefined) else value
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError,
+            fits.verify.VerifyWarning, fits.verify.VerifyError) as exc:
+        raise FitsFormatError(
+            f"unreadable FITS header ({exc})", path=path, byte_range=(offset, offset + len(raw))
+        ) from exc
+    return Cards(values)
+
+
+def int_card(header: Mapping[str, Any], key: str, default: int | None, *, path: str, hdu: int) -> int:
     value = header.get(key, default)
     if value is None or isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise FitsFormatError(f"HDU {hdu}: {key} = {value!r} is not an integer", path=path)
     return int(value)
 
 
-def data_bytes(header: fits.Header, *, path: str, hdu: int) -> int:
+def data_bytes(header: Mapping[str, Any], *, path: str, hdu: int) -> int:
     """Size in bytes of the HDU's data, without padding (FITS standard 4.4.1)."""
     naxis = int_card(header, "NAXIS", None, path=path, hdu=hdu)
     if naxis == 0:
@@ -108,6 +209,21 @@ class HeaderReader:
 
     async def header_at(self, offset: int, guess: int) -> tuple[fits.Header, str, int]:
         """Return (header, raw text, offset past the padded header) of the HDU at ``offset``."""
+        raw, end = await self._raw_at(offset, guess)
+        return parse_header(raw, path=self.path, offset=offset), raw.decode("ascii"), end
+
+    async def cards_at(self, offset: int, guess: int) -> tuple[Cards, str, int]:
+        """:meth:`header_at` with the header as :class:`Cards` (for headers like many others)."""
+        raw, end = await self._raw_at(offset, guess)
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise FitsFormatError(f"unreadable FITS header ({exc})", path=self.path,
+                                  byte_range=(offset, offset + len(raw))) from exc
+        return parse_cards(text, path=self.path, offset=offset), text, end
+
+    async def _raw_at(self, offset: int, guess: int) -> tuple[bytes, int]:
+        """The header bytes at ``offset`` up to its END card, and the offset past its padding."""
         if offset + BLOCK > self.size:
             raise FitsFormatError(
                 f"file ends at byte {self.size}, before the header expected at byte {offset}: truncated",
@@ -136,5 +252,4 @@ class HeaderReader:
         start = offset - self.window_start
         raw = self.window[start:end]
         self.bytes_used += padded(len(raw))
-        header = parse_header(raw, path=self.path, offset=offset)
-        return header, raw.decode("ascii"), offset + padded(len(raw))
+        return raw, offset + padded(len(raw))

@@ -23,7 +23,7 @@ from ._version import __version__
 from .checksum import ZERO, checksum_cards, seal_header
 from .cubeinfo import CubeInfo, Provenance
 from .errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError, TemplateWarning
-from .fitsblocks import BLOCK, header_end, padded
+from .fitsblocks import BLOCK, header_end, padded, parse_cards
 from .info_table import (
     COMMENTARY,
     FILE_COLUMN,
@@ -501,7 +501,8 @@ def choose_template(product: Product, ffis: Sequence[FfiInfo], files: Sequence[F
 
 def _values(columns: Sequence[ColumnSpec], files: Sequence[FfiInfo]) -> dict[str, np.ndarray]:
     """The info table's columns for ``files``, from their image headers."""
-    return column_values(columns, [fits.Header.fromstring(f.image_header) for f in files], [f.name for f in files])
+    headers = [parse_cards(f.image_header, path=f.path, offset=0) for f in files]
+    return column_values(columns, headers, [f.name for f in files])
 
 
 def _planned(
