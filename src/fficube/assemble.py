@@ -148,7 +148,7 @@ def release(slabs: list[Slab]) -> None:
 
 async def assemble_blocks(
     plan: CubePlan,
-    ready: asyncio.Queue[Slab],
+    ready: asyncio.Queue[list[Slab]],
     free_blocks: asyncio.Queue[np.ndarray],
     full_blocks: asyncio.Queue[Block | None],
     observer: BlockObserver | None = None,
@@ -158,7 +158,7 @@ async def assemble_blocks(
 
     Ends by putting ``None`` on ``full_blocks``.
     """
-    early: dict[int, list[Slab]] = defaultdict(list)  # slabs of blocks not started yet
+    early: dict[int, list[list[Slab]]] = defaultdict(list)  # batches of blocks not started yet
     n_files = len(plan.files)
     group = plan.memory.group
 
@@ -182,22 +182,24 @@ async def assemble_blocks(
         held: dict[int, Slab] = {}  # FFI slabs waiting for the rest of their group
         placed = 0
         while placed < plan.slabs_per_block:
-            slab = pending.pop() if pending else await ready.get()
-            if slab.block != index:
-                early[slab.block].append(slab)
+            batch = pending.pop() if pending else await ready.get()
+            if batch[0].block != index:
+                early[batch[0].block].append(batch)
                 continue
-            if slab.ffi == BASE:
+            if batch[0].ffi == BASE:
                 assert plan.base is not None
-                await asyncio.to_thread(place_base, block, slab, plan.base.slots)
-                release([slab])
+                await asyncio.to_thread(place_base, block, batch[0], plan.base.slots)
+                release(batch)
                 placed += 1
                 continue
-            held[slab.ffi] = slab
-            first = slab.ffi - slab.ffi % group
-            last = min(first + group, n_files)
-            if all(j in held for j in range(first, last)):
-                await place_ready(block, held, first, last)
-                placed += last - first
+            for slab in batch:
+                held[slab.ffi] = slab
+            # A batch is usually one whole group; check each group it touches.
+            for first in sorted({slab.ffi - slab.ffi % group for slab in batch}):
+                last = min(first + group, n_files)
+                if all(j in held for j in range(first, last)):
+                    await place_ready(block, held, first, last)
+                    placed += last - first
         if observer is not None and observer.wants(start, stop):
             await asyncio.to_thread(observer.observe, block, start, stop)
         await full_blocks.put(Block(index, start, stop, block, buffer))

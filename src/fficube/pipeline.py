@@ -64,7 +64,7 @@ async def execute(
         done = (lambda index: on_block(index + 1, n_blocks)) if on_block is not None else None
         if on_block is not None:
             on_block(0, n_blocks)
-        ready: asyncio.Queue[Slab] = asyncio.Queue()
+        ready: asyncio.Queue[list[Slab]] = asyncio.Queue()
         await run_tasks(
             [
                 fetch_slabs(plan, source, new_slab_pool(plan), ready, base_source, new_base_pool(plan)),
