@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -77,6 +78,47 @@ COMMENTARY_KEYWORDS = frozenset({"", "COMMENT", "HISTORY"})  #: as astropy's Car
 CARD_CACHE = 4096
 
 
+#: The commonest card forms (FITS fixed or free format, uppercase exponent): a keyword,
+#: "= ", then a logical, an integer, a real or a string, then maybe a comment.  Cards
+#: of these forms are read here; any other goes to astropy.
+_SIMPLE = re.compile(
+    r"(?P<key>[A-Z0-9_-]{1,8}) *= *"
+    r"(?:(?P<bool>[TF])|(?P<num>[+-]?(?:\.\d+|\d+(?:\.\d*)?)(?:[DE][+-]?\d+)?)|'(?P<str>(?:[^']|'')*)')"
+    r" *(?:/.*)?"
+)
+
+
+#: The start of a string that astropy may take for a record-valued keyword card's
+#: ("AXIS.1: 1"); dates and times ("2018-07-25T19:29:42Z") do not look like one.
+_FIELD_SPECIFIER = re.compile(r" *[A-Za-z_][\w.]* *:")
+
+
+def _simple_card(image: str) -> tuple[str, Any] | None:
+    """(keyword, value) of a card of one of the commonest forms, as astropy's ``Header``
+    gives them; None for any other card (and for those astropy reads specially: HIERARCH,
+    commentary, CONTINUE, strings that look like record-valued keywords or start a long
+    string)."""
+    match = _SIMPLE.fullmatch(image)
+    if match is None or image[8:10] != "= ":
+        return None
+    key = match["key"]
+    if key in ("HIERARCH", "CONTINUE", "COMMENT", "HISTORY") or len(image) != CARD or key != image[:8].rstrip(" "):
+        return None
+    if match["bool"] is not None:
+        return key, match["bool"] == "T"
+    if match["num"] is not None:
+        text = match["num"].replace("D", "E")
+        try:
+            return key, int(text)  # as astropy: an integer if it reads as one, else a real
+        except ValueError:
+            return key, float(text)
+    text = match["str"]
+    if text.endswith("&") or (":" in text and _FIELD_SPECIFIER.match(text)):
+        return None
+    # astropy's defaults: '' is a quote, trailing blanks are dropped (strip_header_whitespace)
+    return key, text.replace("''", "'").rstrip()
+
+
 @functools.lru_cache(maxsize=CARD_CACHE)
 def _card(image: str) -> tuple[str, Any, bool]:
     """(keyword, value, plain) of one card image, as astropy parses it; ``plain`` is False
@@ -85,6 +127,9 @@ def _card(image: str) -> tuple[str, Any, bool]:
 
     Raises what astropy raises for a malformed card (VerifyWarning as an error).
     """
+    simple = _simple_card(image)
+    if simple is not None:
+        return simple[0], simple[1], True
     with warnings.catch_warnings():
         warnings.simplefilter("error", fits.verify.VerifyWarning)
         card = fits.Card.fromstring(image)
@@ -146,7 +191,7 @@ def parse_cards(raw: str, *, path: str, offset: int) -> Cards:
     try:
         for start in range(0, len(raw) - CARD + 1, CARD):
             image = raw[start : start + CARD]
-            if image.startswith("END     ") or image == "END".ljust(CARD):
+            if image.startswith("END     "):
                 break
             keyword, value, plain = _card(image)
             if not plain:
