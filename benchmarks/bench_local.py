@@ -41,14 +41,14 @@ from pathlib import Path
 
 FFICUBE = """
 import sys, json, fficube
-paths, out, budget = json.loads(sys.argv[1])
+paths, out, budget = json.load(open(sys.argv[1]))
 fficube.make_cube(paths, out, max_memory=budget, overwrite=True)
 """
 ASTROCUT = """
 import sys, json, warnings
 from astrocut import CubeFactory
 warnings.simplefilter("ignore")  # astrocut warns once per FFI about strings it cuts (after astropy's own filters)
-paths, out, budget = json.loads(sys.argv[1])
+paths, out, budget = json.load(open(sys.argv[1]))
 CubeFactory().make_cube(paths, out, max_memory=budget / 1e9, verbose=False)
 """
 
@@ -118,10 +118,15 @@ def main() -> None:
     input_bytes = sum(os.path.getsize(p) for p in paths)
     cases: list[tuple[str, list[str]]] = []
     tools = args.tools.split(",")
+    # Paths go through files: 12,000 of them do not fit a command line.
+    listing = args.data / "bench-paths.txt"
+    listing.write_text("\n".join(paths) + "\n")
     if "cat" in tools:
-        cases.append(("cat", ["sh", "-c", f'cat "$@" > {out} && sync {out}', "cat", *paths]))
+        cases.append(("cat", ["sh", "-c", f'xargs -d "\\n" cat < "{listing}" > "{out}" && sync "{out}"']))
     for budget in budgets:
-        payload = json.dumps([paths, str(out), budget])
+        payload_file = args.data / f"bench-payload-{budget}.json"
+        payload_file.write_text(json.dumps([paths, str(out), budget]))
+        payload = str(payload_file)
         if "fficube" in tools:
             cases.append((f"fficube {budget / 1e9:g} GB", [sys.executable, "-c", FFICUBE, payload]))
         if "astrocut" in tools:

@@ -37,12 +37,12 @@ def header_end(buf: bytes, start: int) -> int | None:
     ``None`` when ``buf`` ends before an END card is found.  Only whole 2880-byte
     blocks are examined, as FITS headers are made of them.
     """
+    limit = start + (len(buf) - start) // BLOCK * BLOCK
     pos = start
-    while pos + BLOCK <= len(buf):
-        for card in range(pos, pos + BLOCK, CARD):
-            if buf[card : card + 8] == b"END     ":
-                return card + CARD
-        pos += BLOCK
+    while (found := buf.find(b"END     ", pos, limit)) >= 0:  # bytes.find: no loop over cards in Python
+        if (found - start) % CARD == 0:
+            return found + CARD
+        pos = found + 1
     return None
 
 
@@ -119,25 +119,35 @@ def _simple_card(image: str) -> tuple[str, Any] | None:
     return key, text.replace("''", "'").rstrip()
 
 
+#: Kinds of card for :func:`parse_cards`.
+PLAIN, COMMENTARY, SPECIAL = 0, 1, 2
+
+
 @functools.lru_cache(maxsize=CARD_CACHE)
-def _card(image: str) -> tuple[str, Any, bool]:
-    """(keyword, value, plain) of one card image, as astropy parses it; ``plain`` is False
-    for cards whose meaning depends on their neighbours or on astropy's header logic
-    (long-string CONTINUE, HIERARCH, record-valued keywords).
+def _card(image: str) -> tuple[str, Any, int]:
+    """(keyword, value as ``Header`` gives it, kind) of one card image, as astropy parses
+    it.  The kind is SPECIAL for cards whose meaning depends on their neighbours or on
+    astropy's header logic (long-string CONTINUE, HIERARCH, record-valued keywords).
 
     Raises what astropy raises for a malformed card (VerifyWarning as an error).
     """
     simple = _simple_card(image)
     if simple is not None:
-        return simple[0], simple[1], True
+        return simple[0], simple[1], PLAIN
     with warnings.catch_warnings():
         warnings.simplefilter("error", fits.verify.VerifyWarning)
         card = fits.Card.fromstring(image)
         keyword, value = card.keyword, card.value
-        plain = keyword != "CONTINUE" and card.field_specifier is None and not image.startswith("HIERARCH")
-        if isinstance(value, str) and value.endswith("&"):
-            plain = False  # the start of a long string continued on the next cards
-    return keyword, value, plain
+    if keyword in COMMENTARY_KEYWORDS:
+        return keyword, value, COMMENTARY
+    if (keyword == "CONTINUE" or card.field_specifier is not None or image.startswith("HIERARCH")
+            or (isinstance(value, str) and value.endswith("&"))):  # & starts a long string
+        return keyword, value, SPECIAL
+    # astropy's Header gives None for an undefined value (its card gives UNDEFINED)
+    return keyword, None if isinstance(value, fits.card.Undefined) else value, PLAIN
+
+
+_MISSING = object()
 
 
 class Cards(Mapping[str, Any]):
@@ -163,6 +173,9 @@ class Cards(Mapping[str, Any]):
         return self._values[key.upper()]
 
     def get(self, key: str, default: Any = None) -> Any:
+        if self._header is None:  # the usual case, kept short: a sector's table asks millions of times
+            value = self._values.get(key, _MISSING)
+            return value if value is not _MISSING else self._values.get(key.upper(), default)
         try:
             return self[key]
         except KeyError:
@@ -187,25 +200,28 @@ def parse_cards(raw: str, *, path: str, offset: int) -> Cards:
     Headers with long strings (CONTINUE), HIERARCH or record-valued cards are parsed
     whole by astropy, as :func:`parse_header` does.
     """
-    values: dict[str, Any] = {}
+    images = [raw[i : i + CARD] for i in range(0, len(raw) - CARD + 1, CARD)]
+    # Usually END is the last card (as header_end cuts headers); else look for the first.
+    if images and images[-1].startswith("END     ") and "END     " not in raw[:-CARD]:
+        end = len(images) - 1
+    else:
+        end = next((i for i, image in enumerate(images) if image.startswith("END     ")), len(images))
     try:
-        for start in range(0, len(raw) - CARD + 1, CARD):
-            image = raw[start : start + CARD]
-            if image.startswith("END     "):
-                break
-            keyword, value, plain = _card(image)
-            if not plain:
-                return Cards({}, parse_header(raw.encode("ascii"), path=path, offset=offset))
-            if keyword in COMMENTARY_KEYWORDS:
-                values.setdefault(keyword, []).append(value)
-            elif keyword not in values:
-                # astropy's Header gives None for an undefined value (its card gives UNDEFINED)
-                values[keyword] = None if isinstance(value, fits.card.Undefined) else value
+        parsed = list(map(_card, images[:end]))
     except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError,
             fits.verify.VerifyWarning, fits.verify.VerifyError) as exc:
         raise FitsFormatError(
             f"unreadable FITS header ({exc})", path=path, byte_range=(offset, offset + len(raw))
         ) from exc
+    kinds = {kind for _, _, kind in parsed}
+    if SPECIAL in kinds:
+        return Cards({}, parse_header(raw.encode("ascii"), path=path, offset=offset))
+    # Reversed, so that the first card of a repeated keyword is the one kept.
+    values: dict[str, Any] = {keyword: value for keyword, value, kind in reversed(parsed) if kind == PLAIN}
+    if COMMENTARY in kinds:
+        for keyword, value, kind in parsed:
+            if kind == COMMENTARY:
+                values.setdefault(keyword, []).append(value)
     return Cards(values)
 
 

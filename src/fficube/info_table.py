@@ -112,7 +112,10 @@ def column_values(
     """
     arrays: dict[str, np.ndarray] = {}
     for col in columns:
-        raw = [_header_value(h, col.name) for h in headers]
+        if col.name in COMMENTARY:
+            raw = [_header_value(h, col.name) for h in headers]
+        else:  # _header_value's other case, inlined: this runs once per FFI per column
+            raw = [None if isinstance(v, fits.card.Undefined) else v for v in (h.get(col.name) for h in headers)]
         if col.kind == "A":
             text = [_to_text(v).encode("ascii", "replace") for v in raw]
             arrays[col.name] = np.array(text, dtype=f"S{max([1, *map(len, text)])}")
