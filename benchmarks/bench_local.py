@@ -1,9 +1,12 @@
 """Local build benchmark: fficube vs astrocut vs the copy floor, on full-size FFIs.
 
     python benchmarks/bench_local.py --n 100 --memory 1GB,4GB --repeat 3
+    python benchmarks/bench_local.py --n 100 --tools cat,fficube --out-dir /dev/shm/bench
+    python benchmarks/bench_local.py --n 12000 --rows 64 --sparse --tools cat,fficube --memory 4GB
 
-Writes ``--n`` synthetic SPOC FFIs (2078 x 2136, float32, about 35.5 MB each) once into
-``--data`` (reused on later runs), then runs, in alternation, ``--repeat`` times:
+Writes ``--n`` synthetic SPOC FFIs (``--rows`` x 2136, float32; 2078 rows, about 35.5 MB
+each, by default) once into ``--data`` (reused on later runs), then runs, in
+alternation, ``--repeat`` times:
 
 * ``cat``: every input byte read once and every output byte written once
   (``cat`` of all inputs into one file, then ``sync`` of that file, as fficube flushes
@@ -11,10 +14,17 @@ Writes ``--n`` synthetic SPOC FFIs (2078 x 2136, float32, about 35.5 MB each) on
 * ``fficube`` at each ``--memory``;
 * astrocut's ``CubeFactory`` at each ``--memory`` (as its ``max_memory`` in GB).
 
-Each run is a separate process; wall time, CPU time (user + system) and peak RSS come
+With ``--sparse`` the FFIs are sparse files (real headers, zero images but for three
+marker rows, the rest a hole), so that a prime-mission or 200-s sector fits a small
+disk: reading a hole costs the kernel about what reading cached data does.  The cube
+goes to ``--out-dir`` (default ``--data``): compare a disk path with tmpfs
+(``/dev/shm/...``) to separate the disk's writeback from the CPU's work.
+
+Each run is a separate process; wall time, user and system CPU time and peak RSS come
 from ``os.wait4``.  Linux counts the parent's RSS at spawn time into a child's peak, so
 this script stays small: it imports neither astropy nor fficube (inputs are made in a
-subprocess).  Prints a Markdown table of medians and ratios to ``cat``.
+subprocess).  Prints a Markdown table of medians, ratios to ``cat`` and CPU seconds
+per GB of cube.
 """
 
 from __future__ import annotations
@@ -31,14 +41,14 @@ from pathlib import Path
 
 FFICUBE = """
 import sys, json, fficube
-paths, out, budget = json.loads(sys.argv[1])
+paths, out, budget = json.load(open(sys.argv[1]))
 fficube.make_cube(paths, out, max_memory=budget, overwrite=True)
 """
 ASTROCUT = """
 import sys, json, warnings
 from astrocut import CubeFactory
 warnings.simplefilter("ignore")  # astrocut warns once per FFI about strings it cuts (after astropy's own filters)
-paths, out, budget = json.loads(sys.argv[1])
+paths, out, budget = json.load(open(sys.argv[1]))
 CubeFactory().make_cube(paths, out, max_memory=budget / 1e9, verbose=False)
 """
 
@@ -46,10 +56,12 @@ CubeFactory().make_cube(paths, out, max_memory=budget / 1e9, verbose=False)
 MAKE_INPUTS = """
 import json, sys
 from fficube.synthetic import FULL_SHAPE, SectorSpec, make_sector
-directory, n, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-paths = make_sector(directory, SectorSpec(n_ffis=n, shape=FULL_SHAPE, no_wcs=(1,)))
+directory, n, rows, sparse, marker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5]
+spec = SectorSpec(n_ffis=n, shape=(rows, FULL_SHAPE[1]), no_wcs=(1,), sparse=sparse)
+paths = make_sector(directory, spec)
 open(marker, "w").write(json.dumps(paths))
 """
+FULL_ROWS = 2078
 UNITS = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
@@ -58,24 +70,32 @@ def parse_size(text: str) -> int:
     return int(float(number) * UNITS.get(text[len(number):].lower(), 1))
 
 
-def make_inputs(directory: Path, n: int) -> list[str]:
+def inputs_dir(data: Path, n: int, rows: int, sparse: bool) -> Path:
+    """Where ``n`` FFIs of this kind live (the default kind keeps its old name)."""
+    name = f"ffis-{n}" + (f"-r{rows}" if rows != FULL_ROWS else "") + ("-sparse" if sparse else "")
+    return data / name
+
+
+def make_inputs(directory: Path, n: int, rows: int = FULL_ROWS, sparse: bool = False) -> list[str]:
     marker = directory / f"ready-{n}.json"
     if not marker.exists():
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
-        subprocess.run([sys.executable, "-c", MAKE_INPUTS, str(directory), str(n), str(marker)], check=True)
+        argv = [sys.executable, "-c", MAKE_INPUTS, str(directory), str(n), str(rows), "1" if sparse else "0", str(marker)]
+        subprocess.run(argv, check=True)
     return json.loads(marker.read_text())
 
 
 def run(argv: list[str]) -> dict:
-    """Run a command; wall seconds, CPU seconds and peak RSS (MB) of the process."""
+    """Run a command; wall seconds, user and system CPU seconds and peak RSS (MB) of the process."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {argv[:3]}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss / 1024}
+    return {"wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime, "cpu": usage.ru_utime + usage.ru_stime,
+            "rss": usage.ru_maxrss / 1024}
 
 
 def main() -> None:
@@ -85,18 +105,28 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tools", default="cat,fficube,astrocut")
     parser.add_argument("--data", type=Path, default=Path("bench-data"))
+    parser.add_argument("--out-dir", type=Path, default=None, help="where the cube goes (default: --data)")
+    parser.add_argument("--rows", type=int, default=FULL_ROWS, help="rows per FFI (64: a 200-s sector's test geometry)")
+    parser.add_argument("--sparse", action="store_true", help="inputs as sparse files (headers and marker rows)")
     args = parser.parse_args()
 
-    paths = make_inputs(args.data / f"ffis-{args.n}", args.n)
-    out = args.data / "cube.fits"
+    paths = make_inputs(inputs_dir(args.data, args.n, args.rows, args.sparse), args.n, args.rows, args.sparse)
+    out_dir = args.out_dir or args.data
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "cube.fits"
     budgets = [parse_size(m) for m in args.memory.split(",")]
     input_bytes = sum(os.path.getsize(p) for p in paths)
     cases: list[tuple[str, list[str]]] = []
     tools = args.tools.split(",")
+    # Paths go through files: 12,000 of them do not fit a command line.
+    listing = args.data / "bench-paths.txt"
+    listing.write_text("\n".join(paths) + "\n")
     if "cat" in tools:
-        cases.append(("cat", ["sh", "-c", f'cat "$@" > {out} && sync {out}', "cat", *paths]))
+        cases.append(("cat", ["sh", "-c", f'xargs -d "\\n" cat < "{listing}" > "{out}" && sync "{out}"']))
     for budget in budgets:
-        payload = json.dumps([paths, str(out), budget])
+        payload_file = args.data / f"bench-payload-{budget}.json"
+        payload_file.write_text(json.dumps([paths, str(out), budget]))
+        payload = str(payload_file)
         if "fficube" in tools:
             cases.append((f"fficube {budget / 1e9:g} GB", [sys.executable, "-c", FFICUBE, payload]))
         if "astrocut" in tools:
@@ -110,21 +140,26 @@ def main() -> None:
             subprocess.run(["sync"], check=True)
             results[name].append(run(argv))
             r = results[name][-1]
-            print(f"round {round_ + 1} {name}: {r['wall']:.1f} s wall, {r['cpu']:.1f} s CPU, {r['rss']:.0f} MB",
-                  file=sys.stderr)
+            print(f"round {round_ + 1} {name}: {r['wall']:.1f} s wall, {r['user']:.1f} s user, "
+                  f"{r['sys']:.1f} s sys, {r['rss']:.0f} MB", file=sys.stderr)
     if out.exists():
         out.unlink()
 
     floor = statistics.median(r["wall"] for r in results["cat"]) if "cat" in results else None
-    print(f"\n{args.n} FFIs ({input_bytes / 1e9:.2f} GB in), {os.cpu_count()} cores, medians of {args.repeat}\n")
-    print("| run | wall s | CPU s | peak RSS MB | x cat |")
-    print("|---|---:|---:|---:|---:|")
+    kind = f"{args.rows} x 2136" + (", sparse" if args.sparse else "")
+    print(f"\n{args.n} FFIs of {kind} ({input_bytes / 1e9:.2f} GB in), output on {out_dir}, "
+          f"{os.cpu_count()} cores, medians of {args.repeat}\n")
+    print("| run | wall s | user s | sys s | CPU s per GB | peak RSS MB | x cat |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    gb = input_bytes / 1e9
     for name, runs in results.items():
         wall = statistics.median(r["wall"] for r in runs)
+        user = statistics.median(r["user"] for r in runs)
+        sys_ = statistics.median(r["sys"] for r in runs)
         cpu = statistics.median(r["cpu"] for r in runs)
         rss = max(r["rss"] for r in runs)
         ratio = f"{wall / floor:.2f}" if floor else "-"
-        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {rss:.0f} | {ratio} |")
+        print(f"| {name} | {wall:.2f} | {user:.2f} | {sys_:.2f} | {cpu / gb:.2f} | {rss:.0f} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from ._buffers import placed as placed_at
 from .fetch import BASE, Slab
 from .plan import CubePlan
 from .scan import ImageLayout
@@ -27,8 +28,16 @@ __all__ = ["decode", "place", "place_group", "assemble_blocks", "Block", "BlockO
 
 #: BZERO of pseudo-unsigned integers (FITS 5.2.5; astropy's int8 convention for 8 bits).
 PSEUDO_ZERO = {8: -128.0, 16: 2.0**15, 32: 2.0**31, 64: 2.0**63}
-#: (block index, first row, stop row, buffer) handed to the writer.
-Block = tuple[int, int, int, np.ndarray]
+
+
+class Block(NamedTuple):
+    """A complete block, handed to the writer."""
+
+    number: int  #: the block's index in the plan
+    start: int  #: first cube row
+    stop: int  #: cube row after the last
+    data: np.ndarray  #: ``(block_rows, cols, n_ffis, layers)`` big-endian float32, rows ``:stop - start`` filled
+    buffer: np.ndarray  #: the raw buffer ``data`` lies in, to be given back to the pool
 
 
 class BlockObserver(Protocol):
@@ -139,7 +148,7 @@ def release(slabs: list[Slab]) -> None:
 
 async def assemble_blocks(
     plan: CubePlan,
-    ready: asyncio.Queue[Slab],
+    ready: asyncio.Queue[list[Slab]],
     free_blocks: asyncio.Queue[np.ndarray],
     full_blocks: asyncio.Queue[Block | None],
     observer: BlockObserver | None = None,
@@ -149,7 +158,7 @@ async def assemble_blocks(
 
     Ends by putting ``None`` on ``full_blocks``.
     """
-    early: dict[int, list[Slab]] = defaultdict(list)  # slabs of blocks not started yet
+    early: dict[int, list[list[Slab]]] = defaultdict(list)  # batches of blocks not started yet
     n_files = len(plan.files)
     group = plan.memory.group
 
@@ -164,29 +173,34 @@ async def assemble_blocks(
                 await asyncio.to_thread(place, block, slab, plan.files[first + j].layers, plan.slot(first + j))
         release(slabs)
 
+    _rows, cols, n, layers = plan.shape
     for index, (start, stop) in enumerate(plan.blocks):
-        block = await free_blocks.get()
+        buffer = await free_blocks.get()
+        offset = plan.data_offset + start * plan.row_bytes
+        block = placed_at(buffer, offset, plan.memory.block_bytes).view(">f4").reshape(plan.block_rows, cols, n, layers)
         pending = early.pop(index, [])
         held: dict[int, Slab] = {}  # FFI slabs waiting for the rest of their group
         placed = 0
         while placed < plan.slabs_per_block:
-            slab = pending.pop() if pending else await ready.get()
-            if slab.block != index:
-                early[slab.block].append(slab)
+            batch = pending.pop() if pending else await ready.get()
+            if batch[0].block != index:
+                early[batch[0].block].append(batch)
                 continue
-            if slab.ffi == BASE:
+            if batch[0].ffi == BASE:
                 assert plan.base is not None
-                await asyncio.to_thread(place_base, block, slab, plan.base.slots)
-                release([slab])
+                await asyncio.to_thread(place_base, block, batch[0], plan.base.slots)
+                release(batch)
                 placed += 1
                 continue
-            held[slab.ffi] = slab
-            first = slab.ffi - slab.ffi % group
-            last = min(first + group, n_files)
-            if all(j in held for j in range(first, last)):
-                await place_ready(block, held, first, last)
-                placed += last - first
+            for slab in batch:
+                held[slab.ffi] = slab
+            # A batch is usually one whole group; check each group it touches.
+            for first in sorted({slab.ffi - slab.ffi % group for slab in batch}):
+                last = min(first + group, n_files)
+                if all(j in held for j in range(first, last)):
+                    await place_ready(block, held, first, last)
+                    placed += last - first
         if observer is not None and observer.wants(start, stop):
             await asyncio.to_thread(observer.observe, block, start, stop)
-        await full_blocks.put((index, start, stop, block))
+        await full_blocks.put(Block(index, start, stop, block, buffer))
     await full_blocks.put(None)

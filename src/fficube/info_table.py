@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -64,7 +64,7 @@ def template_columns(template: fits.Header) -> list[ColumnSpec]:
     return columns
 
 
-def _header_value(header: fits.Header, key: str) -> Any:
+def _header_value(header: Mapping[str, Any], key: str) -> Any:
     if key in COMMENTARY:
         # All the cards' text, joined by spaces (commentary is prose wrapped over cards):
         # a cutout tool copies the value into a TPF header card, which takes printable
@@ -102,7 +102,7 @@ def _to_float(value: Any, key: str, name: str) -> float:
 
 
 def column_values(
-    columns: Sequence[ColumnSpec], headers: Sequence[fits.Header], names: Sequence[str]
+    columns: Sequence[ColumnSpec], headers: Sequence[Mapping[str, Any]], names: Sequence[str]
 ) -> dict[str, np.ndarray]:
     """The table's columns as numpy arrays, one row per header (plus ``FFI_FILE``).
 
@@ -112,7 +112,10 @@ def column_values(
     """
     arrays: dict[str, np.ndarray] = {}
     for col in columns:
-        raw = [_header_value(h, col.name) for h in headers]
+        if col.name in COMMENTARY:
+            raw = [_header_value(h, col.name) for h in headers]
+        else:  # _header_value's other case, inlined: this runs once per FFI per column
+            raw = [None if isinstance(v, fits.card.Undefined) else v for v in (h.get(col.name) for h in headers)]
         if col.kind == "A":
             text = [_to_text(v).encode("ascii", "replace") for v in raw]
             arrays[col.name] = np.array(text, dtype=f"S{max([1, *map(len, text)])}")

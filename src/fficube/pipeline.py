@@ -3,7 +3,8 @@
 :func:`execute` runs any plan into any sink.  The stages are connected by queues:
 
 * ``free_slabs`` / ``ready``: the slab pool (bounded by the plan), fetch -> assemble;
-* ``free_blocks`` / ``full_blocks``: one or two block buffers, assemble -> write.
+* ``free_blocks`` / ``full_blocks``: one or two block buffers, assemble -> write
+  (raw, page-aligned; each block is placed in one at its file offset's alignment).
 
 Buffers circulate instead of being allocated per block, so what the pipeline holds is
 fixed by the plan: ``plan.memory.total`` bytes at most.
@@ -18,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from ._aio import run_tasks
+from ._buffers import aligned_buffer
 from .assemble import Block, BlockObserver, assemble_blocks
 from .fetch import Slab, fetch_slabs, new_base_pool, new_slab_pool
 from .journal import Journal
@@ -51,16 +53,18 @@ async def execute(
     try:
         needed = await sink.open(resume)
         plan = replace(plan, row_ranges=rows_to_write(plan, needed))
-        _rows, cols, n, layers = plan.shape
+        # Raw, page-aligned buffers: the assembler places each block in one so that its
+        # bytes are aligned as in the file, which lets a local sink write it with
+        # direct I/O (see fficube._buffers).
         free_blocks: asyncio.Queue[np.ndarray] = asyncio.Queue()
         for _ in range(plan.memory.block_buffers):
-            free_blocks.put_nowait(np.empty((plan.block_rows, cols, n, layers), dtype=">f4"))
+            free_blocks.put_nowait(aligned_buffer(plan.memory.block_bytes))
         full_blocks: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=1)
         n_blocks = len(plan.blocks)
         done = (lambda index: on_block(index + 1, n_blocks)) if on_block is not None else None
         if on_block is not None:
             on_block(0, n_blocks)
-        ready: asyncio.Queue[Slab] = asyncio.Queue()
+        ready: asyncio.Queue[list[Slab]] = asyncio.Queue()
         await run_tasks(
             [
                 fetch_slabs(plan, source, new_slab_pool(plan), ready, base_source, new_base_pool(plan)),

@@ -2,8 +2,9 @@
 
 A file is never opened with ``astropy.io.fits.open`` and never read whole: the scanner
 reads the first header blocks, walks the HDU chain by computing each data size from
-its header, and reads a later header (SPOC's HDU 2) at its computed offset.  Headers
-are parsed with the public ``Header.fromstring``.
+its header, and reads a later header (SPOC's HDU 2) at its computed offset.  Headers are parsed card
+by card with astropy (:func:`fficube.fitsblocks.parse_cards`), each distinct card once
+per process: a sector's FFIs share most of their cards.
 
 The result per file is a frozen :class:`FfiInfo`: where each image layer's bytes are,
 how to decode them, the raw header text the plan needs, and the sort key.
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from astropy.io import fits
 
 from ._aio import run_tasks
 from .errors import FitsFormatError
@@ -102,7 +103,7 @@ class FfiInfo:
 # Pure header rules
 
 
-def image_layout(header: fits.Header, data_offset: int, *, path: str, hdu: int) -> ImageLayout:
+def image_layout(header: Mapping[str, Any], data_offset: int, *, path: str, hdu: int) -> ImageLayout:
     """Describe the 2-D image of one HDU, refusing what fficube would mis-read."""
     if header.get("ZIMAGE") is True:
         raise FitsFormatError(f"HDU {hdu} is a tile-compressed image, which fficube does not read", path=path)
@@ -142,7 +143,7 @@ def image_layout(header: fits.Header, data_offset: int, *, path: str, hdu: int) 
 _SECTOR_IN_NAME = re.compile(r"[-_]s(\d{4})[-_]")
 
 
-def sector_of(primary: fits.Header, path: str) -> int | None:
+def sector_of(primary: Mapping[str, Any], path: str) -> int | None:
     """The FFI's sector: its primary header's ``SECTOR`` if it has one (TICA FFIs may),
     else the one in its file name (SPOC FFIs carry it there only); None if neither says."""
     value = primary.get("SECTOR")
@@ -152,13 +153,13 @@ def sector_of(primary: fits.Header, path: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def has_celestial_wcs(header: fits.Header) -> bool:
+def has_celestial_wcs(header: Mapping[str, Any]) -> bool:
     """Whether the header's WCS has celestial axes (``CTYPE1``/``CTYPE2`` RA and DEC)."""
     ctype1, ctype2 = str(header.get("CTYPE1", "")), str(header.get("CTYPE2", ""))
     return ctype1.startswith("RA") and ctype2.startswith("DEC")
 
 
-def time_value(header: fits.Header, product: Product, *, path: str) -> float:
+def time_value(header: Mapping[str, Any], product: Product, *, path: str) -> float:
     """The FFI's sort key, which must be a finite number."""
     key = product.time_keyword
     if key not in header:
@@ -190,7 +191,7 @@ async def scan_file(source: ByteSource, path: str, product: Product | None = Non
     """
     reader = await HeaderReader.open(source, path, FIRST_READ)
     size = reader.size
-    primary, primary_raw, offset = await reader.header_at(0, FIRST_READ)
+    primary, primary_raw, offset = await reader.cards_at(0, FIRST_READ)
     detected = detect_product(primary, path=path)
     if product is not None and detected is not product:
         raise FitsFormatError(
@@ -211,7 +212,7 @@ async def scan_file(source: ByteSource, path: str, product: Product | None = Non
                     f"the file ends after HDU {hdu - 1}; a {product.name.upper()} FFI has an image in "
                     f"HDU {hdu}", path=path,
                 )
-            header, raw, data_offset = await reader.header_at(hdu_offset, guess)
+            header, raw, data_offset = await reader.cards_at(hdu_offset, guess)
             headers[hdu] = (header, raw, data_offset)
             guess = data_offset - hdu_offset  # the next header is most likely the same size
             hdu_offset = data_offset + padded(data_bytes(header, path=path, hdu=hdu))

@@ -32,13 +32,39 @@ CHECKSUM_STAMP = "2026-01-01T00:00:00"
 WCS_PREFIXES = ("WCSAXES", "CTYPE", "CRPIX", "CRVAL", "CD1_", "CD2_", "A_", "B_", "AP_", "BP_")
 
 
-def _write(hdus: fits.HDUList, path: str | os.PathLike[str]) -> str:
-    """Write with valid, deterministic CHECKSUM and DATASUM cards in every HDU."""
+def _write(hdus: fits.HDUList, path: str | os.PathLike[str], *, sparse: bool = False) -> str:
+    """Write with valid, deterministic CHECKSUM and DATASUM cards in every HDU.
+
+    With ``sparse``, only the headers and the data rows that are not all zero are
+    written; the rest of the file is a hole (``os.truncate``), so that a benchmark can
+    hold thousands of full-size FFIs on a small disk.  The bytes read back are the
+    same as those of a file written whole.
+    """
     hdus.update_extend()
     for hdu in hdus:
         hdu.add_datasum(when=f"data unit checksum updated {CHECKSUM_STAMP}")
         hdu.add_checksum(when=f"HDU checksum updated {CHECKSUM_STAMP}", override_datasum=True)
-    hdus.writeto(path, overwrite=True, checksum=False)
+    if not sparse:
+        hdus.writeto(path, overwrite=True, checksum=False)
+        return os.fspath(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        offset = 0
+        for hdu in hdus:
+            header = hdu.header.tostring().encode("ascii")
+            os.pwrite(fd, header, offset)
+            offset += len(header)
+            if hdu.data is not None:
+                data = np.asarray(hdu.data)
+                raw = data.astype(data.dtype.newbyteorder(">"), copy=False)
+                rows = raw.reshape(raw.shape[0], -1)
+                row_bytes = rows.shape[1] * raw.itemsize
+                for r in np.flatnonzero(np.any(rows != 0, axis=1)):
+                    os.pwrite(fd, rows[r].tobytes(), offset + int(r) * row_bytes)
+                offset += -(-raw.nbytes // 2880) * 2880
+        os.ftruncate(fd, offset)
+    finally:
+        os.close(fd)
     return os.fspath(path)
 
 
@@ -110,11 +136,14 @@ def write_spoc_ffi(
     seed: int = 0,
     ffi_index: int = 0,
     data: tuple[np.ndarray, np.ndarray] | None = None,
+    sparse: bool = False,
 ) -> str:
     """Write a SPOC calibrated FFI (HDU 0 header only, HDU 1 science, HDU 2 uncertainty).
 
     ``data`` gives the two images (any dtype; written as is, so a test can make scaled
-    or integer inputs); by default they are float32 like real FFIs.
+    or integer inputs); by default they are float32 like real FFIs.  With ``sparse``
+    (and no ``data``), the images are zero but for three marker rows (first, middle,
+    last) that hold the FFI's index, and the file is written sparse (see :func:`_write`).
     """
     rng = np.random.default_rng(seed)
     stop = start + CADENCE_DAYS * 0.9987
@@ -203,6 +232,8 @@ def write_spoc_ffi(
             *(_wcs_cards(np.random.default_rng(sector * 100 + camera * 10 + ccd), camera, ccd, sector) if wcs else []),
         ]
     )
+    if data is None and sparse:
+        data = (_markers(shape, ffi_index + 1.0), _markers(shape, -(ffi_index + 1.0)))
     science, uncertainty = data if data is not None else _image(rng, shape)
     uncert_header = image.copy()
     uncert_header["EXTNAME"] = f"CAMERA.CCD {camera}.{ccd} uncert"
@@ -214,7 +245,15 @@ def write_spoc_ffi(
             fits.ImageHDU(uncertainty, header=uncert_header),
         ]
     )
-    return _write(hdus, path)
+    return _write(hdus, path, sparse=sparse)
+
+
+def _markers(shape: tuple[int, int], value: float) -> np.ndarray:
+    """Zeros but for the first, middle and last row, which hold ``value`` (plus the column)."""
+    image = np.zeros(shape, dtype=np.float32)
+    for row in sorted({0, shape[0] // 2, shape[0] - 1}):
+        image[row] = value + np.arange(shape[1], dtype=np.float32) / shape[1]
+    return image
 
 
 def tica_header_sample() -> fits.Header:
@@ -287,6 +326,7 @@ class SectorSpec:
     first_start: float | None = None  #: TJD; default: sector 1 (SPOC) or 27 (TICA) start
     seed: int = 0
     shuffle: bool = True
+    sparse: bool = False  #: SPOC only: zero images with marker rows, written as sparse files
 
     @property
     def cadence_days(self) -> float:
@@ -320,7 +360,7 @@ def make_sector(directory: str | os.PathLike[str], spec: SectorSpec = SectorSpec
         else:
             path = os.path.join(directory, spoc_name(start, spec.sector, spec.camera, spec.ccd))
             write_spoc_ffi(path, start=start, sector=spec.sector, camera=spec.camera, ccd=spec.ccd,
-                           shape=spec.shape, wcs=wcs, seed=seed, ffi_index=i)
+                           shape=spec.shape, wcs=wcs, seed=seed, ffi_index=i, sparse=spec.sparse)
         paths.append(path)
     if spec.shuffle:
         order = np.random.default_rng(spec.seed).permutation(len(paths))

@@ -5,6 +5,16 @@ partial file and journal of an interrupted build, and the :class:`LocalSink`.  A
 each block the sink flushes the data (``fdatasync``) and only then records the
 progress in the journal, so the journal never runs ahead of the data on disk.
 
+Large writes go to the disk with direct I/O (``O_DIRECT``) where the filesystem allows
+it: blocks arrive placed at their file offset's alignment (:mod:`fficube._buffers`), so
+their whole pages are written straight from the pipeline's buffer and only the partial
+pages at their ends go through the page cache.  On a virtual disk, copying a cube into
+the page cache cost more kernel time than everything else the build does (measured:
+``strace -c`` 33 ``pwrite64`` of 128 MB took 5.0 s of a 100-FFI build; ``perf``: 35% of
+all samples in ``copy_folio_from_iter_atomic``), and a direct write of the same bytes
+costs almost none.  Durability is unchanged: ``fdatasync`` still precedes every journal
+record (it also commits the extents that direct writes allocated).
+
 A sink can also own a *window* of a file that several workers share
 (:class:`SharedFile`, used by :mod:`fficube.shard` for a cube on a shared
 filesystem): it then writes only the bytes of its window into the pre-sized file,
@@ -15,6 +25,7 @@ sealing of the cube header to whoever finishes the cube.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import logging
 import os
@@ -22,6 +33,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from .._buffers import ALIGN, address
 from ..checksum import ZERO, add
 from ..errors import InputError, OutputError, OutputExistsError, ResumeError
 from ..journal import FILE_MODE, Journal, LocalJournal
@@ -30,9 +42,13 @@ from ..storage import IOStats
 from ..units import format_bytes
 from .base import Buffer, Span, kept_message
 
-__all__ = ["LocalOutput", "LocalSink", "SharedFile", "partial_path", "lock_path"]
+__all__ = ["LocalOutput", "LocalSink", "SharedFile", "partial_path", "lock_path", "direct_run"]
 
 log = logging.getLogger("fficube")
+
+#: Direct writes only for runs of whole pages at least this long: below it, the page
+#: cache's copy costs less than a second system call.
+DIRECT_MIN = 1 << 20
 
 
 def partial_path(output: str) -> str:
@@ -43,6 +59,21 @@ def partial_path(output: str) -> str:
 def lock_path(output: str) -> str:
     """The file a build of ``output`` holds locked while it runs."""
     return output + ".lock"
+
+
+def direct_run(offset: int, length: int, addr: int, *, align: int = ALIGN, minimum: int | None = None
+               ) -> tuple[int, int]:
+    """The bytes ``first:last`` of a write of ``length`` bytes at file ``offset`` from memory
+    ``addr`` that can go to disk with direct I/O: whole aligned pages of the file that
+    are aligned in memory too.  ``(0, 0)`` when there are none, or fewer than ``minimum``
+    bytes (default :data:`DIRECT_MIN`).
+    """
+    minimum = DIRECT_MIN if minimum is None else minimum
+    if (addr - offset) % align:
+        return 0, 0  # memory and file disagree: no byte could be written directly
+    first = -offset % align
+    last = first + (length - first) // align * align if length > first else first
+    return (first, last) if last - first >= max(minimum, align) else (0, 0)
 
 
 class LocalOutput:
@@ -151,10 +182,13 @@ class LocalSink:
     """Writes a local file through ``<output>.partial`` and an atomic rename.
 
     With ``shared``, the sink fills one window of a file shared by several workers.
+    With ``direct`` (the default, but not for a shared window, whose file may live on a
+    network filesystem with its own rules), page-aligned runs of large writes use
+    direct I/O when the filesystem accepts it, and the page cache otherwise.
     """
 
     def __init__(self, output: str, *, span: Span, total_bytes: int, journal: Journal, overwrite: bool = False,
-                 shared: SharedFile | None = None) -> None:
+                 shared: SharedFile | None = None, direct: bool = True) -> None:
         self.output = self.location = output
         self.shared = shared
         self.partial = shared.path if shared else partial_path(output)
@@ -167,6 +201,8 @@ class LocalSink:
         self.saved = 0  #: written up to here durably, and recorded in the journal
         self._sum = ZERO
         self._fd: int | None = None
+        self._direct = direct and shared is None and hasattr(os, "O_DIRECT")
+        self._dfd: int | None = None  #: the same file opened for direct I/O, if that is possible
         self._pending: asyncio.Future[int] | None = None  #: the flush under way
 
     async def open(self, resume: Journal | None) -> list[tuple[int, int]]:
@@ -189,14 +225,42 @@ class LocalSink:
                 await asyncio.to_thread(os.ftruncate, self._fd, self.position)  # drop what was not recorded
         except OSError as exc:
             raise OutputError(f"cannot write here: {exc.strerror or exc}", path=self.output) from exc
+        if self._direct:
+            try:
+                self._dfd = os.open(self.partial, os.O_WRONLY | os.O_DIRECT)
+            except OSError as exc:  # not supported here (some FUSE and network filesystems)
+                log.debug("no direct I/O for %s (%s): writing through the page cache", self.partial, exc)
         return [(self.position, self.total_bytes)]
+
+    def _pwrite(self, fd: int, data: memoryview, offset: int) -> None:
+        done = 0
+        while done < len(data):
+            done += os.pwrite(fd, data[done:], offset + done)
 
     def _write(self, data: memoryview) -> int:
         assert self._fd is not None
-        done = 0
-        while done < len(data):
-            done += os.pwrite(self._fd, data[done:], self.position + done)
+        first, last = direct_run(self.position, len(data), address(data)) if self._dfd is not None else (0, 0)
+        self._pwrite(self._fd, data[:first], self.position)
+        if last > first:
+            try:
+                self._pwrite(self._dfd, data[first:last], self.position + first)  # type: ignore[arg-type]
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                # The filesystem wants another alignment (or none): the page cache then.
+                log.debug("direct write to %s refused (%s): writing through the page cache", self.partial, exc)
+                self._close_direct()
+                self._pwrite(self._fd, data[first:last], self.position + first)
+        self._pwrite(self._fd, data[last:], self.position + last)
         return self.span.sum(self.position, data)
+
+    def _close_direct(self) -> None:
+        if self._dfd is not None:
+            fd, self._dfd = self._dfd, None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     async def write_at(self, offset: int, data: Buffer) -> None:
         view = memoryview(data).cast("B")
@@ -264,6 +328,7 @@ class LocalSink:
         if self.shared is not None:
             await self._window_done()
             return
+        self._close_direct()
         try:
             await asyncio.to_thread(os.fsync, self._fd)
             os.close(self._fd)
@@ -299,6 +364,7 @@ class LocalSink:
             await self._settle()  # a flush under way may still record more
         except OutputError:
             pass
+        self._close_direct()
         if self._fd is not None:
             try:
                 os.close(self._fd)
