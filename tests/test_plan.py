@@ -159,3 +159,11 @@ def test_plan_update_refuses_a_start_time_already_in_the_cube(sector, tmp_path) 
     again.write_bytes(open(paths[1], "rb").read())
     with pytest.raises(InputError, match="share a start time"):
         plan_update(scan_cube_at(tmp_path / "old.fits"), scan_paths([str(again)]), Limits(max_memory=10**9))
+
+
+def test_remote_reads_run_a_block_ahead_so_one_slow_get_does_not_stop_them(ffis) -> None:
+    local = make_plan(ffis, Limits.for_build(10**8, 32, local=True))
+    remote = make_plan(ffis, Limits.for_build(10**8, 32, local=False))
+    assert local.memory.slabs == len(ffis)  # one block's reads at most
+    assert remote.memory.slabs == 2 * len(ffis)  # this block's and the next one's
+    assert remote.memory.total <= 10**8
