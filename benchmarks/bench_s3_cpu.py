@@ -1,0 +1,143 @@
+"""Client CPU per S3 GET: obstore vs s3fs, alone and inside a build.
+
+    python benchmarks/bench_s3_cpu.py --gets 1000 --size 256kB
+    python benchmarks/bench_s3_cpu.py --build --n 48 --rows 512 --budgets 40MB,256MB
+
+moto's S3 server and the test proxy (keep-alive connections, as S3 has) run in this
+process; every client runs in a child process, whose CPU (user + sys, ``os.wait4``) is
+the client's alone.
+
+* Default: ``--gets`` ranged GETs of ``--size`` bytes of one object, 32 at a time,
+  through each client (s3fs's aiobotocore client, as fficube used it; obstore, as
+  :mod:`fficube.s3read` uses it, If-Match included); CPU minus that of an idle child
+  that only starts the client, per GET.
+* ``--build``: the same S3 -> local-file build at two budgets (so with two numbers of
+  GETs); the CPU difference divided by the GET difference is what one more GET costs in
+  a whole build, with fficube's own per-read work.  Both clients: obstore, and s3fs
+  (forced with ``use_ssl=False``, an option obstore does not take).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+CLIENT = """
+import asyncio, json, sys
+url, key, n, size, client = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+
+async def main():
+    limit = asyncio.Semaphore(32)
+    if client == "s3fs":
+        import s3fs
+        fs = s3fs.S3FileSystem(asynchronous=True, endpoint_url=url, skip_instance_cache=True,
+                               config_kwargs={"max_pool_connections": 64})
+        await fs.set_session()
+        etag = (await fs.s3.head_object(Bucket="bench", Key=key))["ETag"]
+
+        async def get(start):
+            async with limit:
+                r = await fs.s3.get_object(Bucket="bench", Key=key, Range=f"bytes={start}-{start + size - 1}",
+                                           IfMatch=etag)
+                async with r["Body"] as body:
+                    return await body.read()
+    else:
+        import obstore
+        from obstore.store import S3Store
+        store = S3Store("bench", endpoint=url, region="us-east-1", client_options={"allow_http": True},
+                        virtual_hosted_style_request=False)
+        etag = (await obstore.head_async(store, key))["e_tag"]
+
+        async def get(start):
+            async with limit:
+                r = await obstore.get_async(store, key, options={"range": (start, start + size), "if_match": etag})
+                return await r.bytes_async()
+    await asyncio.gather(*(get(i * 4096) for i in range(n)))
+
+asyncio.run(main())
+"""
+
+
+def run(argv: list[str]) -> tuple[float, str]:
+    """CPU seconds (user + sys) of a child process, and its output."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {argv[:4]}")
+    return usage.ru_utime + usage.ru_stime, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gets", type=int, default=1000)
+    parser.add_argument("--size", default="256kB")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--build", action="store_true")
+    parser.add_argument("--n", type=int, default=48)
+    parser.add_argument("--rows", type=int, default=512)
+    parser.add_argument("--budgets", default="40MB,256MB")
+    args = parser.parse_args()
+
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    import boto3
+    from bench_s3 import child
+    from moto.server import ThreadedMotoServer
+    from s3_proxy import S3Proxy
+
+    from fficube.synthetic import SectorSpec, make_sector
+    from fficube.units import parse_size
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    client = boto3.client("s3", endpoint_url=f"http://{host}:{port}")
+    client.create_bucket(Bucket="bench")
+    proxy = S3Proxy((host, port))
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.build:
+            size = parse_size(args.size)
+            client.put_object(Bucket="bench", Key="blob", Body=os.urandom(size + 4096 * args.gets))
+            for name in ("s3fs", "obstore"):
+                per_get = []
+                for _ in range(args.repeat):
+                    idle, _ = run([sys.executable, "-c", CLIENT, proxy.url, "blob", "1", str(size), name])
+                    busy, _ = run([sys.executable, "-c", CLIENT, proxy.url, "blob", str(args.gets + 1), str(size),
+                                   name])
+                    per_get.append((busy - idle) / args.gets)
+                print(f"{name}: {1000 * statistics.median(per_get):.2f} ms of client CPU per GET of {args.size} "
+                      f"(median of {args.repeat}; {args.gets} GETs, 32 in flight)")
+        else:
+            paths = make_sector(Path(tmp) / "ffis", SectorSpec(n_ffis=args.n, shape=(args.rows, 2136), no_wcs=()))
+            for path in paths:
+                client.upload_file(path, "bench", f"ffi/{Path(path).name}")
+            budgets = args.budgets.split(",")
+            for name, extra in (("obstore", {}), ("s3fs", {"use_ssl": False})):
+                runs: dict[str, list[dict]] = {b: [] for b in budgets}
+                for _ in range(args.repeat):
+                    for budget in budgets:
+                        runs[budget].append(child(["s3://bench/ffi/", str(Path(tmp) / "c.fits"), budget, None,
+                                                   {"endpoint_url": proxy.url, **extra}]))
+                cpu = {b: statistics.median(r["user"] + r["sys"] for r in runs[b]) for b in budgets}
+                gets = {b: statistics.median(r["requests"] for r in runs[b]) for b in budgets}
+                small, large = budgets[0], budgets[-1]
+                print(json.dumps({b: {"gets": gets[b], "cpu": round(cpu[b], 2)} for b in budgets}))
+                print(f"{name}: ({cpu[small]:.2f} - {cpu[large]:.2f}) s / ({gets[small]:.0f} - {gets[large]:.0f}) GETs"
+                      f" = {1000 * (cpu[small] - cpu[large]) / (gets[small] - gets[large]):.2f} ms per GET in a build")
+    proxy.close()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
