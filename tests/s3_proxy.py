@@ -2,13 +2,16 @@
 
 It measures what the client really does (requests in flight at once, whether requests
 are signed), models a distant store (``latency`` per request, ``bandwidth`` per
-connection) and injects faults: the *first* attempt of a chosen share of requests gets
+connection), makes conditional writes atomic as S3 does (moto checks ``If-None-Match``
+and then writes, in two steps, so two racing conditional PUTs could both succeed
+there), and injects faults: the *first* attempt of a chosen share of requests gets
 a 503 SlowDown or a dropped connection, so a client that retries always succeeds, and
 one that does not always fails.  Every loop is bounded: it serves until ``close()``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import socket
@@ -40,6 +43,8 @@ class ProxyState:
     paths: list[str] = field(default_factory=list)
     _tried: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Held while a conditional write (``If-None-Match`` / ``If-Match``) is checked and done upstream.
+    conditional: threading.Lock = field(default_factory=threading.Lock)
 
     def fault_for(self, key: str) -> str | None:
         """The fault for this request, decided by a hash: the same request fails once."""
@@ -111,11 +116,13 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding",)}
             if body is not None:
                 headers["Content-Length"] = str(len(body))
+            conditional = self.command == "PUT" and ("If-None-Match" in self.headers or "If-Match" in self.headers)
             upstream = http.client.HTTPConnection(*state.upstream, timeout=60)
             try:
-                upstream.request(self.command, self.path, body=body, headers=headers)
-                response = upstream.getresponse()
-                data = response.read()
+                with state.conditional if conditional else contextlib.nullcontext():
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    data = response.read()
             finally:
                 upstream.close()
             if state.bandwidth:  # one connection moves its bodies at this rate
