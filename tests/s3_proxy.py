@@ -2,17 +2,20 @@
 
 It measures what the client really does (requests in flight at once, in all and per
 HTTP method, whether requests are signed), models a distant store (``latency`` per
-request, ``bandwidth`` per connection, a share of ``slow`` GETs held longer) and
-injects faults: the *first* attempt of a chosen share of requests gets a 503
-SlowDown, a dropped connection, or a body cut short mid-transfer, so a client that
-retries always succeeds, and one that does not always fails.  ``faults_for`` limits
-the faults to some requests (``upload_part``: only UploadPart), and ``hang`` picks
-one request that never answers (:func:`nth_ranged_get`, :func:`part`).  Every loop is bounded: it
-serves until ``close()``, which also releases held requests.
+request, ``bandwidth`` per connection, a share of ``slow`` GETs held longer), makes
+conditional writes atomic as S3 does (moto checks ``If-None-Match`` and then writes, in
+two steps, so two racing conditional PUTs could both succeed there), and injects
+faults: the *first* attempt of a chosen share of requests gets a 503 SlowDown, a
+dropped connection, or a body cut short mid-transfer, so a client that retries always
+succeeds, and one that does not always fails.  ``faults_for`` limits the faults to some
+requests (``upload_part``: only UploadPart), and ``hang`` picks one request that never
+answers (:func:`nth_ranged_get`, :func:`part`).  Every loop is bounded: it serves until
+``close()``, which also releases held requests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import socket
@@ -82,6 +85,8 @@ class ProxyState:
     _tried: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     released: threading.Event = field(default_factory=threading.Event)  #: set by close(): held requests end
+    #: Held while a conditional write (``If-None-Match`` / ``If-Match``) is checked and done upstream.
+    conditional: threading.Lock = field(default_factory=threading.Lock)
 
     def fault_for(self, key: str, command: str, path: str) -> str | None:
         """The fault for this request, decided by a hash: the same request fails once."""
@@ -182,11 +187,13 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding",)}
             if body is not None:
                 headers["Content-Length"] = str(len(body))
+            conditional = self.command == "PUT" and ("If-None-Match" in self.headers or "If-Match" in self.headers)
             upstream = http.client.HTTPConnection(*state.upstream, timeout=60)
             try:
-                upstream.request(self.command, self.path, body=body, headers=headers)
-                response = upstream.getresponse()
-                data = response.read()
+                with state.conditional if conditional else contextlib.nullcontext():
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    data = response.read()
             finally:
                 upstream.close()
             if state.bandwidth:  # one connection moves its bodies at this rate

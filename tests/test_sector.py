@@ -180,13 +180,15 @@ def test_array_jobs_build_one_cube_each_on_s3(s3, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def big_archive(s3, tmp_path: Path) -> tuple[list[str], list[str]]:
-    """One camera/CCD whose cube takes 8 parts of 5 MiB, uploaded to the moto bucket."""
+def big_archive(s3, proxy, tmp_path: Path) -> tuple[list[str], list[str]]:
+    """One camera/CCD whose cube takes 8 parts of 5 MiB, uploaded to the moto bucket; the
+    command reaches it through the proxy, whose conditional writes are atomic as on S3."""
     made = make_archive(tmp_path, [(1, 1)], n_ffis=8, shape=(400, 1600))[(1, 1)]
     for path in made:
         s3.client.upload_file(path, s3.bucket, "ffi/" + str(Path(path).relative_to(tmp_path / "ffi")))
     command = ["sector", "1", "--source", f"s3://{s3.bucket}/ffi", "--dest", f"s3://{s3.bucket}/cubes",
-               "--camera", "1", "--ccd", "1", "--storage-option", f"endpoint_url={s3.url}", "--max-memory", "40MB"]
+               "--camera", "1", "--ccd", "1", "--storage-option", f"endpoint_url={proxy().url}", "--max-memory",
+               "40MB"]
     return made, command
 
 

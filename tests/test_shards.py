@@ -82,6 +82,10 @@ def test_three_local_workers_at_once_of_a_cube_two_own_nothing_of(small_archive,
     assert "shard 1/3, bytes 0-0" in results[0][1] and "shard 2/3, bytes 0-0" in results[1][1]  # they own nothing
     assert leftovers(dest) == [CUBE]
     assert_one_worker_cube(dest / CUBE, small_archive, tmp_path)
+    # A worker run again after the cube is complete (a retried array task) says so and exits 0.
+    code, out, err = run_cli(*command[:-1], "2/3")
+    assert code == 0 and "the cube is complete (another worker, or an earlier run, finished it)" in out, err
+    assert leftovers(dest) == [CUBE]
 
 
 #: A worker that SIGKILLs itself inside its second write to the shared file, once its
@@ -248,9 +252,10 @@ def s3_objects(s3) -> list[str]:
     return sorted(o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket).get("Contents", []))
 
 
-def test_three_s3_workers_at_once_of_a_cube_two_own_nothing_of(s3, s3_small_archive, tmp_path: Path) -> None:
+def test_three_s3_workers_at_once_of_a_cube_two_own_nothing_of(s3, proxy, s3_small_archive, tmp_path: Path) -> None:
+    # Through the proxy: it makes conditional writes atomic, as S3 does and moto does not.
     command = sector_command(f"s3://{s3.bucket}/ffi", f"s3://{s3.bucket}/cubes", "--max-memory", "40MB",
-                             "--storage-option", f"endpoint_url={s3.url}")
+                             "--storage-option", f"endpoint_url={proxy().url}")
     results = run_workers([[*command, "--shard", f"{k}/3"] for k in (1, 2, 3)])
     for code, _out, err in results:
         assert code == 0, err
@@ -262,8 +267,8 @@ def test_three_s3_workers_at_once_of_a_cube_two_own_nothing_of(s3, s3_small_arch
     assert_one_worker_cube(cube, s3_small_archive, tmp_path)
 
 
-def test_two_finishers_of_an_upload_at_once_one_finishes(s3, s3_small_archive, monkeypatch, tmp_path: Path) -> None:
-    options = {"storage_options": {"endpoint_url": s3.url}}
+def test_two_finishers_of_an_upload_at_once_one_finishes(s3, proxy, s3_small_archive, monkeypatch, tmp_path) -> None:
+    options = {"storage_options": {"endpoint_url": proxy().url}}  # atomic conditional writes, as on S3
     output = f"s3://{s3.bucket}/cubes/{CUBE}"
     _all_done_but_not_finished(monkeypatch, f"s3://{s3.bucket}/ffi/s0001/*/*/1-1/*ffic.fits", output, 3, **options)
     claims = _race_the_claims(monkeypatch, shard_module._S3Shards)
@@ -275,3 +280,38 @@ def test_two_finishers_of_an_upload_at_once_one_finishes(s3, s3_small_archive, m
     cube = tmp_path / "sharded.fits"
     cube.write_bytes(s3.client.get_object(Bucket=s3.bucket, Key=f"cubes/{CUBE}")["Body"].read())
     assert_one_worker_cube(cube, s3_small_archive, tmp_path)
+
+
+def test_a_finisher_that_saw_the_shards_before_another_finished_and_cleaned_up(s3, proxy, s3_small_archive,
+                                                                                monkeypatch, tmp_path) -> None:
+    """The race the loop of tests found: a worker reads the plan and the done journals; another
+    completes the cube and starts removing the shards' objects (the claim among the first); the
+    first then wins a claim and must not touch the completed upload."""
+    options = {"storage_options": {"endpoint_url": proxy().url}}
+    output = f"s3://{s3.bucket}/cubes/{CUBE}"
+    _all_done_but_not_finished(monkeypatch, f"s3://{s3.bucket}/ffi/s0001/*/*/1-1/*ffic.fits", output, 3, **options)
+    prefix = f"cubes/{CUBE}.shards/"
+    seen = {o: s3.client.get_object(Bucket=s3.bucket, Key=o)["Body"].read() for o in s3_objects(s3)
+            if o.startswith(prefix)}
+    assert sorted(seen) == [prefix + n for n in ("1.json", "2.json", "3.json", "head", "plan.json")]
+    assert asyncio.run(finish_cube(output, **options)).status == "finished"
+    cube = s3.client.get_object(Bucket=s3.bucket, Key=f"cubes/{CUBE}")["Body"].read()
+    for key, body in seen.items():  # what the late worker saw, the claim already gone
+        s3.client.put_object(Bucket=s3.bucket, Key=key, Body=body)
+    assert asyncio.run(finish_cube(output, **options)).status == "complete"
+    assert s3.client.get_object(Bucket=s3.bucket, Key=f"cubes/{CUBE}")["Body"].read() == cube
+    assert [o for o in s3_objects(s3) if o.startswith("cubes/")] == [f"cubes/{CUBE}"]  # and it cleaned up
+
+
+def test_a_late_finisher_of_a_file_leaves_the_cube_alone(small_archive, monkeypatch, tmp_path: Path) -> None:
+    output = tmp_path / "cubes" / CUBE
+    _all_done_but_not_finished(monkeypatch, str(Path(small_archive[0]).parent / "*ffic.fits"), str(output), 3)
+    directory = Path(f"{output}.shards")
+    seen = {p.name: p.read_bytes() for p in directory.iterdir() if p.suffix == ".json"}
+    assert asyncio.run(finish_cube(str(output))).status == "finished"
+    cube = output.read_bytes()
+    directory.mkdir()
+    for name, body in seen.items():  # the plan and the done journals; the shared file is gone
+        (directory / name).write_bytes(body)
+    assert asyncio.run(finish_cube(str(output))).status == "complete"
+    assert output.read_bytes() == cube and leftovers(tmp_path / "cubes") == [CUBE]

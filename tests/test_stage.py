@@ -172,3 +172,13 @@ def test_stage_needs_remote_inputs(sector, tmp_path: Path) -> None:
         fficube.make_cube(paths, tmp_path / "c.fits", stage=tmp_path / "stage")
     code, _, err = run_cli("build", *paths, "-o", str(tmp_path / "c.fits"), "--stage", str(tmp_path / "stage"))
     assert code == 1 and "--stage: the inputs are local files" in err
+
+
+def test_a_copy_that_cannot_be_written_is_an_output_error(s3, bucket_ffis, tmp_path: Path) -> None:
+    _, prefix = bucket_ffis
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / s3.bucket).write_text("a file where the bucket's folder would go")
+    with pytest.raises(OutputError, match=r"stage/.*ffic.fits.partial: staging failed: "):
+        fficube.make_cube(prefix, tmp_path / "c.fits", stage=stage, storage_options={"endpoint_url": s3.url})
+    assert not (tmp_path / "c.fits").exists()

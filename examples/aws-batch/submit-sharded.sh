@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One large cube (200-second sectors: several hundred GB) built by N workers at once.
-# Child K of the array builds the K-th share of the cube's bytes (--shard index/N) and
-# uploads its parts into one shared multipart upload; the last child to finish
-# completes the cube. A final job, run after all children, completes it if needed.
+# Child K of the array builds the K-th window of the cube's bytes (--shard index/N) and
+# uploads its parts into one shared multipart upload; exactly one child, the first to find
+# every window done, completes the cube (the others wait for it and exit 0). A final job,
+# run after all children, completes it if the last child died before it could.
 #
 #   examples/aws-batch/submit-sharded.sh SECTOR CAMERA CCD N s3://MY-BUCKET/tess/cubes
 set -euo pipefail

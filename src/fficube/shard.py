@@ -114,7 +114,7 @@ class Finish:
         if self.status == "finished":
             return "all shards done, cube completed"
         if self.status == "complete":
-            return "the cube is complete (finished by another worker)"
+            return "the cube is complete (another worker, or an earlier run, finished it)"
         return "waiting for shard(s) " + ", ".join(map(str, self.waiting))
 
 
@@ -184,7 +184,7 @@ class _Shards(Protocol):
         ...
 
     async def remove(self) -> None:
-        """Remove the coordination objects (the cube is complete)."""
+        """Remove the coordination objects (the cube is complete): the plan first."""
         ...
 
 
@@ -246,6 +246,8 @@ class _S3Shards:
 
     async def complete(self, agreed: SharedPlan, records: Sequence[Journal]) -> bool:
         assert agreed.upload_id is not None
+        if await self.exists():
+            return False  # a finisher before us completed it (and is cleaning up, or died doing so)
         head = await self.bucket.get(self.key("head"))
         if head is None:
             if await self.exists():
@@ -267,9 +269,10 @@ class _S3Shards:
         return True
 
     async def remove(self) -> None:
-        keys = await self.bucket.keys(self.prefix)
-        plan = self.key("plan.json")
-        for key in sorted(keys, key=lambda k: k == plan):  # the plan last: it says a build is under way
+        # The plan first: without it nobody takes the objects left (if this stops half way)
+        # for a build under way, and the cube is complete.
+        await self.bucket.delete(self.key("plan.json"))
+        for key in await self.bucket.keys(self.prefix):
             await self.bucket.delete(key)
 
 
@@ -380,7 +383,14 @@ class _FileShards:
             raise OutputError(f"finishing the cube failed: {exc.strerror or exc}", path=self.output) from exc
 
     async def remove(self) -> None:
-        await asyncio.to_thread(shutil.rmtree, self.directory, ignore_errors=True)
+        def remove() -> None:
+            try:  # the plan first, as on S3
+                os.unlink(self.path("plan.json"))
+            except FileNotFoundError:
+                pass
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+        await asyncio.to_thread(remove)
 
 
 async def _open_shards(output: str, filesystems: Filesystems) -> _Shards:
@@ -429,6 +439,8 @@ async def build_shard(
     async with Filesystems(anon=anon, storage_options=storage_options,
                            concurrency=options.concurrency) as filesystems:
         store = await _open_shards(output, filesystems)
+        if await store.plan() is None and await store.exists():  # finished: a late or repeated worker
+            return ShardResult(output, shard, shards, (0, 0), 0, 0, time.monotonic() - started, Finish("complete"))
         found = await resolve_inputs(inputs, options.product, filesystems)
         source = await found.source(filesystems, options.concurrency)
         async with closing(source):
@@ -475,8 +487,9 @@ async def _join(
     agreed = await store.plan()
     if agreed is not None:
         return agreed
-    if await store.exists():
-        raise InputError("already exists (a finished cube); delete it to build it again", path=store.output)
+    if await store.exists():  # finished between this worker's start and now
+        raise InputError("already exists (finished meanwhile, or by an earlier run); run this worker again "
+                         "to see it complete, or delete the cube to build it again", path=store.output)
     now = dt.datetime.now().replace(microsecond=0)
     plan = plan_at(now)
     return await store.start(SharedPlan(

@@ -156,7 +156,7 @@ class _Copy:
         for path in (self.partial, _record_path(self.copy)):
             try:
                 os.unlink(path)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # never made
                 pass
 
 
@@ -230,16 +230,17 @@ async def stage_inputs(
             if len(data) != stop - start:
                 raise ReadError(f"got {len(data)} bytes, not {stop - start}: the object was cut short",
                                 path=copy.url, byte_range=(start, stop))
-            await asyncio.to_thread(copy.write, start, data)
-            del data
-            copy.left -= 1
-            if copy.left == 0:
-                try:
+            try:
+                await asyncio.to_thread(copy.write, start, data)
+                del data
+                copy.left -= 1
+                if copy.left == 0:
                     await asyncio.to_thread(copy.finish)
-                except OSError as exc:
-                    if isinstance(exc, ReadError):
-                        raise
-                    raise OutputError(f"staging failed: {exc.strerror or exc}", path=copy.copy) from exc
+            except OSError as exc:
+                if isinstance(exc, ReadError):
+                    raise
+                raise OutputError(f"staging failed: {exc.strerror or exc}", path=copy.partial) from exc
+            if copy.left == 0:
                 finished += 1
                 if on_file is not None:
                     on_file(finished, len(copies), stats)

@@ -2,7 +2,8 @@
 
 * :mod:`~fficube.sinks.base`: the :class:`Output` and :class:`CubeSink` protocols, and
   the :class:`Span` of the cube's data whose sum seals the cube header;
-* :mod:`~fficube.sinks.local`: a local file, through ``<output>.partial`` and a rename;
+* :mod:`~fficube.sinks.local`: a local file, through ``<output>.partial`` and a rename
+  (or one window of a file that several workers share);
 * :mod:`~fficube.sinks.s3`: an S3 object, as one multipart upload (or one window of an
   upload shared by several workers).
 
