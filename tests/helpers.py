@@ -20,7 +20,7 @@ from astropy.io import fits
 from fficube.cli import main
 from fficube.cubeinfo import CubeInfo, scan_cube
 from fficube.plan import CubePlan, Limits, make_plan
-from fficube.remote import DEFAULT_LOCAL_CONCURRENCY
+from fficube.remote import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY
 from fficube.scan import scan, scan_file
 from fficube.storage import LocalSource
 from fficube.synthetic import SectorSpec, make_sector
@@ -93,11 +93,12 @@ def plan_of(paths: list[str], max_memory: int, **kw) -> CubePlan:
     return make_plan(scan_paths(paths), Limits(max_memory, **kw))
 
 
-def budget_for_rows(paths: list[str], rows: int, **kw) -> int:
+def budget_for_rows(paths: list[str], rows: int, *, remote: bool = False, **kw) -> int:
     """The smallest max_memory whose plan uses blocks of exactly ``rows`` rows, found by
-    bisection, planning as a local build with the default concurrency does (``kw``
-    overrides fields of its :class:`Limits`)."""
-    build = Limits.for_build(1, DEFAULT_LOCAL_CONCURRENCY, local=True, quality=True)  # the gate is on by default
+    bisection, planning as a local build (``remote``: a build from remote inputs) with
+    the default concurrency does (``kw`` overrides fields of its :class:`Limits`)."""
+    concurrency = DEFAULT_REMOTE_CONCURRENCY if remote else DEFAULT_LOCAL_CONCURRENCY
+    build = Limits.for_build(1, concurrency, local=not remote, quality=True)  # the gate is on by default
     ffis = scan_paths(paths)
 
     def rows_at(budget: int) -> int:

@@ -58,7 +58,7 @@ def no_uploads_left(s3) -> bool:
 
 def test_s3_to_local(s3, ffis, local_cube, tmp_path: Path) -> None:
     urls = s3.upload(ffis, "s0001/2018/206/1-1")
-    result = fficube.make_cube(urls, tmp_path / "c.fits", sector=1, max_memory=budget_for_rows(ffis, 7),
+    result = fficube.make_cube(urls, tmp_path / "c.fits", sector=1, max_memory=budget_for_rows(ffis, 7, remote=True),
                                storage_options=s3.options)
     assert without_build_stamps((tmp_path / "c.fits").read_bytes()) == local_cube
     assert result.blocks == 9
@@ -67,7 +67,7 @@ def test_s3_to_local(s3, ffis, local_cube, tmp_path: Path) -> None:
 def test_s3_reads_each_byte_once(s3, sector, tmp_path: Path) -> None:
     paths = sector(n_ffis=4, shape=(600, 800), no_wcs=(2,))
     urls = s3.upload(paths, "once")
-    result = fficube.make_cube(urls, tmp_path / "c.fits", max_memory=budget_for_rows(paths, 38),
+    result = fficube.make_cube(urls, tmp_path / "c.fits", max_memory=budget_for_rows(paths, 38, remote=True),
                                storage_options=s3.options)
     data, header = data_and_header_bytes(paths)
     assert result.blocks == 16

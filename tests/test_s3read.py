@@ -94,3 +94,10 @@ async def test_a_large_read_is_streamed_into_its_buffer_chunk_by_chunk(s3) -> No
         assert buf == data[1000:] and source.stats.requests == 1 and len(buf) > 8 * s3read.STREAM_CHUNK
         with pytest.raises(fficube.ReadError, match="truncated"):
             await source.readinto(url, len(data) - 10, memoryview(bytearray(20)))
+
+
+def test_an_anonymous_read_of_a_private_object_says_it_is_not_public(s3, sector, tmp_path: Path) -> None:
+    urls = s3.upload(sector(n_ffis=2, shape=(30, 36), no_wcs=()), "private")
+    for options in ({}, {"use_ssl": False}):  # obstore, and s3fs
+        with pytest.raises(fficube.InputError, match="anonymous request: this object is not public"):
+            fficube.make_cube(urls, tmp_path / "c.fits", anon=True, storage_options={**s3.options, **options})

@@ -326,3 +326,26 @@ def test_debug_output_masks_credentials_from_every_logger_and_the_traceback(forb
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "DEBUG" in done.stderr  # --debug still shows what it shows
     assert "PASSWORD789" not in done.stderr + done.stdout and "SIG42" not in done.stderr + done.stdout
+
+
+def test_output_into_a_closed_pipe_ends_quietly(paths, tmp_path: Path) -> None:
+    # `fficube verify cube | head -1`: the reader goes away; fficube must not call that an error.
+    cube = tmp_path / "c.fits"
+    fficube.make_cube(paths, cube)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written: every write fails
+    try:
+        done = subprocess.run([sys.executable, "-m", "fficube.cli", "verify", str(cube)], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and done.stderr == ""
+
+
+def test_access_denied_to_an_anonymous_request_does_not_advise_anonymous_reads() -> None:
+    from fficube.storage import describe_failure
+
+    denied = PermissionError("403 Forbidden")
+    assert "anon=True" in describe_failure(denied) and "read anonymously" in describe_failure(denied)
+    anonymous = describe_failure(denied, anonymous=True)
+    assert "not public" in anonymous and "without anon=True" in anonymous and "read anonymously" not in anonymous

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import select
 import signal
 import sys
 import time
@@ -58,6 +59,7 @@ T = TypeVar("T")
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of the output went away, as `cat | head` ends
 
 
 class Terminated(Exception):
@@ -569,11 +571,40 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except Terminated:
         err.write(f"\nfficube: stopped by SIGTERM; {_left_behind(args)}\n")
         return EXIT_TERMINATED
+    except BrokenPipeError as exc:
+        if not _reader_gone(out):
+            return _report(exc, args, err)
+        return EXIT_BROKEN_PIPE
     except (FficubeError, OSError, ValueError) as exc:
-        if args.debug:  # the traceback, but with no secret in it either
+        return _report(exc, args, err)
+
+
+def _report(exc: BaseException, args: argparse.Namespace, err: TextIO) -> int:
+    """Print an error for people (and with ``--debug`` its traceback, secrets masked)."""
+    if args.debug:  # the traceback, but with no secret in it either
             err.write(for_command_line("".join(traceback.format_exception(exc))))
-        err.write(f"fficube: error: {for_command_line(str(exc))}\n")
-        return EXIT_ERROR
+    err.write(f"fficube: error: {for_command_line(str(exc))}\n")
+    return EXIT_ERROR
+
+
+def _reader_gone(out: TextIO) -> bool:
+    """Whether ``out`` is a pipe whose reader has gone (``fficube inspect ... | head``).
+
+    A pipe without a reader reports an error condition to ``poll`` (a broken pipe
+    raised by anything else, a socket say, leaves ``out`` healthy).  Then the output is
+    pointed at /dev/null, so that Python's own flush at exit does not fail again, and
+    the command ends quietly, as ``cat`` does.
+    """
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):  # not a real file (a test's StringIO)
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    if not any(events & select.POLLERR for _, events in poller.poll(0)):
+        return False
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return True
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -210,7 +210,8 @@ async def _remote_files(
             # the status in the cause decides, so that "access denied" says so.
             if is_not_found(exc):
                 raise InputError("no such object or prefix", path=url) from exc
-            raise InputError(f"cannot list: {describe_failure(exc)}", path=url) from exc
+            anonymous = bool(getattr(fs, "anon", False))
+            raise InputError(f"cannot list: {describe_failure(exc, anonymous=anonymous)}", path=url) from exc
 
     if any(ch in url for ch in "*?["):
         found = await request("glob", detail=True)

@@ -154,6 +154,7 @@ class ObstoreSource(RemoteSource):
         super().__init__(concurrency, **kwargs)
         self.fs = fs  #: the s3fs filesystem of the same options (to find a bucket's region)
         self._base, self._credentials, self._region = base, credentials, region
+        self.anonymous = bool(base.get("skip_signature"))
         self._stores: dict[str, S3Store] = {}
         self._lock = asyncio.Lock()
 

@@ -397,6 +397,11 @@ ACCESS_DENIED = (
     "(anon=True); otherwise check your credentials (environment, AWS profile, instance role); "
     "a requester-pays bucket needs requester_pays=True in the storage options"
 )
+#: The same answer to an anonymous request: the advice to read anonymously would be no help.
+ANONYMOUS_DENIED = (
+    "access denied (HTTP 403) to an anonymous request: this object is not public. Read it with "
+    "credentials (without anon=True); a requester-pays bucket also needs requester_pays=True"
+)
 
 
 def is_not_found(exc: BaseException) -> bool:
@@ -411,11 +416,12 @@ def is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, FileNotFoundError)
 
 
-def describe_failure(exc: BaseException) -> str:
-    """A short reason for a failed request, for messages (404, 403, HTTP status)."""
+def describe_failure(exc: BaseException, *, anonymous: bool = False) -> str:
+    """A short reason for a failed request, for messages (404, 403, HTTP status);
+    ``anonymous``: the request was unsigned (``anon=True``)."""
     status, code = _http_status(exc)
     if status == 403 or (status is None and isinstance(exc, PermissionError)):
-        return ACCESS_DENIED
+        return ANONYMOUS_DENIED if anonymous else ACCESS_DENIED
     if is_not_found(exc):
         return "no such object (404)"
     detail = f"HTTP {status}{' ' + code if code else ''}: " if status else ""
@@ -486,6 +492,7 @@ class RemoteSource:
         self._sizes = dict(sizes or {})
         self._etags = dict(etags or {})
         self._limit = asyncio.Semaphore(concurrency)
+        self.anonymous = False  #: requests are unsigned (set by a subclass that knows)
         self._hedges = asyncio.Semaphore(hedge.hedges_for(concurrency))
         self._recent: deque[float] = deque(maxlen=hedge.window)  #: durations of the last reads
         self._in_flight = 0
@@ -572,7 +579,7 @@ class RemoteSource:
             try:
                 size = await self._request(f"size of {path}", lambda: self._size(path))
             except Exception as exc:
-                raise ReadError(describe_failure(exc), path=path) from exc
+                raise ReadError(describe_failure(exc, anonymous=self.anonymous), path=path) from exc
             self._sizes[path] = size
         return self._sizes[path]
 
@@ -587,7 +594,8 @@ class RemoteSource:
                     f"changed since it was listed (it is no longer version {etag}); "
                     "a cube is made of one version of each input", path=path, byte_range=(start, stop),
                 ) from exc
-            raise ReadError(describe_failure(exc), path=path, byte_range=(start, stop)) from exc
+            raise ReadError(describe_failure(exc, anonymous=self.anonymous), path=path,
+                            byte_range=(start, stop)) from exc
 
     async def read(self, path: str, start: int, stop: int) -> bytes:
         stop = min(stop, await self.size(path))
@@ -630,6 +638,7 @@ class FsspecSource(RemoteSource):
     def __init__(self, fs: Any, concurrency: int = 32, **kwargs: Any) -> None:
         super().__init__(concurrency, **kwargs)
         self.fs = fs
+        self.anonymous = bool(getattr(fs, "anon", False))
 
     async def _range(self, path: str, start: int, stop: int, etag: str | None) -> Any:
         client = getattr(self.fs, "s3", None) if etag else None
