@@ -100,6 +100,19 @@ def test_sigkill_at_chosen_points_then_resume_gives_the_same_bytes(sector, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("c.fits")) == ["c.fits"]
 
 
+def resume_to_reference(command: list[str], s3, key: str, reference: Path, tmp_path: Path) -> None:
+    """Run the killed S3 build again: it must finish the cube with ``reference``'s bytes,
+    sound, and leave no upload and no object but the cube."""
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    cube = tmp_path / "from-s3.fits"
+    cube.write_bytes(s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read())
+    assert without_build_stamps(cube.read_bytes()) == without_build_stamps(reference.read_bytes())
+    assert_verifies(cube)
+    assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
+    assert [o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket)["Contents"]] == [key]
+
+
 def test_sigkill_of_an_s3_upload_then_resume_gives_the_same_bytes(s3, sector, tmp_path: Path) -> None:
     paths = sector(n_ffis=8, shape=(400, 500), no_wcs=())  # 13 MB: three 5 MiB parts
     endpoint = ["--storage-option", f"endpoint_url={s3.url}", "--max-memory", "24MB"]
@@ -151,14 +164,7 @@ def test_sigkill_of_an_s3_upload_then_resume_gives_the_same_bytes(s3, sector, tm
     kill("UploadPart", "after", part=1)  # part 1 (the headers) up; not completed
     assert recorded() == list(range(2, last + 1)) and uploaded() == list(range(1, last + 1))
 
-    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    cube = tmp_path / "from-s3.fits"
-    cube.write_bytes(s3.client.get_object(Bucket=s3.bucket, Key="killed.fits")["Body"].read())
-    assert without_build_stamps(cube.read_bytes()) == without_build_stamps(reference.read_bytes())
-    assert_verifies(cube)
-    assert not uploads()
-    assert [o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket)["Contents"]] == ["killed.fits"]
+    resume_to_reference(command, s3, "killed.fits", reference, tmp_path)
 
 
 def test_sigkill_during_parallel_part_uploads_then_resume_gives_the_same_bytes(s3, sector, tmp_path: Path) -> None:
@@ -180,14 +186,7 @@ def test_sigkill_during_parallel_part_uploads_then_resume_gives_the_same_bytes(s
     for part in (5, 8):  # each kill lands while other parts are on their way
         run_to_kill(command, tmp_path, {"at": "s3", "op": "UploadPart", "when": "after", "part": part})
         assert part in uploaded() and recorded() <= set(uploaded())  # the journal never runs ahead of S3
-    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    cube = tmp_path / "from-s3.fits"
-    cube.write_bytes(s3.client.get_object(Bucket=s3.bucket, Key="parallel.fits")["Body"].read())
-    assert without_build_stamps(cube.read_bytes()) == without_build_stamps(reference.read_bytes())
-    assert_verifies(cube)
-    assert not s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
-    assert [o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket)["Contents"]] == ["parallel.fits"]
+    resume_to_reference(command, s3, "parallel.fits", reference, tmp_path)
 
 
 @pytest.mark.xfail(strict=True, reason="src: an upload created but not yet in the journal is never aborted")
