@@ -3,8 +3,10 @@
 #   docker run --rm fficube sector 1 --source s3://stpubdata/tess/public/ffi --anon --dest s3://my-bucket/cubes
 # Two stages: the wheel is built with the source tree, the image gets only the wheel.
 FROM python:3.11-slim AS build
+# A C compiler for the wheel's one kernel (src/fficube/_kernels.c); the final image needs none.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY src ./src
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 

@@ -7,8 +7,10 @@ import io
 import numpy as np
 import pytest
 from astropy.io import fits
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fficube.assemble import decode, place, place_group
+from fficube.assemble import decode, place, place_group, transpose_group
 from fficube.fetch import Arena, Slab
 from fficube.scan import ImageLayout
 
@@ -69,3 +71,49 @@ def test_decode_gives_what_astropy_gives(bitpix: int, bscale: float, bzero: floa
     layout = ImageLayout(hdu=0, offset=0, rows=4, cols=6, bitpix=bitpix, bscale=bscale, bzero=bzero, blank=blank)
     got = decode(stored.astype(layout.dtype), layout).astype(np.float32)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_the_compiled_kernel_is_built() -> None:
+    """Where a C compiler is (CI, this project's machines), the install builds the kernel;
+    an install that silently fell back to numpy would only show in benchmarks."""
+    import fficube._kernels  # noqa: F401
+
+
+@settings(max_examples=200, deadline=None)
+@given(planes=st.integers(1, 11), block_rows=st.integers(1, 5), cols=st.integers(1, 13), spare=st.integers(0, 6),
+       data=st.data())
+def test_compiled_transposition_equals_numpys(planes: int, block_rows: int, cols: int, spare: int,
+                                              data: st.DataObject) -> None:
+    """Every shape the tiles leave edges in (planes and pixels not multiples of 4, a short
+    last block, a group anywhere in the block's row of values) gives numpy's bytes, and
+    writes nothing outside its columns."""
+    rows = data.draw(st.integers(1, block_rows))
+    first = data.draw(st.integers(0, spare))
+    layers = data.draw(st.sampled_from([1, 2]))
+    group = -(-planes // layers)
+    rng = np.random.default_rng(planes * 1000 + block_rows * 100 + cols)
+    arena = rng.integers(0, 2**32, size=(group, layers, block_rows, cols), dtype=np.uint32)
+    width = planes + spare
+    out = {}
+    for compiled in (True, False):
+        pixels = np.full((block_rows, cols, width), 0xDEADBEEF, dtype=np.uint32)
+        transpose_group(arena, planes, rows, pixels, first, compiled=compiled)
+        out[compiled] = pixels
+    np.testing.assert_array_equal(out[True], out[False])
+    expected = arena.reshape(-1, block_rows, cols)[:planes, :rows].transpose(1, 2, 0)
+    np.testing.assert_array_equal(out[True][:rows, :, first : first + planes], expected)
+
+
+def test_the_kernel_refuses_indices_outside_its_buffers() -> None:
+    from fficube._kernels import transpose
+
+    src, dst = np.zeros(12, dtype=np.uint32), np.zeros(12, dtype=np.uint32)
+    transpose(src, dst, 3, 4, 4, 3, 0)  # exactly fits both
+    with pytest.raises(ValueError, match="outside"):
+        transpose(src, dst, 3, 4, 4, 3, 1)  # one word past the end of dst
+    with pytest.raises(ValueError, match="outside"):
+        transpose(src, dst, 3, 5, 4, 3, 0)  # past the end of src
+    with pytest.raises(ValueError, match="outside"):
+        transpose(src, dst, 4, 3, 3, 3, 0)  # planes wider than a pixel's run: writes would overlap
+    with pytest.raises(TypeError):
+        transpose(src, b"\0" * 48, 3, 4, 4, 3, 0)  # read-only destination

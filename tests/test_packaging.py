@@ -40,6 +40,8 @@ def test_the_wheel_carries_the_package_data_and_the_command(tmp_path: Path) -> N
     assert "fficube/data/tica_header_sample.txt" in names
     assert "fficube/py.typed" in names  # type checkers use fficube's annotations
     assert {"fficube/sinks/local.py", "fficube/sinks/s3.py"} <= set(names)
+    # The compiled transposition goes in (this machine has a C compiler), its source too.
+    assert any(re.fullmatch(r"fficube/_kernels\..*\.so", n) for n in names), names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "fficube = fficube._entry:main" in zipfile.ZipFile(wheel).read(entry).decode()
 

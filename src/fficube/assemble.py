@@ -24,7 +24,12 @@ from .fetch import BASE, Slab
 from .plan import CubePlan
 from .scan import ImageLayout
 
-__all__ = ["decode", "place", "place_group", "assemble_blocks", "Block", "BlockObserver"]
+try:  # the compiled transposition (optional: see setup.py)
+    from ._kernels import transpose as _transpose
+except ImportError:  # pragma: no cover - depends on how fficube was installed
+    _transpose = None  # type: ignore[assignment]  # numpy does it, more slowly
+
+__all__ = ["decode", "place", "place_group", "transpose_group", "assemble_blocks", "Block", "BlockObserver"]
 
 #: BZERO of pseudo-unsigned integers (FITS 5.2.5; astropy's int8 convention for 8 bits).
 PSEUDO_ZERO = {8: -128.0, 16: 2.0**15, 32: 2.0**31, 64: 2.0**63}
@@ -110,10 +115,27 @@ def place_group(block: np.ndarray, slabs: list[Slab], layers: tuple[ImageLayout,
     rows, count, n_layers = slabs[0].rows, len(slabs), len(layers)
     arena = slabs[0].arena
     assert arena is not None and all(s is arena.slabs[j] for j, s in enumerate(slabs)), "not one arena"
-    stack = arena.data[:count, :n_layers, :rows]
     pixels = _bits(block).reshape(block.shape[0], block.shape[1], -1)  # (rows, cols, n_ffis x layers)
-    first, last = first_slot * n_layers, (first_slot + count) * n_layers
-    pixels[:rows, :, first:last] = stack.reshape(count * n_layers, rows, layers[0].cols).transpose(1, 2, 0)
+    transpose_group(arena.data, count * n_layers, rows, pixels, first_slot * n_layers)
+
+
+def transpose_group(arena: np.ndarray, planes: int, rows: int, pixels: np.ndarray, first: int, *,
+                    compiled: bool = True) -> None:
+    """``pixels[:rows, :, first:first + planes] = planes of arena, transposed``.
+
+    ``arena`` is uint32 ``(group, layers, block_rows, cols)``; its first ``planes``
+    planes (FFI x layer) in order, ``rows`` rows each, go into the pixel-major block
+    ``pixels`` (uint32 ``(block_rows, cols, n_ffis x layers)``).  ``compiled`` uses the
+    C kernel when it is built (1.3-1.6 times numpy's speed: :mod:`fficube._kernels`), numpy
+    otherwise; both give the same bytes.
+    """
+    block_rows, cols = arena.shape[2], arena.shape[3]
+    if compiled and _transpose is not None and arena.flags.c_contiguous and pixels.flags.c_contiguous:
+        _transpose(arena.reshape(-1).data, pixels.reshape(-1).data, planes, block_rows * cols, rows * cols,
+                   pixels.shape[2], first)
+        return
+    stack = arena.reshape(-1, block_rows, cols)[:planes, :rows]
+    pixels[:rows, :, first : first + planes] = stack.transpose(1, 2, 0)
 
 
 def place_base(block: np.ndarray, slab: Slab, slots: tuple[int, ...]) -> None:

@@ -1,0 +1,125 @@
+/* fficube._kernels: the one transposition numpy does slowly.
+ *
+ * Assembly turns a group of FFIs' rows, one plane per FFI layer, into the cube's
+ * pixel-major order: dst[p * dst_stride + dst_offset + g] = src[g * plane_stride + p].
+ * numpy copies such a transposition one element at a time, reading each from a
+ * different plane (measured 1.1 GB/s for 128 planes of 16 x 2136 pixels); 4 x 4 tiles
+ * of SSE2 registers, walked so that each tile's four source lines stay in cache for
+ * the next tile, move the same bytes 1.3-1.6 times faster.  Values are copied as
+ * opaque 32-bit words (the cube's big-endian floats are never interpreted).
+ *
+ * Optional: fficube.assemble falls back to numpy when this module was not built.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+#define HAVE_SSE2 1
+#endif
+
+/* Tiles are walked in patches of PASS pixels x SPAN planes (8 KiB read, 8 KiB written):
+ * the source lines of a patch stay in L1 cache between its tiles, and its destination
+ * lines are written whole before the next patch.  Measured (128 planes of 16 x 2136,
+ * destination runs of 200, 400 and 2000 words): this patch moved 1.6-1.7 GB/s where
+ * whole-plane passes of 256 pixels fell to 0.65 GB/s at some destination strides. */
+#define PASS 64
+#define SPAN 32
+
+#ifdef HAVE_SSE2
+static inline void tile4(const uint32_t *s, size_t ss, uint32_t *d, size_t ds)
+{
+    __m128i r0 = _mm_loadu_si128((const __m128i *)s);
+    __m128i r1 = _mm_loadu_si128((const __m128i *)(s + ss));
+    __m128i r2 = _mm_loadu_si128((const __m128i *)(s + 2 * ss));
+    __m128i r3 = _mm_loadu_si128((const __m128i *)(s + 3 * ss));
+    __m128i t0 = _mm_unpacklo_epi32(r0, r1), t1 = _mm_unpacklo_epi32(r2, r3);
+    __m128i t2 = _mm_unpackhi_epi32(r0, r1), t3 = _mm_unpackhi_epi32(r2, r3);
+    _mm_storeu_si128((__m128i *)d, _mm_unpacklo_epi64(t0, t1));
+    _mm_storeu_si128((__m128i *)(d + ds), _mm_unpackhi_epi64(t0, t1));
+    _mm_storeu_si128((__m128i *)(d + 2 * ds), _mm_unpacklo_epi64(t2, t3));
+    _mm_storeu_si128((__m128i *)(d + 3 * ds), _mm_unpackhi_epi64(t2, t3));
+}
+#endif
+
+static void transpose(const uint32_t *src, size_t planes, size_t ss, size_t pixels, uint32_t *dst, size_t ds)
+{
+    size_t g4 = 0, p4 = 0;
+#ifdef HAVE_SSE2
+    g4 = planes & ~(size_t)3;
+    p4 = pixels & ~(size_t)3;
+    for (size_t p0 = 0; p0 < p4; p0 += PASS) {
+        size_t p1 = p0 + PASS < p4 ? p0 + PASS : p4;
+        for (size_t g0 = 0; g0 < g4; g0 += SPAN) {
+            size_t g1 = g0 + SPAN < g4 ? g0 + SPAN : g4;
+            for (size_t p = p0; p < p1; p += 4)
+                for (size_t g = g0; g < g1; g += 4)
+                    tile4(src + g * ss + p, ss, dst + p * ds + g, ds);
+        }
+    }
+#endif
+    /* What the tiles leave: the last planes (fewer than 4), then the last pixels. */
+    for (size_t p0 = 0; p0 < p4; p0 += PASS) {
+        size_t p1 = p0 + PASS < p4 ? p0 + PASS : p4;
+        for (size_t g = g4; g < planes; g++)
+            for (size_t p = p0; p < p1; p++)
+                dst[p * ds + g] = src[g * ss + p];
+    }
+    for (size_t p = p4; p < pixels; p++)
+        for (size_t g = 0; g < planes; g++)
+            dst[p * ds + g] = src[g * ss + p];
+}
+
+PyDoc_STRVAR(transpose_doc,
+"transpose(src, dst, planes, plane_stride, pixels, dst_stride, dst_offset)\n\n"
+"Set ``dst[p * dst_stride + dst_offset + g] = src[g * plane_stride + p]`` for\n"
+"``g < planes`` and ``p < pixels``, indices in 4-byte words of the two contiguous\n"
+"buffers.  Raises ValueError if an index would fall outside a buffer.  Runs without\n"
+"the GIL.");
+
+static PyObject *py_transpose(PyObject *self, PyObject *args)
+{
+    Py_buffer src, dst;
+    Py_ssize_t planes, ss, pixels, ds, offset;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*w*nnnnn", &src, &dst, &planes, &ss, &pixels, &ds, &offset))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t src_words = src.len / 4, dst_words = dst.len / 4;
+    if (planes < 0 || ss < 0 || pixels < 0 || ds < 0 || offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative size or stride");
+    } else if (((uintptr_t)src.buf | (uintptr_t)dst.buf) % 4) {
+        PyErr_SetString(PyExc_ValueError, "buffers must be aligned to 4 bytes");
+    } else if (planes && pixels
+               && ((planes - 1) * ss + pixels > src_words || offset + (pixels - 1) * ds + planes > dst_words
+                   || planes > ds)) {
+        PyErr_SetString(PyExc_ValueError, "transposition falls outside its buffers");
+    } else {
+        if (planes && pixels) {
+            Py_BEGIN_ALLOW_THREADS
+            transpose((const uint32_t *)src.buf, (size_t)planes, (size_t)ss, (size_t)pixels,
+                      (uint32_t *)dst.buf + offset, (size_t)ds);
+            Py_END_ALLOW_THREADS
+        }
+        result = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"transpose", py_transpose, METH_VARARGS, transpose_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "fficube._kernels", "Compiled kernels of fficube's assembly.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void)
+{
+    return PyModule_Create(&module);
+}
