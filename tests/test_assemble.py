@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import numpy as np
 import pytest
 from astropy.io import fits
+from helpers import budget_for_rows, scan_paths
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fficube.assemble import decode, place, place_group, transpose_group
-from fficube.fetch import Arena, Slab
+from fficube._buffers import aligned_buffer
+from fficube.assemble import Block, assemble_blocks, decode, place, place_group, transpose_group
+from fficube.fetch import Arena, Slab, fetch_slabs, new_slab_pool
+from fficube.plan import Limits, make_plan
+from fficube.remote import DEFAULT_LOCAL_CONCURRENCY
 from fficube.scan import ImageLayout
+from fficube.storage import LocalSource
 
 
 def raw_layers(n: int, cols: int) -> tuple[ImageLayout, ...]:
@@ -117,3 +123,86 @@ def test_the_kernel_refuses_indices_outside_its_buffers() -> None:
         transpose(src, dst, 4, 3, 3, 3, 0)  # planes wider than a pixel's run: writes would overlap
     with pytest.raises(TypeError):
         transpose(src, b"\0" * 48, 3, 4, 4, 3, 0)  # read-only destination
+
+
+class HeldSource:
+    """A real LocalSource whose first read waits for ``release``, and which notes the
+    block of every read it is asked for (``blocks``: file offset -> block index)."""
+
+    def __init__(self, blocks: dict[tuple[str, int], int]) -> None:
+        self.inner, self.blocks = LocalSource(2), blocks
+        self.release, self.started = asyncio.Event(), asyncio.Event()
+        self.seen: list[int] = []
+        self.stats = self.inner.stats
+
+    async def size(self, path: str) -> int:
+        return await self.inner.size(path)
+
+    async def read(self, path: str, start: int, stop: int) -> bytes:
+        return await self.inner.read(path, start, stop)
+
+    async def readinto(self, path: str, start: int, buf: memoryview) -> None:
+        first = not self.seen
+        self.seen.append(self.blocks[path, start])
+        if self.seen[-1] == 2:
+            self.started.set()
+        if first:
+            await self.release.wait()
+        await self.inner.readinto(path, start, buf)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_a_slow_read_does_not_stop_the_next_block_from_being_assembled(sector) -> None:
+    """Block 0's first read is held.  Block 1 is assembled in the second block buffer
+    meanwhile, so its slab buffers go back to the fetcher, which goes on to block 2:
+    with blocks assembled one at a time, block 1's slabs would wait for block 0 and the
+    fetcher would run out of buffers before block 2.  The blocks still reach the writer
+    in order, with the bytes of each FFI in place."""
+    paths = sector(n_ffis=4, shape=(30, 10), no_wcs=())
+    ffis = scan_paths(paths)
+    limits = Limits.for_build(budget_for_rows(paths, 5), DEFAULT_LOCAL_CONCURRENCY, local=True, quality=True)
+    plan = make_plan(ffis, limits)  # as budget_for_rows plans a local build
+    # Two arenas of two FFIs, two block buffers: the case where the order matters.
+    assert plan.memory.group == 2 and plan.memory.slabs == 4 and plan.memory.block_buffers == 2
+    assert len(plan.blocks) >= 3
+    offsets = {(f.path, layout.row_range(start, stop)[0]): index for f in plan.files for layout in f.layers
+               for index, (start, stop) in enumerate(plan.blocks)}
+    cube = np.zeros(plan.shape, dtype=np.float32)
+    order: list[int] = []
+    asyncio.run(_assemble_holding_the_first_read(plan, offsets, cube, order))
+    assert order == list(range(len(plan.blocks)))
+    for index, ffi in enumerate(plan.files):
+        with fits.open(ffi.path) as hdul:
+            np.testing.assert_array_equal(cube[:, :, plan.slot(index), 0], hdul[1].data)
+            np.testing.assert_array_equal(cube[:, :, plan.slot(index), 1], hdul[2].data)
+
+
+async def _assemble_holding_the_first_read(plan, offsets, cube: np.ndarray, order: list[int]) -> None:
+    source = HeldSource(offsets)
+    free_blocks: asyncio.Queue[np.ndarray] = asyncio.Queue()
+    for _ in range(plan.memory.block_buffers):
+        free_blocks.put_nowait(aligned_buffer(plan.memory.block_bytes))
+    full_blocks: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=1)
+    ready: asyncio.Queue[list[Slab]] = asyncio.Queue()
+
+    async def writer() -> None:
+        while (item := await full_blocks.get()) is not None:
+            order.append(item.number)
+            cube[item.start : item.stop] = item.data[: item.stop - item.start]
+            free_blocks.put_nowait(item.buffer)
+
+    async def hold_until_block_2_is_read() -> None:
+        await asyncio.wait_for(source.started.wait(), timeout=30)
+        assert 0 not in order  # block 0 is still waiting for its first read
+        source.release.set()
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(fetch_slabs(plan, source, new_slab_pool(plan), ready))
+            tg.create_task(assemble_blocks(plan, ready, free_blocks, full_blocks))
+            tg.create_task(writer())
+            tg.create_task(hold_until_block_2_is_read())
+    finally:
+        await source.aclose()

@@ -168,6 +168,15 @@ def release(slabs: list[Slab]) -> None:
         arena.home.put_nowait(arena)
 
 
+class _Open(NamedTuple):
+    """A block being assembled: its buffer, its view, the slabs waiting for their group."""
+
+    buffer: np.ndarray
+    data: np.ndarray
+    held: dict[int, Slab]
+    placed: list[int]  #: [slabs placed so far] (a list, to count in place)
+
+
 async def assemble_blocks(
     plan: CubePlan,
     ready: asyncio.Queue[list[Slab]],
@@ -175,14 +184,24 @@ async def assemble_blocks(
     full_blocks: asyncio.Queue[Block | None],
     observer: BlockObserver | None = None,
 ) -> None:
-    """Fill block buffers in order and pass each, complete, to the writer (after the
+    """Fill block buffers and pass each, complete, to the writer, in order (after the
     ``observer``, if any, has seen it).
+
+    As many blocks are assembled at once as there are block buffers: when one read of
+    block ``k`` is slow (a GET held at S3), the slabs of block ``k + 1`` are placed
+    into the other buffer as they come and their buffers go back to the fetcher,
+    which reads on, instead of piling up until block ``k`` is complete and leaving
+    the fetcher without buffers (measured: 1% of GETs held 2 s).  Blocks are opened
+    in order and handed to the writer in order.
 
     Ends by putting ``None`` on ``full_blocks``.
     """
-    early: dict[int, list[list[Slab]]] = defaultdict(list)  # batches of blocks not started yet
-    n_files = len(plan.files)
-    group = plan.memory.group
+    early: dict[int, list[list[Slab]]] = defaultdict(list)  # batches of blocks not opened yet
+    opened: dict[int, _Open] = {}
+    n_files, n_blocks = len(plan.files), len(plan.blocks)
+    group, buffers = plan.memory.group, plan.memory.block_buffers
+    _rows, cols, n, layers = plan.shape
+    next_open = next_hand = 0  # the first block not opened yet; not handed to the writer yet
 
     async def place_ready(block: np.ndarray, held: dict[int, Slab], first: int, stop: int) -> None:
         slabs = [held.pop(j) for j in range(first, stop)]
@@ -195,34 +214,98 @@ async def assemble_blocks(
                 await asyncio.to_thread(place, block, slab, plan.files[first + j].layers, plan.slot(first + j))
         release(slabs)
 
-    _rows, cols, n, layers = plan.shape
-    for index, (start, stop) in enumerate(plan.blocks):
-        buffer = await free_blocks.get()
-        offset = plan.data_offset + start * plan.row_bytes
-        block = placed_at(buffer, offset, plan.memory.block_bytes).view(">f4").reshape(plan.block_rows, cols, n, layers)
-        pending = early.pop(index, [])
-        held: dict[int, Slab] = {}  # FFI slabs waiting for the rest of their group
-        placed = 0
-        while placed < plan.slabs_per_block:
-            batch = pending.pop() if pending else await ready.get()
-            if batch[0].block != index:
-                early[batch[0].block].append(batch)
-                continue
-            if batch[0].ffi == BASE:
-                assert plan.base is not None
-                await asyncio.to_thread(place_base, block, batch[0], plan.base.slots)
-                release(batch)
-                placed += 1
-                continue
-            for slab in batch:
-                held[slab.ffi] = slab
-            # A batch is usually one whole group; check each group it touches.
-            for first in sorted({slab.ffi - slab.ffi % group for slab in batch}):
-                last = min(first + group, n_files)
-                if all(j in held for j in range(first, last)):
-                    await place_ready(block, held, first, last)
-                    placed += last - first
-        if observer is not None and observer.wants(start, stop):
-            await asyncio.to_thread(observer.observe, block, start, stop)
-        await full_blocks.put(Block(index, start, stop, block, buffer))
+    async def place_batch(index: int, batch: list[Slab]) -> None:
+        block = opened[index]
+        if batch[0].ffi == BASE:
+            assert plan.base is not None
+            await asyncio.to_thread(place_base, block.data, batch[0], plan.base.slots)
+            release(batch)
+            block.placed[0] += 1
+            return
+        for slab in batch:
+            block.held[slab.ffi] = slab
+        # A batch is usually one whole group; check each group it touches.
+        for first in sorted({slab.ffi - slab.ffi % group for slab in batch}):
+            last = min(first + group, n_files)
+            if all(j in block.held for j in range(first, last)):
+                await place_ready(block.data, block.held, first, last)
+                block.placed[0] += last - first
+
+    async def open_next(buffer: np.ndarray | None = None) -> None:
+        """Open the first unopened block in ``buffer`` (default: the next free one) and
+        place what came for it early.
+
+        Called only while fewer than ``buffers`` blocks are open: every other buffer is
+        then with the writer, which gives it back, so the wait always ends.
+        """
+        nonlocal next_open
+        index = next_open
+        if buffer is None:
+            buffer = await free_blocks.get()
+        offset = plan.data_offset + plan.blocks[index][0] * plan.row_bytes
+        data = placed_at(buffer, offset, plan.memory.block_bytes).view(">f4").reshape(plan.block_rows, cols, n, layers)
+        opened[index] = _Open(buffer, data, {}, [0])
+        next_open += 1
+        for batch in early.pop(index, []):
+            await place_batch(index, batch)
+
+    def could_open() -> bool:
+        """Whether a block that has slabs waiting could be opened, if a buffer were free."""
+        return next_open < n_blocks and len(opened) < buffers and next_open in early
+
+    while next_hand < n_blocks:
+        # Open blocks in order.  The next block to hand over must be open (its buffer
+        # comes back from the writer); a later one is opened only into a buffer that is
+        # free now: waiting for the writer here would leave the current block's slabs
+        # unplaced meanwhile.
+        while next_open < n_blocks and len(opened) < buffers:
+            if next_open == next_hand:
+                await open_next()
+            elif next_open in early and not free_blocks.empty():
+                await open_next(free_blocks.get_nowait())
+            else:
+                break
+        # Hand over, in order, the blocks that are complete.
+        while next_hand in opened and opened[next_hand].placed[0] == plan.slabs_per_block:
+            done = opened.pop(next_hand)
+            start, stop = plan.blocks[next_hand]
+            if observer is not None and observer.wants(start, stop):
+                await asyncio.to_thread(observer.observe, done.data, start, stop)
+            await full_blocks.put(Block(next_hand, start, stop, done.data, done.buffer))
+            next_hand += 1
+        if next_hand == n_blocks:
+            break
+        if next_open == next_hand:
+            continue  # the block to hand over next can be opened now
+        if could_open():
+            batch, buffer = await _batch_or_buffer(ready, free_blocks)
+            if buffer is not None:
+                await open_next(buffer)
+        else:
+            batch = await ready.get()
+        if batch is not None:
+            index = batch[0].block
+            if index in opened:
+                await place_batch(index, batch)
+            else:
+                early[index].append(batch)
     await full_blocks.put(None)
+
+
+async def _batch_or_buffer(
+    ready: asyncio.Queue[list[Slab]], free_blocks: asyncio.Queue[np.ndarray]
+) -> tuple[list[Slab] | None, np.ndarray | None]:
+    """Whichever comes first, the next batch of slabs or a free block buffer (or both).
+
+    What is not taken stays in its queue: a cancelled ``Queue.get`` takes nothing.
+    """
+    gets: tuple[asyncio.Future[Any], asyncio.Future[Any]] = (
+        asyncio.ensure_future(ready.get()), asyncio.ensure_future(free_blocks.get()))
+    try:
+        await asyncio.wait(gets, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for get in gets:
+            get.cancel()
+        await asyncio.gather(*gets, return_exceptions=True)
+    batch, buffer = (get.result() if get.done() and not get.cancelled() else None for get in gets)
+    return batch, buffer
