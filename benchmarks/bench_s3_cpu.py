@@ -2,6 +2,7 @@
 
     python benchmarks/bench_s3_cpu.py --gets 1000 --size 256kB
     python benchmarks/bench_s3_cpu.py --build --n 48 --rows 512 --budgets 40MB,256MB
+    python benchmarks/bench_s3_cpu.py --overhead
 
 moto's S3 server and the test proxy (keep-alive connections, as S3 has) run in this
 process; every client runs in a child process, whose CPU (user + sys, ``os.wait4``) is
@@ -11,6 +12,10 @@ the client's alone.
   through each client (s3fs's aiobotocore client, as fficube used it; obstore, as
   :mod:`fficube.s3read` uses it, If-Match included); CPU minus that of an idle child
   that only starts the client, per GET.
+* ``--overhead``: fficube's own CPU per read, without any client: a
+  :class:`fficube.storage.RemoteSource` whose request answers at once, read through
+  ``read_batch`` in groups of 128 as the fetch stage does (counting, retries, ETag pin,
+  semaphore, hedge timer and the task each read runs in).
 * ``--build``: the same S3 -> local-file build at two budgets (so with two numbers of
   GETs); the CPU difference divided by the GET difference is what one more GET costs in
   a whole build, with fficube's own per-read work.  Both clients: obstore, and s3fs
@@ -78,16 +83,45 @@ def run(argv: list[str]) -> tuple[float, str]:
     return usage.ru_utime + usage.ru_stime, out
 
 
+async def _own_work(reads: int, hedge: bool) -> float:
+    """CPU seconds per read of fficube's read path around a client that answers at once."""
+    import asyncio
+    import time
+
+    from fficube.storage import HedgePolicy, RemoteSource, read_batch
+
+    class Immediate(RemoteSource):
+        async def _range_into(self, path: str, start: int, buf: memoryview, etag: str | None) -> int:
+            await asyncio.sleep(0)  # one pass of the event loop, as an answer takes
+            return len(buf)
+
+    source = Immediate(32, sizes={"x": 2**30}, etags={"x": '"v1"'}, hedge=HedgePolicy(enabled=hedge))
+    buf = memoryview(bytearray(4096))
+    started = time.process_time()
+    for _ in range(0, reads, 128):
+        await read_batch(source, [("x", 0, buf)] * 128)
+    return (time.process_time() - started) / reads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gets", type=int, default=1000)
     parser.add_argument("--size", default="256kB")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--build", action="store_true")
+    parser.add_argument("--overhead", action="store_true", help="fficube's own CPU per read, no client")
     parser.add_argument("--n", type=int, default=48)
     parser.add_argument("--rows", type=int, default=512)
     parser.add_argument("--budgets", default="40MB,256MB")
     args = parser.parse_args()
+    if args.overhead:
+        import asyncio
+
+        for hedge in (True, False):
+            per_read = statistics.median(asyncio.run(_own_work(20_000, hedge)) for _ in range(args.repeat))
+            print(f"fficube's own work per read, hedging {'on' if hedge else 'off'}: {1e6 * per_read:.0f} us of CPU "
+                  f"(median of {args.repeat}; 20,000 reads in batches of 128)")
+        return
 
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
