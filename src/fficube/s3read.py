@@ -2,9 +2,9 @@
 
 A build from S3 makes thousands of ranged GETs.  Through s3fs each one goes through
 botocore's generic machinery (event hooks, user-agent and header objects, response
-parsing with date parsing), measured at 3.2-3.5 ms of client CPU per 256 kB GET;
-obstore signs and sends the same request from Rust for 0.8-0.9 ms, If-Match
-included (``benchmarks/bench_s3.py``; README, Benchmarks).  At the thousands of GETs
+parsing with date parsing), measured at 2.3-3.5 ms of client CPU per 256 kB GET;
+obstore signs and sends the same request from Rust for 0.8-1.1 ms, If-Match
+included (``benchmarks/bench_s3_cpu.py``; README, Benchmarks).  At the thousands of GETs
 per second a fast instance can take, that is the difference between a few cores of
 client CPU and one.
 

@@ -167,11 +167,39 @@ class Bucket:
         await self.call("completing the upload", "complete_multipart_upload", UploadId=upload_id,
                         MultipartUpload={"Parts": listing})
 
+    async def unfinished_uploads(self) -> list[str]:
+        """The ids of the object's multipart uploads that were neither completed nor aborted.
+
+        A sink writes its journal just before it starts its upload: a process killed
+        between the two leaves a journal without an upload id and an upload nobody
+        recorded, which the next run of the same build finds here.  (Two builds of one
+        object at the same time share one journal and are not supported: S3 has no lock
+        that dies with its process.)
+        """
+        found: list[str] = []
+        markers: dict[str, str] = {}
+        while True:
+            page = await self._request("listing unfinished uploads", "list_multipart_uploads", Prefix=self.key,
+                                       **markers)
+            found += [upload["UploadId"] for upload in page.get("Uploads", []) if upload["Key"] == self.key]
+            if not page.get("IsTruncated"):
+                return found
+            markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+
     async def abort(self, upload_id: str | None, journal_key: str) -> None:
-        """Abort an upload (if any) and remove its journal; failures are logged, not raised."""
+        """Abort an upload and remove its journal; failures are logged, not raised.
+
+        Without ``upload_id`` (a build killed while its upload started), the object's
+        unfinished uploads are aborted (:meth:`unfinished_uploads`).
+        """
         calls: list[tuple[str, str, dict[str, Any]]] = []
-        if upload_id:
-            calls.append(("aborting the upload", "abort_multipart_upload", {"UploadId": upload_id}))
+        try:
+            ids = [upload_id] if upload_id else await self.unfinished_uploads()
+        except OutputError as exc:
+            log.warning("%s", exc)
+            ids = []
+        for one in ids:
+            calls.append(("aborting the upload", "abort_multipart_upload", {"UploadId": one}))
         calls.append(("removing the journal", "delete_object", {"Key": journal_key}))
         for what, method, kwargs in calls:
             try:
@@ -367,6 +395,7 @@ class S3Sink:
         self._buffer_start = 0  #: file offset of ``_buffer[0]``
         self._uploads = _PartUploads(parts_in_flight(self.part_size, max_memory) if max_memory else 1)
         self._journal = _JournalWriter(self._save_journal)
+        self._starting = False  #: the journal without an upload id is written, the upload asked for
 
     async def _save_journal(self) -> Mapping[int, Part]:
         """Write the journal with the parts done now; return them."""
@@ -391,13 +420,23 @@ class S3Sink:
     async def open(self, resume: Journal | None) -> list[tuple[int, int]]:
         """Start the upload, or continue the journal's; return what is left to write
         (part 1, never sent before the end, and what follows the parts S3 has)."""
-        if resume is not None:
+        if resume is not None and (resume.upload_id is not None or self.shared is not None):
             self.upload_id = resume.upload_id or self.upload_id
             return await self._resume_parts(resume.parts)
         if self.shared is None:
-            if not self.overwrite and await self.bucket.exists():
+            if resume is not None:
+                # The interrupted build died while starting its upload: nothing of it is
+                # recorded; abort what it may have started, and start again.
+                for upload in await self.bucket.unfinished_uploads():
+                    await self.bucket.call("aborting an unrecorded upload", "abort_multipart_upload",
+                                           UploadId=upload)
+            elif not self.overwrite and await self.bucket.exists():
                 raise OutputExistsError("already exists; use overwrite=True to replace it",
                                         path=self.url)
+            # The journal first: a process killed before the upload id is recorded leaves
+            # this trace, by which the next run finds and aborts the upload.
+            await self._save_journal()
+            self._starting = True
             response = await self.bucket.call("starting the upload", "create_multipart_upload")
             self.upload_id = response["UploadId"]
             await self._save_journal()
@@ -526,6 +565,8 @@ class S3Sink:
                             len(recorded))
             return
         if self.upload_id is None:
+            if self._starting:  # stopped while starting: S3 may have started an upload unheard of
+                await self.bucket.abort(None, self.journal_key)
             return
         if recorded:
             saved = sum(p.size for p in recorded.values())
