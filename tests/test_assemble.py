@@ -100,14 +100,33 @@ def test_compiled_transposition_equals_numpys(planes: int, block_rows: int, cols
     rng = np.random.default_rng(planes * 1000 + block_rows * 100 + cols)
     arena = rng.integers(0, 2**32, size=(group, layers, block_rows, cols), dtype=np.uint32)
     width = planes + spare
-    out = {}
+    out, sums = {}, {}
     for compiled in (True, False):
         pixels = np.full((block_rows, cols, width), 0xDEADBEEF, dtype=np.uint32)
-        transpose_group(arena, planes, rows, pixels, first, compiled=compiled)
+        sums[compiled] = transpose_group(arena, planes, rows, pixels, first, compiled=compiled)
         out[compiled] = pixels
     np.testing.assert_array_equal(out[True], out[False])
-    expected = arena.reshape(-1, block_rows, cols)[:planes, :rows].transpose(1, 2, 0)
-    np.testing.assert_array_equal(out[True][:rows, :, first : first + planes], expected)
+    copied = arena.reshape(-1, block_rows, cols)[:planes, :rows]
+    np.testing.assert_array_equal(out[True][:rows, :, first : first + planes], copied.transpose(1, 2, 0))
+    # The kernel sums what it copied as FITS does (big-endian words); numpy's copy does not.
+    assert sums[True] == int(np.sum(copied.view(">u4"), dtype=np.uint64)) and sums[False] is None
+
+
+def test_the_kernels_sum_holds_over_many_tiles_of_the_largest_words() -> None:
+    """Byte sums are kept in 16-bit lanes and emptied every 256 words per lane: a group
+    of full size, every byte 0xFF, would overflow them if they were emptied too late."""
+    from fficube._kernels import transpose
+
+    planes, pixels = 130, 16 * 2136 + 3  # tiles, and both kinds of edge
+    src = np.full(planes * pixels, 0xFFFFFFFF, dtype=np.uint32)
+    dst = np.zeros(pixels * planes, dtype=np.uint32)
+    assert transpose(src, dst, planes, pixels, pixels, planes, 0) == planes * pixels * 0xFFFFFFFF
+    rng = np.random.default_rng(7)
+    src = rng.integers(0, 2**32, size=planes * pixels, dtype=np.uint32)
+    total = transpose(src, dst, planes, pixels, pixels, planes, 0)
+    assert total == int(np.sum(src.view(">u4"), dtype=np.uint64))
+    with pytest.raises(ValueError, match="overflow"):
+        transpose(src, dst, 2**16, 1, 2**16, 2**16, 0)  # more words than a sum may hold
 
 
 def test_the_kernel_refuses_indices_outside_its_buffers() -> None:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from ._buffers import placed as placed_at
+from .checksum import add
 from .fetch import BASE, Slab
 from .plan import CubePlan
 from .scan import ImageLayout
@@ -43,6 +44,9 @@ class Block(NamedTuple):
     stop: int  #: cube row after the last
     data: np.ndarray  #: ``(block_rows, cols, n_ffis, layers)`` big-endian float32, rows ``:stop - start`` filled
     buffer: np.ndarray  #: the raw buffer ``data`` lies in, to be given back to the pool
+    #: The FITS data sum of rows ``:stop - start`` when assembly computed it on the way
+    #: (every value was placed by the compiled kernel), else None.
+    datasum: int | None = None
 
 
 class BlockObserver(Protocol):
@@ -103,7 +107,8 @@ def place(block: np.ndarray, slab: Slab, layers: tuple[ImageLayout, ...], slot: 
         offset += block.shape[0] * layout.cols * layout.itemsize
 
 
-def place_group(block: np.ndarray, slabs: list[Slab], layers: tuple[ImageLayout, ...], first_slot: int) -> None:
+def place_group(block: np.ndarray, slabs: list[Slab], layers: tuple[ImageLayout, ...], first_slot: int
+                ) -> int | None:
     """Copy the slabs of consecutive raw-float32 FFIs (slots ``first_slot`` on) into the
     block at once.
 
@@ -111,31 +116,35 @@ def place_group(block: np.ndarray, slabs: list[Slab], layers: tuple[ImageLayout,
     seen as ``(group x layers, rows, cols)`` they transpose into the block's pixel-major
     ``(rows, cols, n_ffis x layers)`` in one copy whose innermost run is the group's
     ``group x layers`` contiguous values of a pixel: whole cache lines, each written once.
+    Returns the (unfolded) sum of the big-endian words placed, when the compiled
+    kernel did the copy (else None).
     """
     rows, count, n_layers = slabs[0].rows, len(slabs), len(layers)
     arena = slabs[0].arena
     assert arena is not None and all(s is arena.slabs[j] for j, s in enumerate(slabs)), "not one arena"
     pixels = _bits(block).reshape(block.shape[0], block.shape[1], -1)  # (rows, cols, n_ffis x layers)
-    transpose_group(arena.data, count * n_layers, rows, pixels, first_slot * n_layers)
+    return transpose_group(arena.data, count * n_layers, rows, pixels, first_slot * n_layers)
 
 
 def transpose_group(arena: np.ndarray, planes: int, rows: int, pixels: np.ndarray, first: int, *,
-                    compiled: bool = True) -> None:
+                    compiled: bool = True) -> int | None:
     """``pixels[:rows, :, first:first + planes] = planes of arena, transposed``.
 
     ``arena`` is uint32 ``(group, layers, block_rows, cols)``; its first ``planes``
     planes (FFI x layer) in order, ``rows`` rows each, go into the pixel-major block
     ``pixels`` (uint32 ``(block_rows, cols, n_ffis x layers)``).  ``compiled`` uses the
     C kernel when it is built (1.3-1.6 times numpy's speed: :mod:`fficube._kernels`), numpy
-    otherwise; both give the same bytes.
+    otherwise; both give the same bytes.  The kernel also returns the sum of the
+    big-endian words it copied (not folded; :func:`fficube.checksum.add` folds it),
+    which saves the writer a pass over the block; numpy's copy returns None.
     """
     block_rows, cols = arena.shape[2], arena.shape[3]
     if compiled and _transpose is not None and arena.flags.c_contiguous and pixels.flags.c_contiguous:
-        _transpose(arena.reshape(-1).data, pixels.reshape(-1).data, planes, block_rows * cols, rows * cols,
-                   pixels.shape[2], first)
-        return
+        return _transpose(arena.reshape(-1).data, pixels.reshape(-1).data, planes, block_rows * cols, rows * cols,
+                          pixels.shape[2], first)
     stack = arena.reshape(-1, block_rows, cols)[:planes, :rows]
     pixels[:rows, :, first : first + planes] = stack.transpose(1, 2, 0)
+    return None
 
 
 def place_base(block: np.ndarray, slab: Slab, slots: tuple[int, ...]) -> None:
@@ -175,6 +184,8 @@ class _Open(NamedTuple):
     data: np.ndarray
     held: dict[int, Slab]
     placed: list[int]  #: [slabs placed so far] (a list, to count in place)
+    #: Sums of the words placed, one per copy; a None among them: some copy did not sum.
+    sums: list[int | None]
 
 
 async def assemble_blocks(
@@ -203,15 +214,17 @@ async def assemble_blocks(
     _rows, cols, n, layers = plan.shape
     next_open = next_hand = 0  # the first block not opened yet; not handed to the writer yet
 
-    async def place_ready(block: np.ndarray, held: dict[int, Slab], first: int, stop: int) -> None:
-        slabs = [held.pop(j) for j in range(first, stop)]
+    async def place_ready(block: _Open, first: int, stop: int) -> None:
+        slabs = [block.held.pop(j) for j in range(first, stop)]
         # A group's slots are consecutive unless an update interleaves old FFIs.
         consecutive = all(plan.slot(first + j) == plan.slot(first) + j for j in range(len(slabs)))
         if group > 1 and len(slabs) > 1 and consecutive:
-            await asyncio.to_thread(place_group, block, slabs, plan.files[first].layers, plan.slot(first))
+            block.sums.append(await asyncio.to_thread(
+                place_group, block.data, slabs, plan.files[first].layers, plan.slot(first)))
         else:
+            block.sums.append(None)
             for j, slab in enumerate(slabs):
-                await asyncio.to_thread(place, block, slab, plan.files[first + j].layers, plan.slot(first + j))
+                await asyncio.to_thread(place, block.data, slab, plan.files[first + j].layers, plan.slot(first + j))
         release(slabs)
 
     async def place_batch(index: int, batch: list[Slab]) -> None:
@@ -219,6 +232,7 @@ async def assemble_blocks(
         if batch[0].ffi == BASE:
             assert plan.base is not None
             await asyncio.to_thread(place_base, block.data, batch[0], plan.base.slots)
+            block.sums.append(None)
             release(batch)
             block.placed[0] += 1
             return
@@ -228,7 +242,7 @@ async def assemble_blocks(
         for first in sorted({slab.ffi - slab.ffi % group for slab in batch}):
             last = min(first + group, n_files)
             if all(j in block.held for j in range(first, last)):
-                await place_ready(block.data, block.held, first, last)
+                await place_ready(block, first, last)
                 block.placed[0] += last - first
 
     async def open_next(buffer: np.ndarray | None = None) -> None:
@@ -244,7 +258,7 @@ async def assemble_blocks(
             buffer = await free_blocks.get()
         offset = plan.data_offset + plan.blocks[index][0] * plan.row_bytes
         data = placed_at(buffer, offset, plan.memory.block_bytes).view(">f4").reshape(plan.block_rows, cols, n, layers)
-        opened[index] = _Open(buffer, data, {}, [0])
+        opened[index] = _Open(buffer, data, {}, [0], [])
         next_open += 1
         for batch in early.pop(index, []):
             await place_batch(index, batch)
@@ -271,7 +285,8 @@ async def assemble_blocks(
             start, stop = plan.blocks[next_hand]
             if observer is not None and observer.wants(start, stop):
                 await asyncio.to_thread(observer.observe, done.data, start, stop)
-            await full_blocks.put(Block(next_hand, start, stop, done.data, done.buffer))
+            datasum = None if None in done.sums else add(*(s for s in done.sums if s is not None))
+            await full_blocks.put(Block(next_hand, start, stop, done.data, done.buffer, datasum))
             next_hand += 1
         if next_hand == n_blocks:
             break

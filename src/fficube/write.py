@@ -39,9 +39,9 @@ async def write_cube(
     """
     await sink.write_at(0, plan.primary_header + plan.cube_header)
     while (item := await full_blocks.get()) is not None:
-        index, start, stop, block, buffer = item
+        index, start, stop, block, buffer, datasum = item
         data = block[: stop - start].reshape(-1).view(np.uint8).data
-        await sink.write_at(plan.data_offset + start * plan.row_bytes, data)
+        await sink.write_at(plan.data_offset + start * plan.row_bytes, data, datasum=datasum)
         free_blocks.put_nowait(buffer)
         await sink.checkpoint()
         if on_block is not None:

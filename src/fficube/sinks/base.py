@@ -62,8 +62,13 @@ class CubeSink(Protocol):
         still to be written (the writer may write more: they are dropped)."""
         ...
 
-    async def write_at(self, offset: int, data: Buffer) -> None:
-        """Write ``data`` at file ``offset`` (offsets only grow, but for headers patched later)."""
+    async def write_at(self, offset: int, data: Buffer, *, datasum: int | None = None) -> None:
+        """Write ``data`` at file ``offset`` (offsets only grow, but for headers patched later).
+
+        ``datasum``, if given, is the data sum of ``data`` (all inside the data unit),
+        computed on the way by assembly: a sink that writes ``data`` whole may take it
+        instead of summing the bytes again.
+        """
         ...
 
     async def checkpoint(self) -> None:

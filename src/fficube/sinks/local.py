@@ -237,7 +237,7 @@ class LocalSink:
         while done < len(data):
             done += os.pwrite(fd, data[done:], offset + done)
 
-    def _write(self, data: memoryview) -> int:
+    def _write(self, data: memoryview, datasum: int | None = None) -> int:
         assert self._fd is not None
         first, last = direct_run(self.position, len(data), address(data)) if self._dfd is not None else (0, 0)
         self._pwrite(self._fd, data[:first], self.position)
@@ -252,7 +252,7 @@ class LocalSink:
                 self._close_direct()
                 self._pwrite(self._fd, data[first:last], self.position + first)
         self._pwrite(self._fd, data[last:], self.position + last)
-        return self.span.sum(self.position, data)
+        return self.span.sum(self.position, data) if datasum is None else datasum
 
     def _close_direct(self) -> None:
         if self._dfd is not None:
@@ -262,8 +262,9 @@ class LocalSink:
             except OSError:
                 pass
 
-    async def write_at(self, offset: int, data: Buffer) -> None:
+    async def write_at(self, offset: int, data: Buffer, *, datasum: int | None = None) -> None:
         view = memoryview(data).cast("B")
+        whole = len(view)
         if offset < self.position:  # already in the file (a resumed build), or before the window
             view = view[min(len(view), self.position - offset):]
             offset = self.position
@@ -272,8 +273,10 @@ class LocalSink:
             return
         if offset != self.position:
             raise AssertionError(f"write at {offset}, expected {self.position}")
+        if len(view) != whole:
+            datasum = None  # the sum given is of all of ``data``, not of the part written
         try:
-            part_sum = await asyncio.to_thread(self._write, view)
+            part_sum = await asyncio.to_thread(self._write, view, datasum)
         except OSError as exc:
             raise OutputError(f"writing failed: {exc.strerror or exc}", path=self.partial) from exc
         self._sum = add(self._sum, part_sum)

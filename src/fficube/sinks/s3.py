@@ -471,7 +471,8 @@ class S3Sink:
         self.parts[number] = Part(response["ETag"], part_sum, len(data))
         self._journal.request()
 
-    async def write_at(self, offset: int, data: Buffer) -> None:
+    async def write_at(self, offset: int, data: Buffer, *, datasum: int | None = None) -> None:
+        # ``datasum`` is of no use here: parts, not blocks, are summed.
         view = memoryview(data).cast("B")
         lo, hi = self.window
         if offset < lo or offset + len(view) > hi:  # another shard's bytes
