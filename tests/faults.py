@@ -34,7 +34,8 @@ Points (the ``at`` key of the spec):
     ``before`` or ``after`` an S3 API call: ``op`` is its name (``UploadPart``,
     ``PutObject``, ``CreateMultipartUpload``...); ``part`` is the part number of an
     ``UploadPart``, or for ``PutObject`` of the journal the highest part it records
-    (0: none).
+    (0: none; the journal written before the upload starts records no upload and
+    matches no part).
 
 Each point fires once per process.  When the spec has a ``log`` path, the child appends
 one JSON line saying where it fired before acting, so tests can check which point was hit.
@@ -188,8 +189,10 @@ class _Injector:
         if operation == "UploadPart":
             return int(params.get("PartNumber", 0)) == self.spec["part"]
         if operation == "PutObject" and str(params.get("Key", "")).endswith(".journal"):
-            parts = json.loads(bytes(params["Body"]))["parts"]  # a journal's body is bytes
-            return max(map(int, parts), default=0) == self.spec["part"]
+            journal = json.loads(bytes(params["Body"]))  # a journal's body is bytes
+            if "upload_id" not in journal:
+                return False  # written just before the upload starts: it records no part
+            return max(map(int, journal["parts"]), default=0) == self.spec["part"]
         return False
 
     def patch_s3(self) -> None:
