@@ -14,6 +14,7 @@ from cube_compare import assert_verifies
 from helpers import budget_for_rows, cancel_after_blocks, without_build_stamps
 
 import fficube
+from fficube.journal import Identity, Journal, Part
 
 SHAPE = (40, 48)
 
@@ -150,3 +151,23 @@ async def test_partial_file_and_journal_are_never_world_writable(paths, tmp_path
     for path in (f"{out}.partial", f"{out}.journal"):
         mode = os.stat(path).st_mode & 0o777
         assert mode == 0o664, (path, oct(mode))
+
+
+@pytest.mark.parametrize("progress", [
+    {"offset": 5760, "datasum": 12345},  # a local build
+    {"upload_id": "u-1", "part_size": 5 * 2**20, "parts": {2: Part(etag='"e2"', size=5 * 2**20, datasum=7)}},  # S3
+    {"shard": 3, "done": True, "offset": 10},  # one worker of a sharded build
+])
+def test_a_journal_reads_back_as_it_was_written(progress: dict) -> None:
+    """Journals are encoded with their identity cached once per build: the text is still
+    the JSON of ``to_json`` and decodes to the same journal."""
+    identity = Identity(product="spoc", shape=(4, 5, 2, 2), files=(("/a/x.fits", 10, "mtime:1"),), base=None,
+                        headers="f" * 64)
+    journal = Journal(identity, dt.datetime(2026, 12, 2, 6, 0), **progress)
+    raw = journal.encode()
+    assert json.loads(raw) == journal.to_json()
+    assert Journal.decode(raw, "journal") == journal
+    # More progress, the same identity (its cached text).
+    again = (journal.advanced(parts={**journal.parts, 3: Part(etag='"e3"', size=1, datasum=1)}) if journal.upload_id
+             else journal.advanced(offset=journal.offset + 2880))
+    assert Journal.decode(again.encode(), "journal") == again
