@@ -102,6 +102,19 @@ def test_large_cube_uploads_in_several_parts(s3, sector, tmp_path: Path) -> None
     assert without_build_stamps(object_bytes(s3, "big.fits")) == local
 
 
+def test_a_missing_output_bucket_is_refused_before_any_input_is_read(s3, ffis, tmp_path: Path) -> None:
+    """A mistyped bucket is named at once, in fficube's words: the broken input after
+    the good ones is never scanned (its error would come first otherwise)."""
+    broken = tmp_path / "broken-ffic.fits"
+    broken.write_bytes(b"not a FITS file " * 200)
+    with pytest.raises(fficube.OutputError, match=r"no such bucket: no-such-bucket-x \(check the URL") as caught:
+        fficube.make_cube([*ffis, str(broken)], "s3://no-such-bucket-x/cube.fits", storage_options=s3.options)
+    assert "s3://no-such-bucket-x/cube.fits" in str(caught.value) and "max retries" not in str(caught.value)
+    # A bucket that exists is not refused (the build goes on to the broken input).
+    with pytest.raises(fficube.InputError, match="broken-ffic.fits"):
+        fficube.make_cube([*ffis, str(broken)], f"s3://{s3.bucket}/ok.fits", storage_options=s3.options)
+
+
 def test_part_sizes_respect_s3_limits() -> None:
     assert part_size_for(10**6) == MIN_PART
     for total in (45 * 10**9, 135 * 10**9, 430 * 10**9, 5 * 10**12):

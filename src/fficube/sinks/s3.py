@@ -98,8 +98,11 @@ class Bucket:
         return f"{self.url.split('://', 1)[0]}://{self.bucket}/{key}"
 
     async def call(self, what: str, method: str, **kwargs: Any) -> Any:
-        """``method`` of the S3 client with ``Bucket`` (and by default ``Key``: the object's)."""
+        """``method`` of the S3 client with ``Bucket`` (and by default ``Key``: the object's;
+        ``Key=None``: none, for calls about the bucket)."""
         kwargs.setdefault("Key", self.key)
+        if kwargs["Key"] is None:
+            del kwargs["Key"]
         return await self._request(what, method, **kwargs)
 
     async def _request(self, what: str, method: str, **kwargs: Any) -> Any:
@@ -233,9 +236,24 @@ class S3Output:
     async def check(self, inputs: Sequence[str], *, overwrite: bool) -> None:
         if self.location in inputs:
             raise InputError("the output is one of the inputs; choose another output path", path=self.location)
+        await self._check_bucket()
         if not overwrite and await self.exists():
             raise OutputExistsError("already exists; use overwrite=True to replace it",
                                     path=self.location)
+
+    async def _check_bucket(self) -> None:
+        """Refuse a bucket that does not exist before anything is read (a mistyped name
+        would otherwise be noticed only when the upload starts, after the scan)."""
+        try:
+            await self.bucket.call("checking the bucket", "head_bucket", Key=None)
+        except OutputError as exc:
+            if error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                raise OutputError(f"no such bucket: {self.bucket.bucket} (check the URL, or create the bucket "
+                                  "first)", path=self.location) from exc.__cause__
+            if error_code(exc) not in ("403", "AccessDenied", "Forbidden"):
+                raise
+            # HeadBucket needs s3:ListBucket, which a role allowed to write need not have.
+            log.debug("%s: cannot check the bucket (%s); going on", self.location, exc)
 
     async def exists(self) -> bool:
         return bool(await fs_request(self.fs, "exists", self.location, stats=self.stats))
