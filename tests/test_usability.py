@@ -177,6 +177,14 @@ def test_resume_of_a_complete_cube_checks_it_and_does_nothing(paths, tmp_path: P
     assert "already complete, nothing to do" in text and out.read_bytes() == before
     result = fficube.make_cube(paths, out, resume=True)
     assert result.already_complete and result.bytes_written == 0 and result.cube_bytes == len(before)
+    # Asked for another sector than the cube's: not "already complete" (its headers would differ), refused.
+    code, _, err = run_cli("build", *paths, "-o", str(out), "--resume", "--sector", "2")
+    assert code == 1 and "a cube without a sector (sector 2 given)" in err and out.read_bytes() == before
+    one = tmp_path / "s1.fits"
+    fficube.make_cube(paths, one, sector=1)
+    assert fficube.make_cube(paths, one, resume=True, sector=1).already_complete  # its own sector
+    code, _, err = run_cli("build", *paths, "-o", str(one), "--resume", "--sector", "2")
+    assert code == 1 and "a cube of sector 1 (sector 2 given)" in err
     # Not the cube of these FFIs, or not complete: refused, nothing touched.
     code, _, err = run_cli("build", *paths[:4], "-o", str(out), "--resume")
     assert code == 1 and "a cube of other FFIs" in err and out.read_bytes() == before

@@ -184,7 +184,7 @@ async def build_cube(
             raise OptionError("stage", "the inputs are local files: there is nothing to stage")
         out = await open_output(output, filesystems)
         if options.resume and not overwrite and await out.exists() and await out.load_journal() is None:
-            return await _already_complete(out, found.paths, filesystems, started)
+            return await _already_complete(out, found.paths, filesystems, started, sector=sector)
         await out.check(found.paths, overwrite=overwrite)
         async with out.lock():
             report = Reporter(progress, [], started)
@@ -327,13 +327,15 @@ async def update_cube(
                                     base_source=cube_source)
 
 
-async def _already_complete(out: Output, paths: Sequence[str], filesystems: Filesystems, started: float) -> BuildResult:
+async def _already_complete(out: Output, paths: Sequence[str], filesystems: Filesystems, started: float, *,
+                            sector: int | None = None) -> BuildResult:
     """The result of resuming a build that had finished: the cube is checked (quickly), not rebuilt.
 
     Raises
     ------
     OutputExistsError
-        If the cube there is not complete, or not of these inputs.
+        If the cube there is not complete, not of these inputs, or of another sector
+        than ``sector`` (when given).
     """
     source = await open_source(protocol_or_local(out.location), filesystems, 4, output=True)
     async with closing(source):
@@ -346,6 +348,12 @@ async def _already_complete(out: Output, paths: Sequence[str], filesystems: File
     if given != built:
         raise OutputExistsError(f"already exists, a cube of other FFIs ({len(built)} FFIs, {len(given)} given); "
                                 "use overwrite=True to replace it", path=out.location)
+    if sector is not None:
+        built_sector = fits.Header.fromstring(cube.primary_header).get("SECTOR")
+        if built_sector != sector:
+            which = f"of sector {built_sector}" if built_sector is not None else "without a sector"
+            raise OutputExistsError(f"already exists, a cube {which} (sector {sector} given); "
+                                    "use overwrite=True to replace it", path=out.location)
     rows = cube.shape[0]
     return BuildResult(
         output=out.location, shape=cube.shape, n_ffis=cube.shape[2], blocks=0, block_rows=rows,
