@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -177,15 +178,16 @@ def release(slabs: list[Slab]) -> None:
         arena.home.put_nowait(arena)
 
 
-class _Open(NamedTuple):
+@dataclass(slots=True, eq=False)
+class _Open:
     """A block being assembled: its buffer, its view, the slabs waiting for their group."""
 
     buffer: np.ndarray
     data: np.ndarray
-    held: dict[int, Slab]
-    placed: list[int]  #: [slabs placed so far] (a list, to count in place)
+    held: dict[int, Slab] = field(default_factory=dict)
+    placed: int = 0  #: slabs placed so far
     #: Sums of the words placed, one per copy; a None among them: some copy did not sum.
-    sums: list[int | None]
+    sums: list[int | None] = field(default_factory=list)
 
 
 async def assemble_blocks(
@@ -234,7 +236,7 @@ async def assemble_blocks(
             await asyncio.to_thread(place_base, block.data, batch[0], plan.base.slots)
             block.sums.append(None)
             release(batch)
-            block.placed[0] += 1
+            block.placed += 1
             return
         for slab in batch:
             block.held[slab.ffi] = slab
@@ -243,7 +245,7 @@ async def assemble_blocks(
             last = min(first + group, n_files)
             if all(j in block.held for j in range(first, last)):
                 await place_ready(block, first, last)
-                block.placed[0] += last - first
+                block.placed += last - first
 
     async def open_next(buffer: np.ndarray | None = None) -> None:
         """Open the first unopened block in ``buffer`` (default: the next free one) and
@@ -258,7 +260,7 @@ async def assemble_blocks(
             buffer = await free_blocks.get()
         offset = plan.data_offset + plan.blocks[index][0] * plan.row_bytes
         data = placed_at(buffer, offset, plan.memory.block_bytes).view(">f4").reshape(plan.block_rows, cols, n, layers)
-        opened[index] = _Open(buffer, data, {}, [0], [])
+        opened[index] = _Open(buffer, data)
         next_open += 1
         for batch in early.pop(index, []):
             await place_batch(index, batch)
@@ -280,7 +282,7 @@ async def assemble_blocks(
             else:
                 break
         # Hand over, in order, the blocks that are complete.
-        while next_hand in opened and opened[next_hand].placed[0] == plan.slabs_per_block:
+        while next_hand in opened and opened[next_hand].placed == plan.slabs_per_block:
             done = opened.pop(next_hand)
             start, stop = plan.blocks[next_hand]
             if observer is not None and observer.wants(start, stop):
