@@ -444,10 +444,9 @@ class S3Sink:
         if self.shared is None:
             if resume is not None:
                 # The interrupted build died while starting its upload: nothing of it is
-                # recorded; abort what it may have started, and start again.
-                for upload in await self.bucket.unfinished_uploads():
-                    await self.bucket.call("aborting an unrecorded upload", "abort_multipart_upload",
-                                           UploadId=upload)
+                # recorded; abort what it may have started (its journal goes too, and is
+                # written again below), and start again.
+                await self.bucket.abort(None, self.journal_key)
             elif not self.overwrite and await self.bucket.exists():
                 raise OutputExistsError("already exists; use overwrite=True to replace it",
                                         path=self.url)
