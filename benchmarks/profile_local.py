@@ -27,7 +27,7 @@ STAGES = [
     ("write: pwrite into the partial file", ("LocalSink._write",)),
     ("write: flush and journal", ("LocalSink._record", "LocalJournal.save")),
     ("fetch: positional reads", ("_preadinto", "LocalSource")),
-    ("scan: headers", ("scan_file", "header_at", "parse_header")),
+    ("scan: headers", ("scan_steps", "scan_file", "header_at", "parse_header")),
     ("plan: table and headers", ("make_plan", "column_values", "encode_")),
     ("imports and start-up", ("_bootstrap",)),
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fficube.errors import FitsFormatError
 from fficube.fitsblocks import Cards, parse_cards, parse_header
@@ -44,14 +46,17 @@ def test_values_of_every_kind_and_repeats() -> None:
     assert cards["E"] is None and "E" in cards
 
 
-def test_a_repeated_card_is_parsed_once() -> None:
+def test_a_header_like_the_last_is_read_as_its_changes() -> None:
     from fficube.fitsblocks import _card
 
     raw = text("SIMPLE  =                    T", "TELESCOP= 'TESS    '", "TSTART  =             1325.125")
     parse_cards(raw, path="a", offset=0)
-    hits = _card.cache_info().hits
-    parse_cards(raw.replace("1325.125", "1325.250"), path="b", offset=0)
-    assert _card.cache_info().hits == hits + 2  # SIMPLE and TELESCOP; TSTART is new
+    before = _card.cache_info()
+    cards = parse_cards(raw.replace("1325.125", "1325.250"), path="b", offset=0)
+    after = _card.cache_info()
+    # Only the changed card is looked at: SIMPLE and TELESCOP are neither hits nor misses.
+    assert (after.hits, after.misses) == (before.hits, before.misses + 1)
+    assert dict(cards) == {"SIMPLE": True, "TELESCOP": "TESS", "TSTART": 1325.25}
 
 
 @pytest.mark.parametrize("special", [
@@ -145,3 +150,105 @@ def test_times_take_the_fast_path_and_field_specifiers_do_not() -> None:
     assert _simple_card("DATE-OBS= '2018-07-25T19:29:42.708Z'".ljust(80)) == ("DATE-OBS", "2018-07-25T19:29:42.708Z")
     assert _simple_card("DP1     = 'AXIS.1: 1'".ljust(80)) is None
     assert _simple_card("LONG    = 'abc &'".ljust(80)) is None
+
+
+# -- headers read as changes of the last one of their length ------------------------
+
+def _cut(header: str) -> str:
+    """A header's text up to its END card, as the scanner hands it over."""
+    end = next(i for i in range(0, len(header), 80) if header.startswith("END     ", i))
+    return header[: end + 80]
+
+
+BASE = _cut(text(
+    "SIMPLE  =                    T", "TSTART  =             1325.125 / start", "TELESCOP= 'TESS    '",
+    "CAMERA  =                    1", "REPEAT  =                    1", "REPEAT  =                    2",
+    "COMMENT first comment", "DATE-OBS= '2018-07-25T19:29:42.708Z'", "EXPOSURE=                 1.98",
+))
+REAL = _cut(tica_header_sample().tostring())
+CHANGED_CARDS = [
+    "TSTART  =             1400.5", "TSTART  = 'now a string'", "TSTART  =                   12",
+    "TSTART  =", "TSTART  =                    F", "TELESCOP= 'K2'", "CAMERA  =                    4",
+    "OTHER   =                    1", "REPEAT  =                    9", "CAMERA  =                    1 / same value",
+    "COMMENT another comment", "HISTORY history now", "CONTINUE  'more'", "LONG    = 'continues &'",
+    "HIERARCH A B = 3", "DP1     = 'AXIS.1: 1'", "BAD     = 'unterminated", "END", "SIMPLE  =                    F",
+    "lower   =                    1", "        blank keyword text",
+]
+
+
+def _as_dict(cards: Cards) -> dict[str, tuple[type, object]]:
+    return {key: (type(cards[key]), cards[key]) for key in cards}
+
+
+def _parsed(raw: str) -> dict[str, tuple[type, object]] | str:
+    try:
+        return _as_dict(parse_cards(raw, path="f", offset=0))
+    except FitsFormatError as exc:
+        return str(exc)
+
+
+def test_every_single_change_of_a_header_reads_as_a_full_parse_does() -> None:
+    from fficube.fitsblocks import _KNOWN
+
+    images = [BASE[i : i + 80] for i in range(0, len(BASE), 80)]
+    for at in range(len(images)):
+        for card in CHANGED_CARDS:
+            changed = "".join([*images[:at], card.ljust(80)[:80], *images[at + 1 :]])
+            _KNOWN.clear()
+            expected = _parsed(changed)
+            _KNOWN.clear()
+            parse_cards(BASE, path="base", offset=0)
+            assert _parsed(changed) == expected, (at, card)
+
+
+@given(base=st.sampled_from([BASE, REAL]), data=st.data())
+@settings(max_examples=300, deadline=None)
+def test_a_changed_header_reads_as_a_full_parse_does(base: str, data: st.DataObject) -> None:
+    from fficube.fitsblocks import _KNOWN
+
+    images = [base[i : i + 80] for i in range(0, len(base), 80)]
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(images) - 1))
+        images[at] = data.draw(st.sampled_from(CHANGED_CARDS)).ljust(80)[:80]
+    changed = "".join(images)
+    _KNOWN.clear()
+    expected = _parsed(changed)  # parsed whole: nothing known
+    _KNOWN.clear()
+    parse_cards(base, path="base", offset=0)
+    assert _parsed(changed) == expected
+    # header_columns gives each header's values as parse_cards(...).get does.
+    if isinstance(expected, str):
+        return
+    from fficube.fitsblocks import header_columns
+
+    keys = sorted({*expected, "NOSUCHKEY", "tstart"})
+    _KNOWN.clear()
+    columns = header_columns([base, changed, base, changed], keys, paths=["a", "b", "c", "d"])
+    for i, raw in enumerate([base, changed, base, changed]):
+        _KNOWN.clear()
+        cards = parse_cards(raw, path="f", offset=0)
+        for key in keys:
+            value = cards.get(key)
+            assert columns[key][i] == value and type(columns[key][i]) is type(value), (key, i)
+
+
+def test_columns_of_headers_of_several_lengths_and_kinds() -> None:
+    from fficube.fitsblocks import header_columns
+
+    other = _cut(text("SIMPLE  =                    T", "TSTART  =                  7.0"))
+    special = _cut(text("SIMPLE  =                    T", "TSTART  =                  8.0", "HIERARCH A B = 3"))
+    raws = [BASE, other, BASE.replace("1325.125", "1326.125"), special, other.replace("7.0", "9.0")]
+    columns = header_columns(raws, ["TSTART", "CAMERA", "COMMENT"], paths=list("abcde"))
+    assert columns["TSTART"] == [1325.125, 7.0, 1326.125, 8.0, 9.0]
+    assert columns["CAMERA"] == [1, None, 1, None, None]
+    assert columns["COMMENT"] == [["first comment"], None, ["first comment"], None, None]
+
+
+def test_a_malformed_card_in_a_changed_header_names_its_file() -> None:
+    from fficube.fitsblocks import header_columns
+
+    bad = BASE.replace("TSTART  =             1325.125 / start", "TSTART  = 'unterminated".ljust(38))
+    assert len(bad) == len(BASE)
+    with pytest.raises(FitsFormatError, match="unreadable FITS header") as info:
+        header_columns([BASE, bad], ["TSTART"], paths=["good.fits", "bad.fits"])
+    assert "bad.fits" in str(info.value)

@@ -110,3 +110,35 @@ def test_large_headers_are_read_in_growing_chunks(tmp_path: Path) -> None:
     with fits.open(tmp_path / "big.fits") as hdus:
         assert [lay.offset for lay in info.layers] == [hdus.fileinfo(i)["datLoc"] for i in (1, 2)]
     assert stats.requests <= 5
+
+
+def test_a_local_scan_in_batches_equals_one_file_at_a_time(tmp_path: Path) -> None:
+    from helpers import _with_source
+
+    from fficube.scan import SCAN_BATCH, scan
+
+    # Batches of several files; headers of two lengths (with and without WCS); two products.
+    paths = [str(write_spoc_ffi(tmp_path / f"s{i:03d}.fits", start=1400.0 + i, shape=(6, 8), wcs=i % 3 != 0))
+             for i in range(2 * SCAN_BATCH + 5)]
+    seen: list[int] = []
+    batched, stats = _with_source(lambda source: scan(paths, source, on_scanned=seen.append))
+    single = [scan_one(path) for path in paths]
+    assert batched == [info for info, _ in single]
+    assert stats.requests == sum(s.requests for _, s in single)
+    assert stats.bytes_read == sum(s.bytes_read for _, s in single)
+    assert seen == sorted(seen) and seen[-1] == len(paths)
+    tica = [str(write_tica_ffi(tmp_path / f"t{i}.fits", start=2000.5 + i, shape=(6, 8))) for i in range(3)]
+    assert _with_source(lambda source: scan(tica, source))[0] == [scan_one(path)[0] for path in tica]
+
+
+def test_a_bad_file_in_a_batch_is_named(tmp_path: Path) -> None:
+    from helpers import _with_source
+
+    from fficube.scan import scan
+
+    paths = [str(write_spoc_ffi(tmp_path / f"s{i:03d}.fits", start=1400.0 + i, shape=(6, 8))) for i in range(40)]
+    with open(paths[37], "r+b") as f:
+        f.truncate(2880 * 3)  # inside the image header
+    with pytest.raises(FitsFormatError, match="no END card") as info:
+        _with_source(lambda source: scan(paths, source))
+    assert info.value.path == paths[37]

@@ -29,8 +29,9 @@ import random
 import statistics
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -39,6 +40,7 @@ from .errors import ReadError
 __all__ = [
     "IOStats", "ByteSource", "LocalSource", "RemoteSource", "FsspecSource", "RetryPolicy", "HedgePolicy", "retrying",
     "is_transient", "fs_call", "fs_request", "describe_failure", "is_not_found", "ReadRequest", "read_batch",
+    "BlockingReads",
 ]
 
 log = logging.getLogger("fficube")
@@ -135,6 +137,45 @@ def _pread_all(fd: int, start: int, buf: memoryview) -> int:
     return done
 
 
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError as exc:
+        raise ReadError(exc.strerror or str(exc), path=path) from exc
+
+
+class BlockingReads(Protocol):
+    """Blocking reads, for a job running in a source's thread (:meth:`LocalSource.run_blocking`)."""
+
+    def size(self, path: str) -> int:
+        """The size of ``path`` in bytes."""
+        ...
+
+    def read(self, path: str, start: int, stop: int) -> bytes:
+        """Bytes ``start:stop`` of ``path``; fewer only at the end of the file."""
+        ...
+
+
+class _LocalReads:
+    """:class:`LocalSource`'s blocking reads for one job, counted as they go."""
+
+    __slots__ = ("_source", "bytes_read", "requests")
+
+    def __init__(self, source: LocalSource) -> None:
+        self._source = source
+        self.requests = 0
+        self.bytes_read = 0
+
+    def size(self, path: str) -> int:
+        return _file_size(path)
+
+    def read(self, path: str, start: int, stop: int) -> bytes:
+        data = self._source._read_bytes(path, start, stop)
+        self.requests += 1
+        self.bytes_read += len(data)
+        return data
+
+
 class LocalSource:
     """Reads local files with positional reads on a private thread pool.
 
@@ -178,31 +219,39 @@ class LocalSource:
                 os.close(fd)
 
     # -- ByteSource ----------------------------------------------------------------
-    async def _run(self, fn: Callable[[str, int, memoryview], int], path: str, start: int, buf: memoryview) -> int:
+    @asynccontextmanager
+    async def _slot(self, requests: int) -> AsyncIterator[None]:
+        """Hold one of the ``concurrency`` slots for a job of the pool doing ``requests`` reads."""
         async with self._limit:
             self._in_flight += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
-            self.stats.requests += 1
+            self.stats.requests += requests
             try:
-                return await asyncio.get_running_loop().run_in_executor(self._pool, fn, path, start, buf)
+                yield
             finally:
                 self._in_flight -= 1
 
-    async def size(self, path: str) -> int:
-        try:
-            return (await asyncio.to_thread(os.stat, path)).st_size
-        except OSError as exc:
-            raise ReadError(exc.strerror or str(exc), path=path) from exc
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        async with self._slot(1):
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def read(self, path: str, start: int, stop: int) -> bytes:
+    def _read_bytes(self, path: str, start: int, stop: int) -> bytes:
+        """Bytes ``start:stop`` of ``path`` (fewer at the end of the file), blocking."""
         buf = bytearray(max(0, stop - start))
         try:
-            n = await self._run(self._preadinto, path, start, memoryview(buf))
+            n = self._preadinto(path, start, memoryview(buf))
         except OSError as exc:
             raise ReadError(exc.strerror or str(exc), path=path, byte_range=(start, stop)) from exc
-        self.stats.bytes_read += n
         del buf[n:]
         return bytes(buf)
+
+    async def size(self, path: str) -> int:
+        return await asyncio.to_thread(_file_size, path)
+
+    async def read(self, path: str, start: int, stop: int) -> bytes:
+        data = await self._run(self._read_bytes, path, start, stop)
+        self.stats.bytes_read += len(data)
+        return data
 
     async def readinto(self, path: str, start: int, buf: memoryview) -> None:
         stop = start + len(buf)
@@ -254,17 +303,26 @@ class LocalSource:
     async def readinto_batch(self, requests: Sequence[ReadRequest]) -> None:
         """:meth:`readinto` for each request, all in one job of the pool (one request in
         flight while it runs, counted as ``len(requests)`` requests)."""
-        async with self._limit:
-            self._in_flight += 1
-            self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
-            self.stats.requests += len(requests)
+        async with self._slot(len(requests)):
+            # Awaited first, then added: "x += await ..." would read x before the
+            # await and lose the bytes of batches that finish meanwhile.
+            done = await asyncio.get_running_loop().run_in_executor(self._pool, self._read_batch, requests)
+            self.stats.bytes_read += done
+
+    async def run_blocking(self, job: Callable[[BlockingReads], T]) -> T:
+        """Run ``job`` in the pool with blocking reads of this source.
+
+        For many small reads that each need the one before (the headers of a batch of
+        files): one thread hop for all of them, where each awaited read costs one.  The
+        job holds one request slot while it runs; its reads are counted when it ends.
+        """
+        reads = _LocalReads(self)
+        async with self._slot(0):
             try:
-                # Awaited first, then added: "x += await ..." would read x before the
-                # await and lose the bytes of batches that finish meanwhile.
-                done = await asyncio.get_running_loop().run_in_executor(self._pool, self._read_batch, requests)
-                self.stats.bytes_read += done
+                return await asyncio.get_running_loop().run_in_executor(self._pool, job, reads)
             finally:
-                self._in_flight -= 1
+                self.stats.requests += reads.requests
+                self.stats.bytes_read += reads.bytes_read
 
     async def aclose(self) -> None:
         # Wait for reads already running in threads (a cancelled await does not stop
