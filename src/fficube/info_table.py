@@ -22,7 +22,7 @@ from astropy.io import fits
 from .checksum import checksum_cards, data_sum, seal_header
 from .fitsblocks import header_end, padded
 
-__all__ = ["ColumnSpec", "template_columns", "column_values", "encode_info_table", "FILE_COLUMN"]
+__all__ = ["ColumnSpec", "template_columns", "column_values", "table_arrays", "encode_info_table", "FILE_COLUMN"]
 
 log = logging.getLogger("fficube")
 
@@ -64,17 +64,14 @@ def template_columns(template: fits.Header) -> list[ColumnSpec]:
     return columns
 
 
-def _header_value(header: Mapping[str, Any], key: str) -> Any:
-    if key in COMMENTARY:
-        # All the cards' text, joined by spaces (commentary is prose wrapped over cards):
-        # a cutout tool copies the value into a TPF header card, which takes printable
-        # ASCII only, so no newline, and anything else unprintable becomes "?".
-        if key not in header:
-            return None
-        text = " ".join(str(v).strip() for v in header[key])
-        return "".join(ch if " " <= ch <= "~" else "?" for ch in text)
-    value = header.get(key)
-    return None if isinstance(value, fits.card.Undefined) else value
+def _commentary_text(values: Sequence[Any] | None) -> str | None:
+    """All the cards' text, joined by spaces (commentary is prose wrapped over cards):
+    a cutout tool copies the value into a TPF header card, which takes printable ASCII
+    only, so no newline, and anything else unprintable becomes "?"."""
+    if values is None:
+        return None
+    text = " ".join(str(v).strip() for v in values)
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)
 
 
 def _to_text(value: Any) -> str:
@@ -110,25 +107,53 @@ def column_values(
     are as wide as their longest value (at least one character).  An integer column
     whose values do not fit 32 bits becomes 64-bit rather than wrapping.
     """
+    return table_arrays(columns, {col.name: [_value(h, col.name) for h in headers] for col in columns}, names)
+
+
+def _value(header: Mapping[str, Any], key: str) -> Any:
+    value = header.get(key)
+    return None if isinstance(value, fits.card.Undefined) else value
+
+
+def table_arrays(
+    columns: Sequence[ColumnSpec], values: Mapping[str, Sequence[Any]], names: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """:func:`column_values` from the headers' values by column, as ``header.get(key)``
+    gives them with ``None`` for an undefined value (see
+    :func:`fficube.fitsblocks.header_columns`)."""
     arrays: dict[str, np.ndarray] = {}
     for col in columns:
-        if col.name in COMMENTARY:
-            raw = [_header_value(h, col.name) for h in headers]
-        else:  # _header_value's other case, inlined: this runs once per FFI per column
-            raw = [None if isinstance(v, fits.card.Undefined) else v for v in (h.get(col.name) for h in headers)]
+        raw = [_commentary_text(v) for v in values[col.name]] if col.name in COMMENTARY else values[col.name]
         if col.kind == "A":
             text = [_to_text(v).encode("ascii", "replace") for v in raw]
             arrays[col.name] = np.array(text, dtype=f"S{max([1, *map(len, text)])}")
         elif col.kind == "J":
-            ints = [_to_int(v, col.name, n) for v, n in zip(raw, names, strict=True)]
-            fits32 = all(INT32.min <= i <= INT32.max for i in ints)
-            arrays[col.name] = np.array(ints, dtype=np.int32 if fits32 else np.int64)
+            arrays[col.name] = _int_array(raw, col.name, names)
         else:
-            floats = [_to_float(v, col.name, n) for v, n in zip(raw, names, strict=True)]
-            arrays[col.name] = np.array(floats, dtype=np.float64)
+            arrays[col.name] = _float_array(raw, col.name, names)
     files = [n.encode("ascii", "replace") for n in names]
     arrays[FILE_COLUMN] = np.array(files, dtype=f"S{max([1, *map(len, files)])}")
     return arrays
+
+
+def _int_array(raw: Sequence[Any], key: str, names: Sequence[str]) -> np.ndarray:
+    if all(type(v) is int for v in raw):  # the usual column, converted at once
+        ints = np.array(raw, dtype=object)
+    else:
+        ints = np.array([_to_int(v, key, n) for v, n in zip(raw, names, strict=True)], dtype=object)
+    if len(ints) == 0:
+        return np.zeros(0, dtype=np.int32)
+    fits32 = INT32.min <= ints.min() and ints.max() <= INT32.max
+    return ints.astype(np.int32 if fits32 else np.int64)
+
+
+_NUMBERS = frozenset((float, int, bool, type(None)))
+
+
+def _float_array(raw: Sequence[Any], key: str, names: Sequence[str]) -> np.ndarray:
+    if set(map(type, raw)) <= _NUMBERS:  # the usual column, converted at once (None is NaN)
+        return np.array(raw, dtype=np.float64)
+    return np.array([_to_float(v, key, n) for v, n in zip(raw, names, strict=True)], dtype=np.float64)
 
 
 def _fits_format(array: np.ndarray) -> str:

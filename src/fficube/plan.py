@@ -23,14 +23,14 @@ from ._version import __version__
 from .checksum import ZERO, checksum_cards, seal_header
 from .cubeinfo import CubeInfo, Provenance
 from .errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError, TemplateWarning
-from .fitsblocks import BLOCK, header_end, padded, parse_cards
+from .fitsblocks import BLOCK, header_columns, header_end, padded
 from .info_table import (
     COMMENTARY,
     FILE_COLUMN,
     STRUCTURAL,
     ColumnSpec,
-    column_values,
     encode_info_table,
+    table_arrays,
     template_columns,
 )
 from .products import PRODUCTS, Product
@@ -514,8 +514,9 @@ def choose_template(product: Product, ffis: Sequence[FfiInfo], files: Sequence[F
 
 def _values(columns: Sequence[ColumnSpec], files: Sequence[FfiInfo]) -> dict[str, np.ndarray]:
     """The info table's columns for ``files``, from their image headers."""
-    headers = [parse_cards(f.image_header, path=f.path, offset=0) for f in files]
-    return column_values(columns, headers, [f.name for f in files])
+    values = header_columns([f.image_header for f in files], [c.name for c in columns],
+                            paths=[f.path for f in files])
+    return table_arrays(columns, values, [f.name for f in files])
 
 
 def _planned(
