@@ -119,3 +119,34 @@ def test_parts_in_flight_fit_a_quarter_of_the_budget() -> None:
     for budget in (100 * 10**6, 200 * 10**6, 300 * 10**6):
         n = parts_in_flight(MIN_PART, budget)
         assert 1 < n <= PARTS_IN_FLIGHT and (n + PART_BUFFERS) * MIN_PART <= budget // 4
+
+
+def test_blocking_reads_of_a_local_source_are_counted_and_hints_never_fail(tmp_path) -> None:
+    from fficube.errors import ReadError
+    from fficube.storage import LocalSource
+
+    data = bytes(range(256)) * 40
+    path, missing = str(tmp_path / "f.bin"), str(tmp_path / "missing.fits")
+    (tmp_path / "f.bin").write_bytes(data)
+
+    def job(reads):
+        reads.prefetch(path, 0, 100)
+        reads.prefetch(missing, 0, 100)  # a hint: the read, not the hint, reports a missing file
+        return reads.size(path), reads.read(path, 10, 20), reads.read(path, 10230, 10300)
+
+    def missing_size(reads):
+        return reads.size(missing)
+
+    async def run(work):
+        source = LocalSource(2)
+        try:
+            return await source.run_blocking(work), source.stats
+        finally:
+            await source.aclose()
+
+    (size, first, last), stats = asyncio.run(run(job))
+    assert (size, first, last) == (len(data), data[10:20], data[10230:])
+    assert (stats.requests, stats.bytes_read) == (2, 20)
+    with pytest.raises(ReadError, match="No such file") as info:
+        asyncio.run(run(missing_size))
+    assert info.value.path == missing

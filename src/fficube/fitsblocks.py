@@ -26,7 +26,7 @@ from .storage import ByteSource
 
 __all__ = [
     "BLOCK", "CARD", "header_end", "padded", "parse_header", "int_card", "data_bytes", "HeaderReader", "Cards",
-    "parse_cards", "header_columns", "HeaderWalk", "Read", "Steps", "drive", "drive_blocking",
+    "parse_cards", "header_columns", "HeaderWalk", "Read", "Steps", "drive",
 ]
 
 T = TypeVar("T")
@@ -203,7 +203,7 @@ class Cards(Mapping[str, Any]):
 class _Known:
     """A header parsed whole, kept to read the next header of its length as a diff."""
 
-    words: np.ndarray  #: the card images as 10 uint64 words each, for a quick comparison
+    words: np.ndarray  #: the card images as uint64 words (WORDS per card), for a quick comparison
     keywords: tuple[str, ...]  #: each card's keyword; "" where a change needs a full parse
     values: dict[str, Any]
     commentary: tuple[str, ...]  #: keywords whose value is a list (copied per header)
@@ -214,6 +214,8 @@ class _Known:
 _KNOWN: dict[int, _Known] = {}
 #: Lengths kept at most (a process reading many kinds of file starts over beyond it).
 KNOWN_LENGTHS = 64
+#: Words of 8 bytes in a card.
+WORDS = CARD // 8
 #: A header differing from the known one in more than this share of its cards is parsed whole.
 DIFF_SHARE = 0.25
 
@@ -249,7 +251,7 @@ def _words(raw: str) -> np.ndarray | None:
         data = raw.encode("ascii")
     except UnicodeEncodeError:
         return None
-    return np.frombuffer(data, dtype=np.uint64).reshape(-1, CARD // 8)
+    return np.frombuffer(data, dtype=np.uint64)
 
 
 def _changed_values(raw: str, known: _Known) -> list[tuple[str, Any]] | None:
@@ -258,7 +260,8 @@ def _changed_values(raw: str, known: _Known) -> list[tuple[str, Any]] | None:
     words = _words(raw)
     if words is None:
         return None
-    changed = np.flatnonzero((words != known.words).any(axis=1)).tolist()
+    # The cards holding a changed word (faster than a comparison by card for ~10 changes).
+    changed = sorted({word // WORDS for word in np.flatnonzero(words != known.words).tolist()})
     if len(changed) > DIFF_SHARE * len(known.keywords):
         return None
     found = []
@@ -414,16 +417,6 @@ Read = tuple[int, int]
 Steps = Generator[Read, bytes, T]
 
 
-def drive_blocking(steps: Steps[T], read: Callable[[int, int], bytes]) -> T:
-    """Run sans-IO ``steps`` with blocking reads (``read(start, stop)``)."""
-    try:
-        request = next(steps)
-        while True:
-            request = steps.send(read(*request))
-    except StopIteration as done:
-        return cast(T, done.value)
-
-
 async def drive(steps: Steps[T], read: Callable[[int, int], Awaitable[bytes]]) -> T:
     """Run sans-IO ``steps`` with awaited reads (``await read(start, stop)``)."""
     try:
@@ -437,7 +430,7 @@ async def drive(steps: Steps[T], read: Callable[[int, int], Awaitable[bytes]]) -
 class HeaderWalk:
     """Reads header text at given offsets of one file, sans I/O: its methods are
     generators of :data:`Read` requests, driven by :func:`drive` (any
-    :class:`ByteSource`) or :func:`drive_blocking` (a local file, in a worker thread).
+    :class:`ByteSource`) or by blocking reads (a local file, in a worker thread).
 
     The last window read is kept, so that neighbouring headers cost no second read.
     """

@@ -137,6 +137,14 @@ def _pread_all(fd: int, start: int, buf: memoryview) -> int:
     return done
 
 
+def _willneed(fd: int, start: int, length: int) -> None:
+    os.posix_fadvise(fd, start, length, os.POSIX_FADV_WILLNEED)
+
+
+#: Asks the kernel to start reading a range now (where the platform has posix_fadvise).
+_WILLNEED: Callable[[int, int, int], None] | None = _willneed if hasattr(os, "posix_fadvise") else None
+
+
 def _file_size(path: str) -> int:
     try:
         return os.stat(path).st_size
@@ -155,6 +163,10 @@ class BlockingReads(Protocol):
         """Bytes ``start:stop`` of ``path``; fewer only at the end of the file."""
         ...
 
+    def prefetch(self, path: str, start: int, stop: int) -> None:
+        """Say that bytes ``start:stop`` of ``path`` will be read soon (a hint, never an error)."""
+        ...
+
 
 class _LocalReads:
     """:class:`LocalSource`'s blocking reads for one job, counted as they go."""
@@ -167,7 +179,30 @@ class _LocalReads:
         self.bytes_read = 0
 
     def size(self, path: str) -> int:
-        return _file_size(path)
+        try:
+            fd, close = self._source._fd(path)  # opened once, for the reads that follow
+            try:
+                return os.fstat(fd).st_size
+            finally:
+                if close:
+                    os.close(fd)
+        except OSError as exc:
+            raise ReadError(exc.strerror or str(exc), path=path) from exc
+
+    def prefetch(self, path: str, start: int, stop: int) -> None:
+        if _WILLNEED is None:
+            return
+        try:
+            fd, close = self._source._fd(path)
+        except OSError:
+            return  # the read reports it
+        try:
+            _WILLNEED(fd, start, stop - start)
+        except OSError:
+            pass  # only a hint
+        finally:
+            if close:
+                os.close(fd)
 
     def read(self, path: str, start: int, stop: int) -> bytes:
         data = self._source._read_bytes(path, start, stop)
@@ -200,15 +235,19 @@ class LocalSource:
     # -- descriptors -------------------------------------------------------------
     def _fd(self, path: str) -> tuple[int, bool]:
         """Return a descriptor for ``path`` and whether the caller must close it."""
+        fd = self._fds.get(path)
+        if fd is not None:
+            return fd, False
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # outside the lock: opens may be slow
         with self._fd_lock:
-            fd = self._fds.get(path)
-            if fd is not None:
-                return fd, False
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            kept = self._fds.get(path)
+            if kept is not None:  # another thread opened it meanwhile
+                os.close(fd)
+                return kept, False
             if len(self._fds) < self._max_fds:
                 self._fds[path] = fd
                 return fd, False
-            return fd, True
+        return fd, True
 
     def _preadinto(self, path: str, start: int, buf: memoryview) -> int:
         fd, close = self._fd(path)
