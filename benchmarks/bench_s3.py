@@ -10,7 +10,10 @@ Uploads ``--n`` synthetic SPOC FFIs (``--rows`` x 2136) to moto's S3 server on
 * ``none``: no delay;
 * ``model``: 50 ms per request and 80 MB/s per connection (one S3 connection moves
   roughly 50-100 MB/s), for request and response bodies alike;
-* ``tail``: the same, plus 1% of GETs held 2 s longer (S3's slow tail).
+* ``tail``: the same, plus 1% of GETs held 2 s longer, each request drawn on its own
+  (S3's slow tail: a request sent again, a hedge, is as likely to be fast as any other);
+* ``slowserver``: the same, but 1% of ranges held 2 s at every attempt (a hedge cannot
+  win, so only the pipeline's overlap hides them; not in the default run).
 
 Every build runs in a child process, so its CPU time (user and sys, from
 ``os.wait4``) is fficube's alone: moto and the proxy run in this process.  A local
@@ -42,8 +45,10 @@ SCENARIOS = {
     "none": {},
     "model": {"latency": 0.05, "bandwidth": 80e6},
     "tail": {"latency": 0.05, "bandwidth": 80e6, "slow": 0.01, "slow_seconds": 2.0},
+    "slowserver": {"latency": 0.05, "bandwidth": 80e6, "slow": 0.01, "slow_seconds": 2.0, "slow_every_attempt": True},
 }
-LABELS = {"none": "no delay", "model": "50 ms + 80 MB/s per connection", "tail": "... + 1% of GETs held 2 s"}
+LABELS = {"none": "no delay", "model": "50 ms + 80 MB/s per connection", "tail": "... + 1% of GETs held 2 s",
+          "slowserver": "... + 1% of ranges held 2 s at every attempt"}
 BUILD = """
 import json, sys, fficube
 inputs, output, budget, concurrency, options = json.loads(sys.argv[1])

@@ -62,8 +62,12 @@ class ProxyState:
     latency: float = 0.0  #: seconds added before each response
     bandwidth: float = 0.0  #: bytes per second of one connection (request and response bodies); 0: no cap
     fail_cut: float = 0.0  #: share whose first attempt gets half its body, then a closed connection
-    slow: float = 0.0  #: share of ranged GETs held ``slow_seconds`` longer (every attempt: a slow server)
+    #: share of ranged GET requests held ``slow_seconds`` longer, each request drawn on its
+    #: own as S3's slow tail is (a request sent again is as likely to be fast as any other)
+    slow: float = 0.0
     slow_seconds: float = 2.0
+    #: instead, a share of ranges slow at every attempt (a slow server: a hedge cannot win)
+    slow_every_attempt: bool = False
     #: (method, path, Range) -> whether this request never answers (the first that matches only)
     hang: Callable[[str, str, str], bool] | None = None
     faults_for: Callable[[str, str], bool] | None = None  #: which requests may get a fault (None: all)
@@ -83,6 +87,7 @@ class ProxyState:
     unsigned: int = 0
     paths: list[str] = field(default_factory=list)
     _tried: set[str] = field(default_factory=set)
+    _attempts: dict[str, int] = field(default_factory=dict)  #: ranged GETs sent per key, for ``slow``
     lock: threading.Lock = field(default_factory=threading.Lock)
     released: threading.Event = field(default_factory=threading.Event)  #: set by close(): held requests end
     #: Held while a conditional write (``If-None-Match`` / ``If-Match``) is checked and done upstream.
@@ -106,8 +111,15 @@ class ProxyState:
         return None
 
     def is_slow(self, key: str) -> bool:
-        """Whether this GET is one of the slow share (by a hash of another salt than faults')."""
-        return self.slow > 0 and _share("slow " + key) < self.slow
+        """Whether this GET is one of the slow share (by a hash of another salt than faults'
+        and, unless ``slow_every_attempt``, of the attempt's number)."""
+        if self.slow <= 0:
+            return False
+        if self.slow_every_attempt:
+            return _share("slow " + key) < self.slow
+        with self.lock:
+            attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
+        return _share(f"slow {attempt} {key}") < self.slow
 
 
 def _share(key: str) -> float:

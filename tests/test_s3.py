@@ -364,3 +364,16 @@ def test_a_get_that_never_answers_is_hedged(s3, ffis, local_cube, proxy, tmp_pat
     assert p.state.hung == 1 and result.hedges >= 1
     assert without_build_stamps((tmp_path / "c.fits").read_bytes()) == local_cube
     assert "hedged" in result.summary()
+
+
+def test_the_proxy_draws_each_slow_get_on_its_own_or_a_slow_range_at_every_attempt() -> None:
+    from s3_proxy import ProxyState
+
+    keys = [f"GET /b/f{i}.fits bytes={i}-{i + 9}" for i in range(4000)]
+    tail = ProxyState(upstream=("127.0.0.1", 1), slow=0.01)
+    first = [k for k in keys if tail.is_slow(k)]
+    again = [k for k in first if tail.is_slow(k)]  # their second attempts (hedges, retries)
+    assert 20 <= len(first) <= 60 and len(again) <= 2  # about 1%, and a second try is rarely slow too
+    server = ProxyState(upstream=("127.0.0.1", 1), slow=0.01, slow_every_attempt=True)
+    slow = [k for k in keys if server.is_slow(k)]
+    assert 20 <= len(slow) <= 60 and all(server.is_slow(k) for k in slow)
