@@ -252,3 +252,12 @@ def test_a_malformed_card_in_a_changed_header_names_its_file() -> None:
     with pytest.raises(FitsFormatError, match="unreadable FITS header") as info:
         header_columns([BASE, bad], ["TSTART"], paths=["good.fits", "bad.fits"])
     assert "bad.fits" in str(info.value)
+
+
+def test_columns_of_commentary_are_each_headers_own_lists() -> None:
+    from fficube.fitsblocks import header_columns
+
+    columns = header_columns([BASE, BASE.replace("1325.125", "1327.125")], ["COMMENT"], paths=["a", "b"])
+    assert columns["COMMENT"] == [["first comment"], ["first comment"]]
+    columns["COMMENT"][0].append("changed by a caller")
+    assert columns["COMMENT"][1] == ["first comment"]

@@ -365,14 +365,14 @@ def header_columns(raws: Sequence[str], keys: Sequence[str], *, paths: Sequence[
         bases.append((known, [i]))
     result: dict[str, list[Any]] = {}
     for key in keys:
-        if len(bases) == 1 and len(bases[0][1]) == n:  # the usual case: one base for all
-            result[key] = [_get(bases[0][0].values, key)] * n
+        if len(bases) == 1 and len(bases[0][1]) == n and not isinstance(_get(bases[0][0].values, key), list):
+            result[key] = [_get(bases[0][0].values, key)] * n  # the usual case: one base for all
             continue
         column: list[Any] = [None] * n
         for known, members in bases:
             value = _get(known.values, key)
-            for i in members:
-                column[i] = value
+            for i in members:  # a commentary keyword's list is each header's own, as parse_cards gives it
+                column[i] = list(value) if isinstance(value, list) else value
         result[key] = column
     named: dict[str, list[str]] = {}
     for key in keys:
