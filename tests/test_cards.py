@@ -261,3 +261,20 @@ def test_columns_of_commentary_are_each_headers_own_lists() -> None:
     assert columns["COMMENT"] == [["first comment"], ["first comment"]]
     columns["COMMENT"][0].append("changed by a caller")
     assert columns["COMMENT"][1] == ["first comment"]
+
+
+END_LIKE = [b"END", b"END     ", b"END     / x", b"XEND    ", b"   END  ", b"DATE-END= 'END     '", b"COMMENT END",
+            b"ENDX    = 1", b"EN", b"SIMPLE  =                    T"]
+
+
+@given(cards=st.lists(st.sampled_from(END_LIKE), max_size=80), shift=st.sampled_from([0, 3, 80, 2880]),
+       cut=st.integers(0, 200))
+@settings(max_examples=300, deadline=None)
+def test_header_end_finds_the_first_end_card_in_whole_blocks(cards: list[bytes], shift: int, cut: int) -> None:
+    from fficube.fitsblocks import BLOCK, header_end
+
+    buf = b"x" * shift + b"".join(card.ljust(80) for card in cards).ljust(2 * BLOCK)
+    buf = buf[: len(buf) - cut]
+    limit = shift + (len(buf) - shift) // BLOCK * BLOCK
+    expected = next((pos + 80 for pos in range(shift, limit, 80) if buf[pos : pos + 8] == b"END     "), None)
+    assert header_end(buf, shift) == expected
