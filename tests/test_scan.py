@@ -142,3 +142,40 @@ def test_a_bad_file_in_a_batch_is_named(tmp_path: Path) -> None:
     with pytest.raises(FitsFormatError, match="no END card") as info:
         _with_source(lambda source: scan(paths, source))
     assert info.value.path == paths[37]
+
+
+def test_a_scan_beyond_the_kept_descriptors_opens_each_file_once_and_closes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import os
+
+    from fficube.scan import scan
+    from fficube.storage import LocalSource
+
+    paths = [str(write_spoc_ffi(tmp_path / f"s{i:03d}.fits", start=1400.0 + i, shape=(6, 8))) for i in range(40)]
+    open_before = len(os.listdir("/proc/self/fd"))
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path, *args, **kwargs):  # the real open, counted
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    async def run():
+        source = LocalSource(4)
+        source._max_fds = 3  # as with a low `ulimit -n` and thousands of FFIs
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(os, "open", counting_open)
+                infos = await scan(paths, source)
+            return infos, source.stats, len(os.listdir("/proc/self/fd"))
+        finally:
+            await source.aclose()
+
+    infos, stats, open_during = asyncio.run(run())
+    assert sorted(p for p in opened if p.endswith(".fits")) == sorted(paths)  # each once, for all its reads
+    assert infos == [scan_one(path)[0] for path in paths]
+    assert open_during - open_before <= 3 + 4  # the kept ones, and perhaps the loop's own
+    assert len(os.listdir("/proc/self/fd")) == open_before
+    assert stats.requests == sum(scan_one(path)[1].requests for path in paths)

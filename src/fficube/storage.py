@@ -137,6 +137,13 @@ def _pread_all(fd: int, start: int, buf: memoryview) -> int:
     return done
 
 
+def _read_range(fd: int, start: int, stop: int) -> bytes:
+    """Bytes ``start:stop`` of ``fd`` (fewer at the end of the file)."""
+    buf = bytearray(max(0, stop - start))
+    del buf[_pread_all(fd, start, memoryview(buf)) :]
+    return bytes(buf)
+
+
 def _willneed(fd: int, start: int, length: int) -> None:
     os.posix_fadvise(fd, start, length, os.POSIX_FADV_WILLNEED)
 
@@ -169,23 +176,36 @@ class BlockingReads(Protocol):
 
 
 class _LocalReads:
-    """:class:`LocalSource`'s blocking reads for one job, counted as they go."""
+    """:class:`LocalSource`'s blocking reads for one job, counted as they go.
 
-    __slots__ = ("_source", "bytes_read", "requests")
+    A file beyond the descriptors the source keeps open is opened once for the job,
+    not once per call, and closed by :meth:`close` when the job ends.
+    """
+
+    __slots__ = ("_opened", "_source", "bytes_read", "requests")
 
     def __init__(self, source: LocalSource) -> None:
         self._source = source
+        self._opened: dict[str, int] = {}
         self.requests = 0
         self.bytes_read = 0
 
+    def _fd(self, path: str) -> int:
+        fd = self._opened.get(path)
+        if fd is None:
+            fd, close = self._source._fd(path)
+            if close:
+                self._opened[path] = fd
+        return fd
+
+    def close(self) -> None:
+        for fd in self._opened.values():
+            os.close(fd)
+        self._opened.clear()
+
     def size(self, path: str) -> int:
         try:
-            fd, close = self._source._fd(path)  # opened once, for the reads that follow
-            try:
-                return os.fstat(fd).st_size
-            finally:
-                if close:
-                    os.close(fd)
+            return os.fstat(self._fd(path)).st_size
         except OSError as exc:
             raise ReadError(exc.strerror or str(exc), path=path) from exc
 
@@ -193,19 +213,15 @@ class _LocalReads:
         if _WILLNEED is None:
             return
         try:
-            fd, close = self._source._fd(path)
+            _WILLNEED(self._fd(path), start, stop - start)
         except OSError:
-            return  # the read reports it
-        try:
-            _WILLNEED(fd, start, stop - start)
-        except OSError:
-            pass  # only a hint
-        finally:
-            if close:
-                os.close(fd)
+            pass  # only a hint: the read reports a file that cannot be read
 
     def read(self, path: str, start: int, stop: int) -> bytes:
-        data = self._source._read_bytes(path, start, stop)
+        try:
+            data = _read_range(self._fd(path), start, stop)
+        except OSError as exc:
+            raise ReadError(exc.strerror or str(exc), path=path, byte_range=(start, stop)) from exc
         self.requests += 1
         self.bytes_read += len(data)
         return data
@@ -276,13 +292,15 @@ class LocalSource:
 
     def _read_bytes(self, path: str, start: int, stop: int) -> bytes:
         """Bytes ``start:stop`` of ``path`` (fewer at the end of the file), blocking."""
-        buf = bytearray(max(0, stop - start))
         try:
-            n = self._preadinto(path, start, memoryview(buf))
+            fd, close = self._fd(path)
+            try:
+                return _read_range(fd, start, stop)
+            finally:
+                if close:
+                    os.close(fd)
         except OSError as exc:
             raise ReadError(exc.strerror or str(exc), path=path, byte_range=(start, stop)) from exc
-        del buf[n:]
-        return bytes(buf)
 
     async def size(self, path: str) -> int:
         return await asyncio.to_thread(_file_size, path)
@@ -356,9 +374,16 @@ class LocalSource:
         job holds one request slot while it runs; its reads are counted when it ends.
         """
         reads = _LocalReads(self)
+
+        def run() -> T:
+            try:
+                return job(reads)
+            finally:  # here, in the thread: a cancelled await does not stop the job
+                reads.close()
+
         async with self._slot(0):
             try:
-                return await asyncio.get_running_loop().run_in_executor(self._pool, job, reads)
+                return await asyncio.get_running_loop().run_in_executor(self._pool, run)
             finally:
                 self.stats.requests += reads.requests
                 self.stats.bytes_read += reads.bytes_read
