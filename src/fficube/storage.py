@@ -29,9 +29,9 @@ import random
 import statistics
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -265,13 +265,19 @@ class LocalSource:
                 return fd, False
         return fd, True
 
-    def _preadinto(self, path: str, start: int, buf: memoryview) -> int:
+    @contextmanager
+    def _descriptor(self, path: str) -> Iterator[int]:
+        """A descriptor for ``path``, closed afterwards unless the source keeps it."""
         fd, close = self._fd(path)
         try:
-            return _pread_all(fd, start, buf)
+            yield fd
         finally:
             if close:
                 os.close(fd)
+
+    def _preadinto(self, path: str, start: int, buf: memoryview) -> int:
+        with self._descriptor(path) as fd:
+            return _pread_all(fd, start, buf)
 
     # -- ByteSource ----------------------------------------------------------------
     @asynccontextmanager
@@ -293,12 +299,8 @@ class LocalSource:
     def _read_bytes(self, path: str, start: int, stop: int) -> bytes:
         """Bytes ``start:stop`` of ``path`` (fewer at the end of the file), blocking."""
         try:
-            fd, close = self._fd(path)
-            try:
+            with self._descriptor(path) as fd:
                 return _read_range(fd, start, stop)
-            finally:
-                if close:
-                    os.close(fd)
         except OSError as exc:
             raise ReadError(exc.strerror or str(exc), path=path, byte_range=(start, stop)) from exc
 
