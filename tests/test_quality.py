@@ -6,6 +6,7 @@ Small numpy arrays and hand-made info tables; builds are in test_quality_gate.py
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from fficube.quality import (
     celestial_wcs,
     choose_sample,
     gate_bytes,
+    nanmedians,
 )
 from fficube.report import parse_report, read_report, write_report
 
@@ -282,3 +284,26 @@ def test_the_reader_still_takes_minimal_reports_and_checks_the_numbers() -> None
     assert minimal.entries[0].median is None and minimal.meta == {}
     with pytest.raises(InputError, match=r'"ffis"\[0\]: "median" must be a number or null'):
         parse_report({"ffis": [{"file": "a.fits", "time": 1.0, "flags": [], "median": "high"}]}, source="r.json")
+
+
+@pytest.mark.parametrize("width", [0, 1, 2, 5, 64, 599, 600, 601, 1024])
+def test_nanmedians_equal_numpys_nanmedian_bit_for_bit(width: int) -> None:
+    """Each row's median is numpy's of that row. Every row: no NaN, some, all; odd and even counts; ties, infinities and values
+    whose sum overflows float32 (numpy's mean of the two middle values then gives inf)."""
+    rng = np.random.default_rng(width)
+    values = rng.normal(100, 30, size=(400, width)).astype(np.float32)
+    values[:, : width // 3] = np.round(values[:, : width // 3])  # ties
+    for row in range(len(values)):
+        share = rng.choice([0.0, 0.0, 0.1, 0.5, 0.99, 1.0])
+        values[row, rng.random(width) < share] = np.nan
+    values[rng.random(values.shape) < 0.01] = np.inf
+    values[rng.random(values.shape) < 0.01] = -np.inf
+    values[-4:] = np.float32(3e38)  # the middle pair overflows
+    values[-2:, ::2] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.array([np.nanmedian(row) if width else np.nan for row in values])
+    got = nanmedians(values)
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype.kind == "f"
+    assert np.array_equal(got.astype(np.float32), np.asarray(expected, dtype=np.float32), equal_nan=True)

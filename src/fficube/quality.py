@@ -74,6 +74,7 @@ __all__ = [
     "choose_sample",
     "SampleStats",
     "gate_bytes",
+    "nanmedians",
     "QualityGate",
     "Gap",
     "find_gaps",
@@ -243,11 +244,31 @@ class SampleStats:
     def medians(self) -> np.ndarray:
         """Each FFI's median of the finite values of its median sub-grid (NaN: none)."""
         out = np.full(self.n_ffis, np.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # All-NaN slice
-            for f0 in range(0, self.n_ffis, MEDIAN_CHUNK):  # nanmedian copies: a few MB at a time
-                out[f0 : f0 + MEDIAN_CHUNK] = np.nanmedian(self.median_values[f0 : f0 + MEDIAN_CHUNK], axis=1)
+        for f0 in range(0, self.n_ffis, MEDIAN_CHUNK):  # sorting copies: a few MB at a time
+            out[f0 : f0 + MEDIAN_CHUNK] = nanmedians(self.median_values[f0 : f0 + MEDIAN_CHUNK])
         return out
+
+
+def nanmedians(values: np.ndarray) -> np.ndarray:
+    """Each row's ``np.nanmedian`` of a 2-D float array, bit for bit, in one sort.
+
+    ``np.nanmedian(values, axis=1)`` computes rows of 600 values or more one at a time
+    in Python (``apply_along_axis``): at 12,000 FFIs that was 1.3 s of the end of a
+    build.  (Its faster path for shorter rows averages an odd count's middle value with
+    itself, which differs only past half the float32 range.)  Here
+    every row is sorted at once (NaNs sort last) and its one or two middle values
+    picked; two are averaged with ``np.mean`` as numpy's median averages them.
+    """
+    if values.shape[1] == 0:
+        return np.full(len(values), np.nan)
+    ordered = np.sort(values, axis=1)
+    count = np.count_nonzero(~np.isnan(values), axis=1)
+    rows = np.arange(len(values))
+    low = ordered[rows, np.maximum(count - 1, 0) // 2]
+    high = ordered[rows, np.minimum(count // 2, values.shape[1] - 1)]
+    with np.errstate(over="ignore", invalid="ignore"):  # inf (sum past float32) or NaN (inf - inf), as numpy
+        pair = np.mean(np.stack([low, high], axis=1), axis=1)
+    return np.where(count == 0, np.nan, np.where(count % 2 == 1, low, pair))
 
 
 def gate_bytes(shape: Sequence[int]) -> int:
