@@ -59,12 +59,16 @@ GROUP = 64
 #: bigger, fewer requests.
 LOCAL_MAX_BLOCK_BYTES = 128 * 10**6
 #: ... but never so small that one read (an FFI layer's rows of a block) is under
-#: 64 kB: with thousands of FFIs the cap would otherwise mean many tiny reads.  Reads
-#: are batched per group of FFIs (fetch.py), so 64 kB reads cost little; larger minimums
+#: 32 kB: with thousands of FFIs the cap would otherwise mean many tiny reads.  Reads
+#: are batched per group of FFIs (fetch.py), so 32 kB reads cost little; larger minimums
 #: only made larger fresh block buffers, whose first touch costs a page fault and a
-#: zeroed page per 4 kB (2,000 FFIs of 64 rows at 4 GB: 256 kB, blocks of 750 MB, 8.3
-#: CPU-s and 1.6 GB RSS; 64 kB, blocks of 273 MB, 7.3 CPU-s and 0.67 GB RSS).
-LOCAL_MIN_READ = 64 * 1024
+#: zeroed page per 4 kB, and on a VM whose freed memory goes back to the host (this
+#: project's machines: 2.2 s of sys per fresh GB) far more.  Measured, 12,000 FFIs of
+#: 64 x 2136 at 4 GB, 3 runs each in alternation: 64 kB, blocks of 1.64 GB, 3.6 GB RSS,
+#: 16.3-18.3 s wall and 16.4-18.3 CPU-s; 32 kB, blocks of 820 MB, 2.0 GB RSS, 13.2-14.9 s
+#: and 13.6-15.8 CPU-s; 16 kB no better (15.2 s, 15.8 CPU-s, 1.2 GB). Earlier, 2,000
+#: FFIs of 64 rows: 256 kB reads, 8.3 CPU-s and 1.6 GB RSS; 64 kB, 7.3 CPU-s, 0.67 GB.
+LOCAL_MIN_READ = 32 * 1024
 
 
 @dataclass(frozen=True, slots=True)
