@@ -71,6 +71,10 @@ class ProxyState:
     #: (method, path, Range) -> whether this request never answers (the first that matches only)
     hang: Callable[[str, str, str], bool] | None = None
     faults_for: Callable[[str, str], bool] | None = None  #: which requests may get a fault (None: all)
+    #: answer 412 to a GET whose If-Match is not an entity tag (quoted, RFC 9110), as
+    #: nginx serving files does; S3 takes an unquoted one
+    strict_if_match: bool = False
+    if_match: list[str] = field(default_factory=list)  #: the If-Match of every GET, as sent
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -122,6 +126,12 @@ class ProxyState:
         return _share(f"slow {attempt} {key}") < self.slow
 
 
+def _entity_tag(value: str) -> bool:
+    """Whether an If-Match value is ``*`` or a list of entity tags (quoted, maybe weak)."""
+    tags = [t.strip().removeprefix("W/") for t in value.split(",")]
+    return value.strip() == "*" or all(len(t) >= 2 and t[0] == t[-1] == '"' for t in tags)
+
+
 def _share(key: str) -> float:
     """A number in [0, 1) fixed by ``key``."""
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") / 2**32
@@ -168,6 +178,8 @@ class _Handler(BaseHTTPRequestHandler):
                 state.unsigned += 1
             if ranged:
                 state.ranged_gets += 1
+            if command == "GET" and "If-Match" in self.headers:
+                state.if_match.append(self.headers["If-Match"])
             if state.hang is not None and not state.hung:
                 hang = state.hang(command, self.path, self.headers.get("Range", ""))
                 state.hung += hang
@@ -178,6 +190,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if state.latency:
                 time.sleep(state.latency)
+            if state.strict_if_match and command == "GET" and not _entity_tag(self.headers.get("If-Match", "*")):
+                self.send_response(412)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             fault = state.fault_for(key, command, self.path)
             if fault:
                 with state.lock:

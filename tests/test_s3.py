@@ -366,6 +366,18 @@ def test_a_get_that_never_answers_is_hedged(s3, ffis, local_cube, proxy, tmp_pat
     assert "hedged" in result.summary()
 
 
+def test_reads_pin_the_version_with_a_quoted_entity_tag(s3, ffis, local_cube, proxy, tmp_path: Path) -> None:
+    """If-Match carries the listed ETag as an entity tag, quotes included: a server that
+    holds to RFC 9110 (nginx serving a bucket's files does) answers 412 otherwise."""
+    urls = s3.upload(ffis, "strict")
+    p = proxy(strict_if_match=True)
+    fficube.make_cube(urls, tmp_path / "c.fits", sector=1, max_memory=budget_for_rows(ffis, 7),
+                      storage_options={"endpoint_url": p.url})
+    assert without_build_stamps((tmp_path / "c.fits").read_bytes()) == local_cube
+    etags = {s3.client.head_object(Bucket=s3.bucket, Key=url.split("/", 3)[3])["ETag"] for url in urls}
+    assert p.state.if_match and set(p.state.if_match) == etags
+
+
 def test_the_proxy_draws_each_slow_get_on_its_own_or_a_slow_range_at_every_attempt() -> None:
     from s3_proxy import ProxyState
 

@@ -94,8 +94,14 @@ class Inputs:
 
     @property
     def etags(self) -> dict[str, str]:
-        """Each listed file's ETag (files without one are left out)."""
-        return {path: v.tag.removeprefix("etag:") for path, v in self.versions.items() if v.tag.startswith("etag:")}
+        """Each listed file's ETag as an HTTP entity tag, quoted (files without one are left out).
+
+        The quotes are part of the tag (RFC 9110): S3 takes an ``If-Match`` without them,
+        but stricter servers of the same API (nginx serving a bucket's files, measured)
+        answer 412 to every read.
+        """
+        return {path: f'"{v.tag.removeprefix("etag:")}"' for path, v in self.versions.items()
+                if v.tag.startswith("etag:")}
 
     async def source(self, filesystems: Filesystems, concurrency: int | None = None) -> ByteSource:
         """The byte source that reads these files: listed sizes cost no request, and reads
