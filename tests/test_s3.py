@@ -94,7 +94,12 @@ def test_local_to_s3_and_s3_to_s3(s3, ffis, local_cube) -> None:
 def test_large_cube_uploads_in_several_parts(s3, sector, tmp_path: Path) -> None:
     paths = sector(n_ffis=8, shape=(400, 500), no_wcs=())  # 12.8 MB cube: 3 parts of 5 MiB
     out = f"s3://{s3.bucket}/big.fits"
-    fficube.make_cube(paths, out, max_memory="60MB", storage_options=s3.options)
+    seen: list[fficube.Progress] = []
+    fficube.make_cube(paths, out, max_memory="60MB", storage_options=s3.options, progress=seen.append)
+    # The last report comes once the upload is complete: part 1, sealed last, included.
+    last = seen[-1]
+    assert last.stage == "write" and last.done == last.total
+    assert last.bytes_written == last.total_bytes == s3.client.head_object(Bucket=s3.bucket, Key="big.fits")["ContentLength"]
     fficube.make_cube(paths, tmp_path / "big.fits", max_memory="60MB")
     head = s3.client.head_object(Bucket=s3.bucket, Key="big.fits")
     assert head["ETag"].strip('"').endswith("-3")  # a multipart object of three parts

@@ -61,7 +61,13 @@ async def execute(
             free_blocks.put_nowait(aligned_buffer(plan.memory.block_bytes))
         full_blocks: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=1)
         n_blocks = len(plan.blocks)
-        done = (lambda index: on_block(index + 1, n_blocks)) if on_block is not None else None
+
+        def done(index: int) -> None:
+            # The last block is reported once the cube is whole (below): its table and
+            # sealed header are bytes written too, and "n of n" should mean finished.
+            if on_block is not None and index + 1 < n_blocks:
+                on_block(index + 1, n_blocks)
+
         if on_block is not None:
             on_block(0, n_blocks)
         ready: asyncio.Queue[list[Slab]] = asyncio.Queue()
@@ -73,6 +79,8 @@ async def execute(
             ]
         )
         await sink.commit()
+        if on_block is not None and n_blocks:
+            on_block(n_blocks, n_blocks)
     except BaseException:
         await asyncio.shield(sink.abort())
         raise
