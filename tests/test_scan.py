@@ -179,3 +179,61 @@ def test_a_scan_beyond_the_kept_descriptors_opens_each_file_once_and_closes_it(
     assert open_during - open_before <= 3 + 4  # the kept ones, and perhaps the loop's own
     assert len(os.listdir("/proc/self/fd")) == open_before
     assert stats.requests == sum(scan_one(path)[1].requests for path in paths)
+
+
+def test_a_second_scan_job_runs_only_while_jobs_mostly_wait() -> None:
+    from fficube.scan import waits
+
+    assert waits(elapsed=1.0, cpu=0.2)  # most of the time on the disk
+    assert not waits(elapsed=1.0, cpu=0.9)  # parsing: a second job would only take turns
+    assert not waits(elapsed=0.0, cpu=0.0)
+    assert not waits(elapsed=0.010, cpu=0.004)  # a few ms: the GIL's turn, not the disk
+    assert waits(elapsed=0.100, cpu=0.004)
+
+
+def test_a_scan_whose_reads_wait_runs_a_second_job_and_gives_the_same_result(tmp_path: Path) -> None:
+    """Reads that wait (a slow filesystem: each read sleeps) make the scan start a
+    second job beside the first; cached files keep one (not asserted: it depends on the
+    machine's load).  Either way the result is the file-by-file scan's."""
+    import asyncio
+    import time
+
+    from fficube.scan import SCAN_JOBS, scan
+    from fficube.storage import LocalSource
+
+    class SlowDisk(LocalSource):
+        """The real local source, each of its blocking reads 5 ms late; jobs counted."""
+
+        running = most = 0
+
+        async def run_blocking(self, job):
+            class Late:  # the job's reads, each 5 ms late
+                def __init__(self, reads):
+                    self.size, self.prefetch, self._read = reads.size, reads.prefetch, reads.read
+
+                def read(self, path, start, stop):
+                    time.sleep(0.005)
+                    return self._read(path, start, stop)
+
+            def slowly(reads):
+                return job(Late(reads))
+
+            SlowDisk.running += 1
+            SlowDisk.most = max(SlowDisk.most, SlowDisk.running)
+            try:
+                return await super().run_blocking(slowly)
+            finally:
+                SlowDisk.running -= 1
+
+    paths = [str(write_spoc_ffi(tmp_path / f"s{i:03d}.fits", start=1400.0 + i, shape=(6, 8))) for i in range(40)]
+
+    async def run():
+        source = SlowDisk(4)
+        try:
+            return await scan(paths, source)
+        finally:
+            await source.aclose()
+
+    infos = asyncio.run(run())
+    assert SlowDisk.most == SCAN_JOBS == 2
+    assert infos == [scan_one(path)[0] for path in paths]

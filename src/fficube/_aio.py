@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["first_error", "run_tasks", "closing"]
+__all__ = ["first_error", "run_tasks", "task_group", "closing"]
 
 
 class _Closable(Protocol):
@@ -40,17 +40,25 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
     return leaves[0] if leaves else group
 
 
-async def run_tasks(coros: Iterable[Coroutine[Any, Any, Any]]) -> None:
-    """Run coroutines in one task group; re-raise the first real error unwrapped."""
+@asynccontextmanager
+async def task_group() -> AsyncIterator[asyncio.TaskGroup]:
+    """An ``asyncio.TaskGroup`` that re-raises the first real error unwrapped, for tasks
+    that start more tasks (see :func:`run_tasks`)."""
     try:
         async with asyncio.TaskGroup() as tg:
-            for coro in coros:
-                tg.create_task(coro)
+            yield tg
     except BaseExceptionGroup as group:
         exc = first_error(group)
         # Keep the error's own cause (``raise ... from backend_error``); hide the group.
         exc.__suppress_context__ = True
         raise exc  # noqa: B904 (the group is hidden on purpose; the cause is the error's own)
+
+
+async def run_tasks(coros: Iterable[Coroutine[Any, Any, Any]]) -> None:
+    """Run coroutines in one task group; re-raise the first real error unwrapped."""
+    async with task_group() as tg:
+        for coro in coros:
+            tg.create_task(coro)
 
 
 @asynccontextmanager

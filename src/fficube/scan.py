@@ -12,16 +12,18 @@ how to decode them, the raw header text the plan needs, and the sort key.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._aio import run_tasks
+from ._aio import task_group
 from .errors import FitsFormatError
 from .fitsblocks import BLOCK, HeaderWalk, Steps, data_bytes, drive, int_card, padded
 from .products import Product, detect_product
@@ -296,11 +298,34 @@ def scan_blocking(reads: BlockingReads, *, paths: Sequence[str], product: Produc
 #: one per read (scanning 12,000 FFIs, the hops and their awaits cost twice the CPU
 #: of parsing the headers).
 SCAN_BATCH = 32
-#: Batches scanned at a time.  Parsing holds the GIL, so more threads add no speed, only
-#: turns taken (12,000 cached FFIs: 4.1 s with one job, 5.0 with two, 6.1 with four);
-#: the second job keeps a disk of slow opens (a cluster's filesystem) busy while the
-#: first parses.  Each round of reads is announced to the kernel first (prefetch).
+#: Most batches scanned at a time.  One runs at first: parsing holds the GIL, so a
+#: second job parsing beside it only takes turns (12,000 cached FFIs: one job 1.8 s and
+#: 1.8 CPU-s, two 2.3 s and 2.5 CPU-s).  Another starts when a job spent most of its
+#: time waiting (:func:`waits`: slow opens or reads, a cluster's filesystem or a cold
+#: disk), so that the disk works while a job parses.  Each round of reads is announced
+#: to the kernel first (prefetch).
 SCAN_JOBS = 2
+
+
+#: Seconds a scan job must have waited, at least, for :func:`waits`: a batch of cached
+#: files parses in a few milliseconds, and a wait of that order is the GIL's turn
+#: going to the event loop, not the disk (a slow filesystem waits 1 ms or more per file).
+WAIT_FLOOR = 0.02
+
+
+def waits(elapsed: float, cpu: float) -> bool:
+    """Whether a scan job that took ``elapsed`` seconds, ``cpu`` of them on a CPU,
+    mostly waited (for the disk), so that another job can run beside it."""
+    waited = elapsed - cpu
+    return waited > 0.5 * elapsed and waited > WAIT_FLOOR
+
+
+def _timed_scan(reads: BlockingReads, *, paths: Sequence[str], product: Product | None
+                ) -> tuple[list[FfiInfo], bool]:
+    """:func:`scan_blocking`, and whether it mostly waited (:func:`waits`)."""
+    started, cpu = time.perf_counter(), time.thread_time()
+    infos = scan_blocking(reads, paths=paths, product=product)
+    return infos, waits(time.perf_counter() - started, time.thread_time() - cpu)
 
 
 async def scan(
@@ -314,32 +339,41 @@ async def scan(
     """Scan ``paths`` concurrently (``workers`` files at a time), results in input order.
 
     A source that can run blocking jobs (:meth:`~fficube.storage.LocalSource.run_blocking`)
-    scans batches of up to :data:`SCAN_BATCH` files per job instead, :data:`SCAN_JOBS`
-    jobs at a time.  ``on_scanned(count)`` is called with the number of files scanned so far.
+    scans batches of up to :data:`SCAN_BATCH` files per job instead: one job at a time,
+    up to :data:`SCAN_JOBS` while the jobs mostly wait for the disk.  ``on_scanned(count)``
+    is called with the number of files scanned so far.
     """
     run_blocking = getattr(source, "run_blocking", None)
-    count = min(SCAN_JOBS, source.concurrency) if run_blocking is not None else workers
-    # Batches small enough that each worker takes at least four (progress stays smooth,
+    most = min(SCAN_JOBS, source.concurrency) if run_blocking is not None else workers
+    # Batches small enough that each job takes at least four (progress stays smooth,
     # and a few files are reported one by one).
-    batch = max(1, min(SCAN_BATCH, len(paths) // (4 * count))) if run_blocking is not None else 1
+    batch = max(1, min(SCAN_BATCH, len(paths) // (4 * most))) if run_blocking is not None else 1
     jobs = iter(range(0, len(paths), batch))
     found: dict[int, list[FfiInfo]] = {}
     done = 0
+    running = 0
 
-    async def one(start: int) -> list[FfiInfo]:
+    async def one(start: int) -> tuple[list[FfiInfo], bool]:
         chunk = paths[start : start + batch]
         if run_blocking is not None:
-            infos: list[FfiInfo] = await run_blocking(functools.partial(scan_blocking, paths=chunk, product=product))
-            return infos
-        return [await scan_file(source, chunk[0], product)]
+            result: tuple[list[FfiInfo], bool] = await run_blocking(
+                functools.partial(_timed_scan, paths=chunk, product=product))
+            return result
+        return [await scan_file(source, chunk[0], product)], False
 
-    async def worker() -> None:
-        nonlocal done
+    async def worker(tg: asyncio.TaskGroup) -> None:
+        nonlocal done, running
         for start in jobs:
-            found[start] = await one(start)
+            found[start], waited = await one(start)
             done += len(found[start])
             if on_scanned is not None:
                 on_scanned(done)
+            if waited and running < most:  # the disk is the limit: read beside this job
+                running += 1
+                tg.create_task(worker(tg))
 
-    await run_tasks(worker() for _ in range(max(1, min(count, len(paths)))))
+    async with task_group() as tg:
+        running = 1 if run_blocking is not None else max(1, min(most, len(paths)))
+        for _ in range(running):
+            tg.create_task(worker(tg))
     return [info for start in range(0, len(paths), batch) for info in found[start]]
