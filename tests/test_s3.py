@@ -97,11 +97,11 @@ def test_large_cube_uploads_in_several_parts(s3, sector, tmp_path: Path) -> None
     seen: list[fficube.Progress] = []
     fficube.make_cube(paths, out, max_memory="60MB", storage_options=s3.options, progress=seen.append)
     # The last report comes once the upload is complete: part 1, sealed last, included.
+    head = s3.client.head_object(Bucket=s3.bucket, Key="big.fits")
     last = seen[-1]
     assert last.stage == "write" and last.done == last.total
-    assert last.bytes_written == last.total_bytes == s3.client.head_object(Bucket=s3.bucket, Key="big.fits")["ContentLength"]
+    assert last.bytes_written == last.total_bytes == head["ContentLength"]
     fficube.make_cube(paths, tmp_path / "big.fits", max_memory="60MB")
-    head = s3.client.head_object(Bucket=s3.bucket, Key="big.fits")
     assert head["ETag"].strip('"').endswith("-3")  # a multipart object of three parts
     local = without_build_stamps((tmp_path / "big.fits").read_bytes())
     assert without_build_stamps(object_bytes(s3, "big.fits")) == local

@@ -351,7 +351,7 @@ async def scan(
     jobs = iter(range(0, len(paths), batch))
     found: dict[int, list[FfiInfo]] = {}
     done = 0
-    running = 0
+    running = 1 if run_blocking is not None else max(1, min(most, len(paths)))  # workers started
 
     async def one(start: int) -> tuple[list[FfiInfo], bool]:
         chunk = paths[start : start + batch]
@@ -373,7 +373,6 @@ async def scan(
                 tg.create_task(worker(tg))
 
     async with task_group() as tg:
-        running = 1 if run_blocking is not None else max(1, min(most, len(paths)))
         for _ in range(running):
             tg.create_task(worker(tg))
     return [info for start in range(0, len(paths), batch) for info in found[start]]
