@@ -59,16 +59,17 @@ GROUP = 64
 #: bigger, fewer requests.
 LOCAL_MAX_BLOCK_BYTES = 128 * 10**6
 #: ... but never so small that one read (an FFI layer's rows of a block) is under
-#: 32 kB: with thousands of FFIs the cap would otherwise mean many tiny reads.  Reads
-#: are batched per group of FFIs (fetch.py), so 32 kB reads cost little; larger minimums
-#: only made larger fresh block buffers, whose first touch costs a page fault and a
+#: 16 kB: with thousands of FFIs the cap would otherwise mean many tiny reads.  Reads
+#: are batched per group of FFIs (fetch.py), so 16 kB reads cost little; larger minimums
+#: only make larger fresh block buffers, whose first touch costs a page fault and a
 #: zeroed page per 4 kB, and on a VM whose freed memory goes back to the host (this
-#: project's machines: 2.2 s of sys per fresh GB) far more.  Measured, 12,000 FFIs of
-#: 64 x 2136 at 4 GB, 3 runs each in alternation: 64 kB, blocks of 1.64 GB, 3.6 GB RSS,
-#: 16.3-18.3 s wall and 16.4-18.3 CPU-s; 32 kB, blocks of 820 MB, 2.0 GB RSS, 13.2-14.9 s
-#: and 13.6-15.8 CPU-s; 16 kB no better (15.2 s, 15.8 CPU-s, 1.2 GB). Earlier, 2,000
-#: FFIs of 64 rows: 256 kB reads, 8.3 CPU-s and 1.6 GB RSS; 64 kB, 7.3 CPU-s, 0.67 GB.
-LOCAL_MIN_READ = 32 * 1024
+#: project's machines: 2-7 s of sys per fresh GB, varying from run to run) far more.
+#: Measured, 12,000 FFIs of 64 x 2136 at 4 GB, 4 runs each in alternation (medians):
+#: 32 kB, blocks of 4 rows (820 MB), 18.2 s wall, 7.4 s user + 10.7 s sys, 2.0 GB RSS;
+#: 24 kB, 18.3 s, 8.4 + 10.6 s, 1.6 GB; 16 kB, 2 rows, 11.6 s, 8.5 + 4.7 s, 1.2 GB; 8 kB
+#: (3 runs) 15.2 s, 10.1 + 7.0 s, 0.8 GB: the reads' own cost then wins.  Where fresh
+#: memory is cheap (an earlier session's runs) 16 kB cost about 1 s more than 32 kB.
+LOCAL_MIN_READ = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
