@@ -27,6 +27,12 @@ counts the parent's RSS at spawn time into a child's peak, so this script stays 
 it imports neither astropy nor fficube (inputs are made in a subprocess).  Prints a
 Markdown table of medians, ratios to ``cat`` and CPU seconds
 per GB of cube.
+
+``--idle S`` waits S seconds before each timed run.  On a VM that gives freed memory
+back to its host (free page reporting), a run's first touch of fresh memory costs
+seconds per GB, but memory that the run before freed moments ago is cheap: in back-to-back
+alternation the tool that needs more memory pays for what the other one recycles.
+After 10 s idle every run starts on fresh memory, as a user's build does.
 """
 
 from __future__ import annotations
@@ -110,6 +116,8 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=None, help="where the cube goes (default: --data)")
     parser.add_argument("--rows", type=int, default=FULL_ROWS, help="rows per FFI (64: a 200-s sector's test geometry)")
     parser.add_argument("--sparse", action="store_true", help="inputs as sparse files (headers and marker rows)")
+    parser.add_argument("--idle", type=float, default=0.0,
+                        help="seconds to wait before each timed run (see the module's docstring)")
     args = parser.parse_args()
 
     paths = make_inputs(inputs_dir(args.data, args.n, args.rows, args.sparse), args.n, args.rows, args.sparse)
@@ -147,6 +155,7 @@ def main() -> None:
                 # through the cache (``cat``'s) evicts inputs that the next run would then
                 # read again at a cost the other tool did not pay.
                 subprocess.run(["sh", "-c", f'xargs -d "\\n" cat < "{listing}" > /dev/null'], check=True)
+            time.sleep(args.idle)
             results[name].append(run(argv))
             r = results[name][-1]
             print(f"round {round_ + 1} {name}: {r['wall']:.1f} s wall, {r['user']:.1f} s user, "
