@@ -92,6 +92,6 @@ def prefault(buffers: Sequence[np.ndarray], stop: threading.Event | None = None)
                 return done
             length = min(PREFAULT_CHUNK, end - chunk)
             if _MADVISE(chunk, length, MADV_POPULATE_WRITE) != 0:
-                return done  # EINVAL: an older kernel; nothing lost but the head start
+                return done  # EINVAL on kernels before 5.14 (or EINTR): only the head start is lost
             done += length
     return done
