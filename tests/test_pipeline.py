@@ -1,11 +1,14 @@
-"""Which cube rows a (resumed) build writes: fficube.pipeline.rows_to_write, pure."""
+"""Which cube rows a (resumed) build writes, and which buffer bytes its blocks use: pure."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 from helpers import plan_of
 
-from fficube.pipeline import rows_to_write
+from fficube._buffers import ALIGN, aligned_buffer
+from fficube.pipeline import in_use, rows_to_write
 from fficube.plan import CubePlan
 
 
@@ -35,3 +38,15 @@ def test_overlapping_or_touching_ranges_merge(plan: CubePlan) -> None:
     needed = [(start + 2 * row, start + 5 * row), (start + 5 * row, start + 9 * row - 1)]
     assert rows_to_write(plan, needed) == ((2, 9),)
     assert rows_to_write(plan, [(0, start + 4 * row), (start + 2 * row, plan.total_bytes)]) is None
+
+
+def test_only_the_buffer_bytes_the_blocks_fill_are_mapped_ahead(sector) -> None:
+    plan = plan_of(sector(n_ffis=3, shape=(30, 10), no_wcs=()), max_memory=85_000)
+    assert plan.memory.block_buffers == 2 and len(plan.blocks) > 2
+    buffers = [aligned_buffer(plan.memory.block_bytes) for _ in range(2)]
+    full = in_use(plan, buffers)
+    assert [len(b) for b in full] == [plan.block_rows * plan.row_bytes + ALIGN] * 2 == [len(b) for b in buffers]
+    # A resume with one short block left: part of one buffer.
+    one = in_use(replace(plan, row_ranges=((28, 30),)), buffers)
+    assert [len(b) for b in one] == [2 * plan.row_bytes + ALIGN] and one[0].ctypes.data == buffers[0].ctypes.data
+    assert in_use(replace(plan, row_ranges=()), buffers) == []

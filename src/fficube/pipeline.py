@@ -22,7 +22,7 @@ from dataclasses import replace
 import numpy as np
 
 from ._aio import run_tasks
-from ._buffers import aligned_buffer, prefault
+from ._buffers import ALIGN, aligned_buffer, prefault
 from .assemble import Block, BlockObserver, assemble_blocks
 from .fetch import Slab, fetch_slabs, new_base_pool, new_slab_pool
 from .journal import Journal
@@ -31,7 +31,7 @@ from .sinks.base import CubeSink
 from .storage import ByteSource
 from .write import write_cube
 
-__all__ = ["execute", "rows_to_write"]
+__all__ = ["execute", "rows_to_write", "in_use"]
 
 
 async def execute(
@@ -80,7 +80,7 @@ async def execute(
                 fetch_slabs(plan, source, new_slab_pool(plan), ready, base_source, new_base_pool(plan)),
                 assemble_blocks(plan, ready, free_blocks, full_blocks, observer),
                 write_cube(plan, sink, full_blocks, free_blocks, done),
-                prefault_buffers(buffers),
+                prefault_buffers(in_use(plan, buffers)),
             ]
         )
         await sink.commit()
@@ -90,6 +90,18 @@ async def execute(
         await asyncio.shield(sink.abort())
         raise
     return plan
+
+
+def in_use(plan: CubePlan, buffers: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The parts of the block buffers that the plan's blocks will fill.
+
+    Blocks take the buffers in turn, each placed within its first ``ALIGN`` bytes
+    (:func:`fficube._buffers.placed`).  A resumed build with one short block left
+    uses a part of one buffer: mapping all of both ahead would touch memory for nothing.
+    """
+    blocks = plan.blocks
+    largest = max((stop - start for start, stop in blocks), default=0) * plan.row_bytes
+    return [buffer[: largest + ALIGN] for buffer in buffers[: len(blocks)]] if largest else []
 
 
 async def prefault_buffers(buffers: Sequence[np.ndarray]) -> None:
