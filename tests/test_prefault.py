@@ -6,6 +6,7 @@ import asyncio
 import ctypes
 import mmap
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -23,8 +24,9 @@ from fficube.synthetic import SectorSpec, make_sector
 def _kernel_has_populate_write() -> bool:
     if not sys.platform.startswith("linux"):
         return False
-    major, minor = (int(part) for part in os.uname().release.split(".")[:2])
-    return (major, minor) >= (5, 14)
+    # Releases read like "6.18.44-fc-v857" or "6.0-rc1": the leading numbers only.
+    found = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return found is not None and (int(found[1]), int(found[2])) >= (5, 14)
 
 
 needs_populate = pytest.mark.skipif(not _kernel_has_populate_write(), reason="MADV_POPULATE_WRITE: Linux 5.14+")
