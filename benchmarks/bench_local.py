@@ -12,7 +12,14 @@ alternation, ``--repeat`` times:
   (``cat`` of all inputs into one file, then ``sync`` of that file, as fficube flushes
   the cube to disk before renaming it into place): the floor for this machine;
 * ``fficube`` at each ``--memory``;
-* astrocut's ``CubeFactory`` at each ``--memory`` (as its ``max_memory`` in GB).
+* astrocut's ``CubeFactory`` at each ``--memory`` (as its ``max_memory`` in GB);
+* ``prelude`` and ``write`` (with ``--tools ...,floor``), the parts of fficube's own floor
+  on this machine: ``prelude`` is a fficube process up to its frozen plan (interpreter,
+  imports, header scan, planning; it stops before the first data byte), ``write`` writes
+  the cube's bytes once from one warm 64 MB buffer, as one writer, with direct I/O where
+  the filesystem takes it (as fficube's writer), then ``fsync`` (timed inside the process).  fficube can hide its reads and transposition behind the writer,
+  not the prelude, so ``prelude + write`` is as fast as fficube can be here; the table's
+  last line gives it against ``cat``.
 
 With ``--sparse`` the FFIs are sparse files (real headers, zero images but for three
 marker rows, the rest a hole), so that a prime-mission or 200-s sector fits a small
@@ -59,7 +66,43 @@ warnings.simplefilter("ignore")  # astrocut warns once per FFI about strings it 
 paths, out, budget = json.load(open(sys.argv[1]))
 CubeFactory().make_cube(paths, out, max_memory=budget / 1e9, verbose=False)
 """
+# fficube up to its plan: the start-up a build pays before its first data byte.
+PRELUDE = """
+import sys, json, fficube, fficube.build as build
 
+class Planned(Exception):
+    pass
+
+def plan_then_stop(*args, **kwargs):
+    build_plan(*args, **kwargs)
+    raise Planned
+
+build_plan, build.make_plan = build.make_plan, plan_then_stop
+paths, out, budget = json.load(open(sys.argv[1]))
+try:
+    fficube.make_cube(paths, out, max_memory=budget, overwrite=True)
+except Planned:
+    pass
+"""
+# The cube's bytes written once, by one writer, from one warm buffer, then made durable:
+# with direct I/O where the filesystem takes it, as fficube's local sink writes.
+WRITE = """
+import mmap, os, sys, time
+size, out = int(sys.argv[1]) // 4096 * 4096, sys.argv[2]
+chunk = mmap.mmap(-1, 64 * 2**20)  # page-aligned, as direct I/O needs
+chunk.write(b"\\x01" * len(chunk))
+try:
+    fd = os.open(out, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_DIRECT)
+except OSError:
+    fd = os.open(out, os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
+start = time.perf_counter()
+done = 0
+while done < size:
+    done += os.pwrite(fd, memoryview(chunk)[:size - done], done)
+os.fsync(fd)
+print(time.perf_counter() - start)
+os.close(fd)
+"""
 
 MAKE_INPUTS = """
 import json, sys
@@ -94,12 +137,16 @@ def make_inputs(directory: Path, n: int, rows: int = FULL_ROWS, sparse: bool = F
     return json.loads(marker.read_text())
 
 
-def run(argv: list[str]) -> dict:
-    """Run a command; wall seconds, user and system CPU seconds and peak RSS (MB) of the process."""
+def run(argv: list[str], timed_inside: bool = False) -> dict:
+    """Run a command; wall seconds, user and system CPU seconds and peak RSS (MB) of the process.
+
+    With ``timed_inside`` the wall time is the number the command prints (its own timing).
+    """
     start = time.perf_counter()
-    proc = subprocess.Popen(argv)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE if timed_inside else None)
+    stdout = proc.stdout.read() if proc.stdout else b""
     _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
+    wall = float(stdout) if timed_inside else time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {argv[:3]}")
     return {"wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime, "cpu": usage.ru_utime + usage.ru_stime,
@@ -111,7 +158,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--memory", default="1GB,4GB")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--tools", default="cat,fficube,astrocut")
+    parser.add_argument("--tools", default="cat,fficube,astrocut", help="of cat, fficube, astrocut, floor")
     parser.add_argument("--data", type=Path, default=Path("bench-data"))
     parser.add_argument("--out-dir", type=Path, default=None, help="where the cube goes (default: --data)")
     parser.add_argument("--rows", type=int, default=FULL_ROWS, help="rows per FFI (64: a 200-s sector's test geometry)")
@@ -141,6 +188,10 @@ def main() -> None:
             cases.append((f"fficube {budget / 1e9:g} GB", [sys.executable, "-c", FFICUBE, payload]))
         if "astrocut" in tools:
             cases.append((f"astrocut {budget / 1e9:g} GB", [sys.executable, "-c", ASTROCUT, payload]))
+        if "floor" in tools:
+            cases.append((f"prelude {budget / 1e9:g} GB", [sys.executable, "-c", PRELUDE, payload]))
+    if "floor" in tools:
+        cases.append(("write", [sys.executable, "-c", WRITE, str(input_bytes), str(out)]))
 
     results: dict[str, list[dict]] = {name: [] for name, _ in cases}
     # Inputs that fill most of the memory cannot all stay cached (1,300 full-size FFIs).
@@ -156,7 +207,7 @@ def main() -> None:
                 # read again at a cost the other tool did not pay.
                 subprocess.run(["sh", "-c", f'xargs -d "\\n" cat < "{listing}" > /dev/null'], check=True)
             time.sleep(args.idle)
-            results[name].append(run(argv))
+            results[name].append(run(argv, timed_inside=name == "write"))
             r = results[name][-1]
             print(f"round {round_ + 1} {name}: {r['wall']:.1f} s wall, {r['user']:.1f} s user, "
                   f"{r['sys']:.1f} s sys, {r['rss']:.0f} MB", file=sys.stderr)
@@ -178,6 +229,12 @@ def main() -> None:
         rss = max(r["rss"] for r in runs)
         ratio = f"{wall / floor:.2f}" if floor else "-"
         print(f"| {name} | {wall:.2f} | {user:.2f} | {sys_:.2f} | {cpu / gb:.2f} | {rss:.0f} | {ratio} |")
+    if "write" in results and floor:
+        write = statistics.median(r["wall"] for r in results["write"])
+        for name in (n for n in results if n.startswith("prelude")):
+            prelude = statistics.median(r["wall"] for r in results[name])
+            print(f"\nfficube's floor at {name[len('prelude '):]}: prelude + write = {prelude + write:.2f} s, "
+                  f"{(prelude + write) / floor:.2f}x cat")
 
 
 if __name__ == "__main__":
