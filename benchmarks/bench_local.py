@@ -14,12 +14,13 @@ alternation, ``--repeat`` times:
 * ``fficube`` at each ``--memory``;
 * astrocut's ``CubeFactory`` at each ``--memory`` (as its ``max_memory`` in GB);
 * ``prelude`` and ``write`` (with ``--tools ...,floor``), the parts of fficube's own floor
-  on this machine: ``prelude`` is a fficube process up to its frozen plan (interpreter,
-  imports, header scan, planning; it stops before the first data byte), ``write`` writes
-  the cube's bytes once from one warm 64 MB buffer, as one writer, with direct I/O where
-  the filesystem takes it (as fficube's writer), then ``fsync`` (timed inside the process).  fficube can hide its reads and transposition behind the writer,
-  not the prelude, so ``prelude + write`` is as fast as fficube can be here; the table's
-  last line gives it against ``cat``.
+  on this machine.  ``prelude`` is a fficube process up to its frozen plan (interpreter,
+  imports, header scan, planning; it stops before the first data byte).  ``write`` writes
+  as many bytes as ``cat`` does (about the cube's size) once, by one writer, from one warm
+  64 MB buffer, with direct I/O where the filesystem takes it (as fficube's writer), then
+  ``fsync``; it is timed inside its process.  fficube can hide its reads and
+  transposition behind the writer, not the prelude, so ``prelude + write`` is as fast as
+  fficube can be here; the table's last line gives it against ``cat``.
 
 With ``--sparse`` the FFIs are sparse files (real headers, zero images but for three
 marker rows, the rest a hole), so that a prime-mission or 200-s sector fits a small
@@ -84,7 +85,7 @@ try:
 except Planned:
     pass
 """
-# The cube's bytes written once, by one writer, from one warm buffer, then made durable:
+# The inputs' bytes (about the cube's) written once, by one writer, from one warm buffer, then made durable:
 # with direct I/O where the filesystem takes it, as fficube's local sink writes.
 WRITE = """
 import mmap, os, sys, time
