@@ -75,6 +75,9 @@ class ProxyState:
     #: nginx serving files does; S3 takes an unquoted one
     strict_if_match: bool = False
     if_match: list[str] = field(default_factory=list)  #: the If-Match of every GET, as sent
+    #: The client of each ranged GET, by the first word of its User-Agent
+    #: (``object_store`` for obstore, ``aiobotocore`` or ``Botocore`` for s3fs)
+    ranged_get_clients: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -178,6 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
                 state.unsigned += 1
             if ranged:
                 state.ranged_gets += 1
+                client = self.headers.get("User-Agent", "").split("/", 1)[0]
+                state.ranged_get_clients[client] = state.ranged_get_clients.get(client, 0) + 1
             if command == "GET" and "If-Match" in self.headers:
                 state.if_match.append(self.headers["If-Match"])
             if state.hang is not None and not state.hung:

@@ -16,6 +16,7 @@ from typing import Any
 import fsspec
 
 from .s3read import ObstoreSource
+from .s3settings import S3Settings, explicit_endpoint, resolve_s3_settings
 from .storage import ByteSource, FsspecSource, HedgePolicy, IOStats, LocalSource
 
 __all__ = [
@@ -75,6 +76,7 @@ class Filesystems:
         self.storage_options = dict(storage_options or {})
         self._open: dict[str, Any] = {}
         self._sessions: list[Any] = []
+        self._settings: dict[bool, S3Settings] = {}
 
     def options_for(self, protocol: str, *, output: bool = False) -> dict[str, Any]:
         """The keyword arguments the filesystem of ``protocol`` is created with.
@@ -96,9 +98,22 @@ class Filesystems:
         options["skip_instance_cache"] = True  # a session of our own, closed by us
         return options
 
+    async def s3_settings(self, *, output: bool = False) -> S3Settings:
+        """The S3 settings of the inputs (or of the output: without ``anon``), resolved once
+        from the storage options and the AWS configuration (:mod:`fficube.s3settings`)."""
+        if output not in self._settings:
+            options = self.options_for("s3", output=output)
+            self._settings[output] = await asyncio.to_thread(resolve_s3_settings, options)
+        return self._settings[output]
+
     async def get(self, protocol: str, *, output: bool = False) -> Any:
         """The filesystem for ``protocol`` (for the output: without ``anon``), session open."""
         options = self.options_for(protocol, output=output)
+        if protocol in S3_PROTOCOLS:
+            # s3fs is handed the endpoint resolved for obstore too: one resolution, not two.
+            settings = await self.s3_settings(output=output)
+            if settings.endpoint_url and not explicit_endpoint(options):
+                options["endpoint_url"] = settings.endpoint_url
         key = repr(sorted(options.items()))
         if key not in self._open:  # one session per distinct filesystem
             cls = fsspec.get_filesystem_class(protocol)
@@ -159,6 +174,7 @@ async def open_source(
     known = {"sizes": dict(sizes or {}), "etags": dict(etags or {})}
     if protocol in S3_PROTOCOLS:  # obstore when it can stand in for s3fs (see s3read.py)
         fast = await ObstoreSource.open(fs, filesystems.options_for(protocol, output=output),
+                                        await filesystems.s3_settings(output=output),
                                         concurrency or DEFAULT_REMOTE_CONCURRENCY, **known)
         if fast is not None:
             return fast

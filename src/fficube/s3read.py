@@ -9,11 +9,12 @@ per second a fast instance can take, that is the difference between a few cores 
 client CPU and one.
 
 Only the reads of inputs move here: listing, existence checks and the upload of the
-cube stay with s3fs (few, large requests).  :func:`store_options` translates the
-s3fs options the user gave (``anon``, ``endpoint_url``, ``key``/``secret``/``token``,
-``requester_pays``, ``profile``, ``client_kwargs={"region_name": ...}``); credentials
-come from botocore's own chain (environment, profile, instance or task role), as
-s3fs's do.  Options it cannot translate, or no credentials, keep the reads on s3fs.
+cube stay with s3fs (few, large requests).  Both clients work from one
+:class:`~fficube.s3settings.S3Settings`, resolved from the storage options and the AWS
+configuration (:mod:`fficube.s3settings`): :func:`store_options` gives obstore every
+setting outright, so that obstore's own reading of ``AWS_*`` variables cannot differ
+from botocore's.  Options obstore has no word for (:func:`carries_over`), or no
+credentials, keep the reads on s3fs.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .s3settings import OBSTORE_ENDPOINT_VARIABLES, S3Settings
 from .storage import RemoteSource
 
 if TYPE_CHECKING:
     from obstore.store import S3Credential, S3Store
 
-__all__ = ["ObstoreSource", "store_options", "StoreFailure", "available"]
+__all__ = ["ObstoreSource", "carries_over", "store_options", "bucket_options", "StoreFailure", "available"]
 
 #: s3fs options :func:`store_options` knows how to carry over.
 KNOWN = frozenset({"anon", "endpoint_url", "key", "secret", "token", "requester_pays", "profile", "client_kwargs",
@@ -82,36 +84,65 @@ def translate(exc: Exception) -> Exception:
     return StoreFailure(message, status)
 
 
-def store_options(options: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The ``S3Store`` keyword arguments for s3fs ``options`` (bucket, region and
-    credentials aside); None if some option has no equivalent.
+def carries_over(options: Mapping[str, Any]) -> bool:
+    """Whether obstore can make the requests s3fs ``options`` describe (else the reads stay on s3fs).
 
-    Pure: no credentials are looked up here.
+    Pure: no configuration is read here.
     """
     if not set(options) <= KNOWN:
-        return None
+        return False
     client_kwargs = dict(options.get("client_kwargs") or {})
     config_kwargs = dict(options.get("config_kwargs") or {})
-    if not set(client_kwargs) <= {"region_name", "endpoint_url"} or not set(config_kwargs) <= CLIENT_TUNING:
-        return None
-    out: dict[str, Any] = {"retry_config": {"max_retries": 0}}  # retries are fficube's, counted and bounded
-    endpoint = options.get("endpoint_url") or client_kwargs.get("endpoint_url")
+    return set(client_kwargs) <= {"region_name", "endpoint_url"} and set(config_kwargs) <= CLIENT_TUNING
+
+
+def store_options(settings: S3Settings) -> dict[str, Any]:
+    """The ``S3Store`` keyword arguments for resolved S3 ``settings`` (bucket, region and
+    refreshable credentials aside: :func:`bucket_options`).
+
+    obstore reads ``AWS_*`` variables by itself; every setting that one could change is
+    given here outright, so that the settings, not obstore's own reading of the
+    environment, decide.  Pure.
+    """
+    out: dict[str, Any] = {
+        "retry_config": {"max_retries": 0},  # retries are fficube's, counted and bounded
+        "skip_signature": settings.anonymous,
+        "request_payer": settings.requester_pays,
+    }
+    endpoint = settings.endpoint_url
     if endpoint:
-        out["endpoint"] = str(endpoint)
+        # A custom endpoint: path-style (its host names no bucket), plain HTTP if it says so.
+        # ``aws_endpoint_url_s3`` as well, since obstore prefers it to ``endpoint``.
+        out["endpoint"] = out["aws_endpoint_url_s3"] = endpoint
         out["virtual_hosted_style_request"] = False
-        if str(endpoint).startswith("http://"):
-            out["client_options"] = {"allow_http": True}
-    if client_kwargs.get("region_name"):
-        out["region"] = str(client_kwargs["region_name"])
-    if options.get("requester_pays"):
-        out["request_payer"] = True
-    if options.get("anon"):
-        out["skip_signature"] = True
-    elif options.get("key") and options.get("secret"):
-        out["access_key_id"], out["secret_access_key"] = str(options["key"]), str(options["secret"])
-        if options.get("token"):
-            out["session_token"] = str(options["token"])
+        out["client_options"] = {"allow_http": endpoint.startswith("http://")}
+    if settings.static_credentials is not None:
+        key, secret, token = settings.static_credentials
+        out["access_key_id"], out["secret_access_key"] = key, secret
+        if token:
+            out["session_token"] = token
     return out
+
+
+def bucket_options(base: Mapping[str, Any], bucket: str, region: str,
+                   environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The ``S3Store`` keyword arguments for ``bucket`` in ``region``, from :func:`store_options`'s ``base``.
+
+    On AWS itself requests go virtual-hosted, as botocore sends them (path-style for a
+    bucket whose name has dots, which no certificate covers).  If the environment names
+    an endpoint that obstore would take up although the settings have none (botocore
+    was told to ignore it, ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS``, or does not read
+    it, ``AWS_ENDPOINT``), the bucket's AWS endpoint is given outright.  Pure.
+    """
+    options = {**base, "region": region}
+    if "endpoint" in base:
+        return options
+    virtual = "." not in bucket
+    options["virtual_hosted_style_request"] = virtual
+    if any(environ.get(v) for v in OBSTORE_ENDPOINT_VARIABLES):
+        host = f"{bucket}.s3.{region}.amazonaws.com" if virtual else f"s3.{region}.amazonaws.com"
+        options["endpoint"] = options["aws_endpoint_url_s3"] = f"https://{host}"
+    return options
 
 
 class _BotocoreCredentials:
@@ -124,12 +155,6 @@ class _BotocoreCredentials:
         frozen = self.credentials.get_frozen_credentials()
         return {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key, "token": frozen.token,
                 "expires_at": dt.datetime.now(dt.UTC) + CREDENTIAL_REUSE}
-
-
-def _botocore_session(profile: str | None) -> Any:
-    import botocore.session
-
-    return botocore.session.Session(profile=profile)
 
 
 async def _bucket_region(fs: Any, bucket: str) -> str | None:
@@ -149,34 +174,33 @@ class ObstoreSource(RemoteSource):
     Build it with :meth:`open`, which returns None when the reads should stay on s3fs.
     """
 
-    def __init__(self, fs: Any, base: dict[str, Any], credentials: Any, region: str | None,
-                 concurrency: int = 32, **kwargs: Any) -> None:
+    def __init__(self, fs: Any, settings: S3Settings, concurrency: int = 32, **kwargs: Any) -> None:
         super().__init__(concurrency, **kwargs)
-        self.fs = fs  #: the s3fs filesystem of the same options (to find a bucket's region)
-        self._base, self._credentials, self._region = base, credentials, region
-        self.anonymous = bool(base.get("skip_signature"))
+        self.fs = fs  #: the s3fs filesystem of the same settings (to find a bucket's region)
+        self.settings = settings
+        self._base = store_options(settings)
+        self.anonymous = settings.anonymous
         self._stores: dict[str, S3Store] = {}
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, fs: Any, options: Mapping[str, Any], concurrency: int, **kwargs: Any) -> ObstoreSource | None:
-        """The source for s3fs ``fs`` made with ``options``, or None to keep reads on s3fs."""
-        base = store_options(options) if available() else None
-        if base is None:
+    async def open(cls, fs: Any, options: Mapping[str, Any], settings: S3Settings, concurrency: int,
+                   **kwargs: Any) -> ObstoreSource | None:
+        """The source for s3fs ``fs`` made with ``options`` and ``settings``, or None to
+        keep the reads on s3fs (an option obstore has no word for; no credentials found,
+        where s3fs decides what that means)."""
+        if not available() or not carries_over(options):
             return None
-        credentials = None
-        region = base.pop("region", None) or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        signed_by_chain = not base.get("skip_signature") and "access_key_id" not in base
-        if signed_by_chain or region is None:
-            session = await asyncio.to_thread(_botocore_session, options.get("profile"))
-            if signed_by_chain:
-                credentials = await asyncio.to_thread(session.get_credentials)
-                if credentials is None:
-                    return None  # s3fs decides what no credentials means
-            region = region or session.get_config_variable("region")
-        if region is None and "endpoint" in base:
-            region = "us-east-1"  # a custom endpoint (MinIO, moto...): the region only enters the signature
-        return cls(fs, base, credentials, region, concurrency, **kwargs)
+        if settings.signed and settings.credentials is None:
+            return None
+        return cls(fs, settings, concurrency, **kwargs)
+
+    async def _region(self, bucket: str) -> str:
+        """The region to sign for: on AWS the bucket's own (its HEAD says, whatever region is
+        configured: a request signed for another is refused), else the configured one."""
+        found = None if self.settings.endpoint_url else await _bucket_region(self.fs, bucket)
+        # A custom endpoint (MinIO, moto...) without a region: it only enters the signature.
+        return found or self.settings.region or "us-east-1"
 
     async def _store(self, bucket: str) -> S3Store:
         if bucket not in self._stores:
@@ -184,12 +208,10 @@ class ObstoreSource(RemoteSource):
                 if bucket not in self._stores:
                     from obstore.store import S3Store
 
-                    region = self._region or await _bucket_region(self.fs, bucket) or "us-east-1"
-                    options = dict(self._base)
-                    if "endpoint" not in options:  # AWS: virtual-hosted style, as botocore uses it
-                        options["virtual_hosted_style_request"] = "." not in bucket
-                    provider = _BotocoreCredentials(self._credentials) if self._credentials is not None else None
-                    self._stores[bucket] = S3Store(bucket, region=region, credential_provider=provider, **options)
+                    options = bucket_options(self._base, bucket, await self._region(bucket))
+                    credentials = self.settings.credentials
+                    provider = _BotocoreCredentials(credentials) if credentials is not None else None
+                    self._stores[bucket] = S3Store(bucket, credential_provider=provider, **options)
         return self._stores[bucket]
 
     @staticmethod
