@@ -21,7 +21,8 @@ from .errors import MissingExtraError
 from .remote import S3_PROTOCOLS, Filesystems, is_url, open_source, protocol_or_local
 from .storage import ByteSource
 
-__all__ = ["cube_source", "read_cube", "cube_location", "reading_options", "require", "CubeInfo", "scan_cube"]
+__all__ = ["cube_source", "read_cube", "cube_path", "cube_location", "reading_options", "require", "CubeInfo",
+           "scan_cube"]
 
 T = TypeVar("T")
 
@@ -41,11 +42,14 @@ def require(module: str, extra: str, feature: str) -> Any:
         ) from exc
 
 
+def cube_path(cube: str | os.PathLike[str]) -> str:
+    """The cube as the user gave it (a ``file://`` URL as its path): what messages name."""
+    return os.fspath(cube).removeprefix("file://")
+
+
 def cube_location(cube: str | os.PathLike[str]) -> str:
     """The cube as a URL or an absolute local path (what a manifest records)."""
-    text = os.fspath(cube)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
+    text = cube_path(cube)
     return text if is_url(text) else os.path.abspath(text)
 
 

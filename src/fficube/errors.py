@@ -14,6 +14,7 @@ from __future__ import annotations
 from .redact import redact
 
 __all__ = [
+    "os_reason",
     "FficubeError",
     "InputError",
     "NoInputsError",
@@ -28,9 +29,17 @@ __all__ = [
     "OptionError",
     "FficubeWarning",
     "DuplicateInputWarning",
+    "LeftOutInputWarning",
     "TemplateWarning",
     "MissingExtraError",
 ]
+
+
+def os_reason(exc: BaseException) -> str:
+    """What an OS error says, in the lower case of fficube's messages ("no such file or
+    directory"), without the errno and file name it repeats."""
+    text = (exc.strerror if isinstance(exc, OSError) and exc.strerror else None) or str(exc)
+    return text[:1].lower() + text[1:]
 
 
 class FficubeError(Exception):
@@ -130,6 +139,11 @@ class FficubeWarning(UserWarning):
 
 class DuplicateInputWarning(FficubeWarning):
     """The same file was given more than once; it is used once."""
+
+
+class LeftOutInputWarning(FficubeWarning):
+    """A directory or prefix searched for one product (``product="spoc"``) holds FFIs of
+    another, which are left out; the warning counts them."""
 
 
 class TemplateWarning(FficubeWarning):

@@ -29,7 +29,7 @@ import numpy as np
 from astropy.io import fits
 
 from ._aio import run_tasks
-from .access import CubeInfo, cube_location, cube_source, scan_cube
+from .access import CubeInfo, cube_path, cube_source, scan_cube
 from .errors import FitsFormatError, InputError
 from .quality import GAP_FACTOR, Gap, celestial_wcs, find_gaps
 from .report import QualityReport, ReportEntry, match_report, read_report
@@ -288,7 +288,7 @@ async def read_overview(
     FitsFormatError
         If the file is not a cube in fficube's (astrocut's) format.
     """
-    path = cube_location(cube)
+    path = cube_path(cube)
     loaded = read_report(report) if report is not None and not isinstance(report, QualityReport) else report
     async with cube_source(path, anon=anon, storage_options=storage_options, concurrency=concurrency) as source:
         info = await scan_cube(source, path)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .access import require
-from .errors import OutputError
+from .errors import OutputError, os_reason
 from .overview import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, CubeOverview, read_overview
 from .report import QualityReport
 from .sync import run
@@ -264,6 +264,5 @@ def plot_cube(
         try:
             result.figure.savefig(target, dpi=dpi)
         except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise OutputError(f"cannot save the figure: {reason}", path=target) from exc
+            raise OutputError(f"cannot save the figure: {os_reason(exc)}", path=target) from exc
     return result

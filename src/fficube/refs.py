@@ -53,7 +53,7 @@ import numpy as np
 from astropy.io import fits
 
 from ._version import __version__
-from .access import CubeInfo, cube_location, read_cube
+from .access import CubeInfo, cube_location, cube_path, read_cube
 from .errors import InputError
 from .redact import redact
 from .remote import is_url
@@ -258,9 +258,8 @@ async def cube_refs(
     FitsFormatError
         If the file is not a cube in fficube's (astrocut's) format.
     """
-    location = cube_location(cube)
-    info, _ = await read_cube(location, anon=anon, storage_options=storage_options)
-    return cube_references(info, location, chunk_bytes=chunk_bytes)
+    info, _ = await read_cube(cube_path(cube), anon=anon, storage_options=storage_options)
+    return cube_references(info, cube_location(cube), chunk_bytes=chunk_bytes)
 
 
 def make_refs(

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, os_reason
 
 __all__ = ["ReportEntry", "QualityReport", "parse_report", "read_report", "match_report", "report_document",
            "write_report", "TIME_TOLERANCE"]
@@ -171,7 +171,7 @@ def write_report(path: str | os.PathLike[str], document: Mapping[str, Any]) -> N
         with open(target, "w", encoding="utf-8") as f:
             f.write(text)
     except OSError as exc:
-        raise OutputError(f"cannot write the quality report: {exc.strerror or exc}", path=target) from exc
+        raise OutputError(f"cannot write the quality report: {os_reason(exc)}", path=target) from exc
 
 
 def read_report(path: str | os.PathLike[str]) -> QualityReport:
@@ -187,7 +187,7 @@ def read_report(path: str | os.PathLike[str]) -> QualityReport:
         with open(source, encoding="utf-8") as f:
             data = json.load(f)
     except OSError as exc:
-        raise InputError(f"cannot read the quality report: {exc.strerror or exc}", path=source) from exc
+        raise InputError(f"cannot read the quality report: {os_reason(exc)}", path=source) from exc
     except ValueError as exc:
         raise InputError(f"the quality report is not JSON: {exc}", path=source) from exc
     return parse_report(data, source=source)

@@ -49,7 +49,7 @@ from typing import Any, Literal, Protocol
 from ._aio import closing
 from .build import BuildOptions, cube_size_estimate
 from .checksum import add, seal_header
-from .errors import InputError, OutputError, OutputExistsError, ResumeError
+from .errors import InputError, OutputError, OutputExistsError, ResumeError, os_reason
 from .inputs import InputsLike, Version, resolve_inputs
 from .journal import FinishClaim, Identity, Journal, Part, SharedPlan, create_file, sync_directory, write_synced
 from .pipeline import execute
@@ -328,7 +328,7 @@ class _FileShards:
                 return mine
             os.unlink(self.path(name))  # another worker came first: use its file
         except OSError as exc:
-            raise OutputError(f"cannot start the shared build: {exc.strerror or exc}", path=self.output) from exc
+            raise OutputError(f"cannot start the shared build: {os_reason(exc)}", path=self.output) from exc
         agreed = await self.plan()
         assert agreed is not None
         return agreed
@@ -380,7 +380,7 @@ class _FileShards:
         except OutputError:
             raise
         except OSError as exc:
-            raise OutputError(f"finishing the cube failed: {exc.strerror or exc}", path=self.output) from exc
+            raise OutputError(f"finishing the cube failed: {os_reason(exc)}", path=self.output) from exc
 
     async def remove(self) -> None:
         def remove() -> None:

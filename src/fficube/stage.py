@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ._aio import closing, run_tasks
-from .errors import InputError, OutputError, ReadError
+from .errors import InputError, OutputError, ReadError, os_reason
 from .inputs import Inputs, Version
 from .journal import FILE_MODE, StagedFile, replace_file
 from .remote import Filesystems
@@ -239,7 +239,7 @@ async def stage_inputs(
             except OSError as exc:
                 if isinstance(exc, ReadError):
                     raise
-                raise OutputError(f"staging failed: {exc.strerror or exc}", path=copy.partial) from exc
+                raise OutputError(f"staging failed: {os_reason(exc)}", path=copy.partial) from exc
             if copy.left == 0:
                 finished += 1
                 if on_file is not None:

@@ -35,7 +35,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from .errors import ReadError
+from .errors import ReadError, os_reason
 
 __all__ = [
     "IOStats", "ByteSource", "LocalSource", "RemoteSource", "FsspecSource", "RetryPolicy", "HedgePolicy", "retrying",
@@ -156,7 +156,7 @@ def _file_size(path: str) -> int:
     try:
         return os.stat(path).st_size
     except OSError as exc:
-        raise ReadError(exc.strerror or str(exc), path=path) from exc
+        raise ReadError(os_reason(exc), path=path) from exc
 
 
 class BlockingReads(Protocol):
@@ -207,7 +207,7 @@ class _LocalReads:
         try:
             return os.fstat(self._fd(path)).st_size
         except OSError as exc:
-            raise ReadError(exc.strerror or str(exc), path=path) from exc
+            raise ReadError(os_reason(exc), path=path) from exc
 
     def prefetch(self, path: str, start: int, stop: int) -> None:
         if _WILLNEED is None:
@@ -221,7 +221,7 @@ class _LocalReads:
         try:
             data = _read_range(self._fd(path), start, stop)
         except OSError as exc:
-            raise ReadError(exc.strerror or str(exc), path=path, byte_range=(start, stop)) from exc
+            raise ReadError(os_reason(exc), path=path, byte_range=(start, stop)) from exc
         self.requests += 1
         self.bytes_read += len(data)
         return data
@@ -302,7 +302,7 @@ class LocalSource:
             with self._descriptor(path) as fd:
                 return _read_range(fd, start, stop)
         except OSError as exc:
-            raise ReadError(exc.strerror or str(exc), path=path, byte_range=(start, stop)) from exc
+            raise ReadError(os_reason(exc), path=path, byte_range=(start, stop)) from exc
 
     async def size(self, path: str) -> int:
         return await asyncio.to_thread(_file_size, path)
@@ -317,7 +317,7 @@ class LocalSource:
         try:
             n = await self._run(self._preadinto, path, start, buf)
         except OSError as exc:
-            raise ReadError(exc.strerror or str(exc), path=path, byte_range=(start, stop)) from exc
+            raise ReadError(os_reason(exc), path=path, byte_range=(start, stop)) from exc
         self.stats.bytes_read += n
         if n < len(buf):
             raise ReadError(
@@ -346,7 +346,7 @@ class LocalSource:
                         fd_path = path
                     n = _pread_all(fd, start, buf)
                 except OSError as exc:
-                    raise ReadError(exc.strerror or str(exc), path=path, byte_range=(start, stop)) from exc
+                    raise ReadError(os_reason(exc), path=path, byte_range=(start, stop)) from exc
                 total += n
                 if n < len(buf):
                     raise ReadError(

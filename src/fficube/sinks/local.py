@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from .._buffers import ALIGN, address
 from ..checksum import ZERO, add
-from ..errors import InputError, OutputError, OutputExistsError, ResumeError
+from ..errors import InputError, OutputError, OutputExistsError, ResumeError, os_reason
 from ..journal import FILE_MODE, Journal, LocalJournal
 from ..plan import CubePlan
 from ..storage import IOStats
@@ -113,9 +113,15 @@ class LocalOutput:
         removed when the build ends.
         """
         path = lock_path(self.location)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            except OSError as exc:
+                # The first file a build creates beside its output: where that fails (/proc,
+                # a read-only mount), the output cannot be written either; say so of it.
+                reason = os_reason(exc)
+                raise OutputError(f"cannot write here: {reason[0].lower()}{reason[1:]}", path=self.location) from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -224,7 +230,7 @@ class LocalSink:
                 self._sum = resume.datasum
                 await asyncio.to_thread(os.ftruncate, self._fd, self.position)  # drop what was not recorded
         except OSError as exc:
-            raise OutputError(f"cannot write here: {exc.strerror or exc}", path=self.output) from exc
+            raise OutputError(f"cannot write here: {os_reason(exc)}", path=self.output) from exc
         if self._direct:
             try:
                 self._dfd = os.open(self.partial, os.O_WRONLY | os.O_DIRECT)
@@ -278,7 +284,7 @@ class LocalSink:
         try:
             part_sum = await asyncio.to_thread(self._write, view, datasum)
         except OSError as exc:
-            raise OutputError(f"writing failed: {exc.strerror or exc}", path=self.partial) from exc
+            raise OutputError(f"writing failed: {os_reason(exc)}", path=self.partial) from exc
         self._sum = add(self._sum, part_sum)
         self.position += len(view)
         self.bytes_written += len(view)
@@ -311,7 +317,7 @@ class LocalSink:
         try:
             self.saved = await pending
         except OSError as exc:
-            raise OutputError(f"saving progress failed: {exc.strerror or exc}", path=self.journal.path) from exc
+            raise OutputError(f"saving progress failed: {os_reason(exc)}", path=self.journal.path) from exc
 
     def datasum(self) -> int:
         return self._sum
@@ -323,7 +329,7 @@ class LocalSink:
         try:
             await asyncio.to_thread(os.pwrite, self._fd, data, offset)
         except OSError as exc:
-            raise OutputError(f"writing failed: {exc.strerror or exc}", path=self.partial) from exc
+            raise OutputError(f"writing failed: {os_reason(exc)}", path=self.partial) from exc
 
     async def commit(self) -> None:
         assert self._fd is not None
@@ -342,7 +348,7 @@ class LocalSink:
         except OutputError:
             raise
         except OSError as exc:
-            raise OutputError(f"finishing the cube failed: {exc.strerror or exc}", path=self.output) from exc
+            raise OutputError(f"finishing the cube failed: {os_reason(exc)}", path=self.output) from exc
         self.journal.remove()
 
     async def _window_done(self) -> None:
@@ -355,7 +361,7 @@ class LocalSink:
             self.record = self.record.advanced(offset=self.position, datasum=self._sum, done=True)
             await asyncio.to_thread(self.journal.save, self.record)
         except OSError as exc:
-            raise OutputError(f"saving progress failed: {exc.strerror or exc}", path=self.journal.path) from exc
+            raise OutputError(f"saving progress failed: {os_reason(exc)}", path=self.journal.path) from exc
         finally:
             os.close(self._fd)
             self._fd = None
