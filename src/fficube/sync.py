@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
@@ -83,6 +84,12 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        in_loop = False
+    else:
+        in_loop = True
+    if not in_loop:
+        # Outside the except clause: an error of the build must not be shown as raised
+        # "during handling of" the RuntimeError that said there was no loop.
         return asyncio.run(coro)  # no loop in this thread: a script
     if threading.current_thread().name.startswith(THREAD_NAME):
         coro.close()
@@ -114,7 +121,19 @@ def _twin(async_fn: Callable[P, Coroutine[Any, Any, T]], name: str) -> Callable[
 
     @functools.wraps(async_fn)
     def twin(*args: P.args, **kwargs: P.kwargs) -> T:
-        return run(async_fn(*args, **kwargs))
+        # A warning raised inside the coroutine would point into asyncio's event loop: it
+        # is held and raised again here, at the caller's line, under the caller's filters
+        # (a filter that makes it an error has already raised it, inside).
+        held: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                try:
+                    return run(async_fn(*args, **kwargs))
+                finally:
+                    held = list(caught)
+        finally:
+            for warning in held:
+                warnings.warn(warning.message, warning.category, stacklevel=2)
 
     twin.__name__ = twin.__qualname__ = name
     twin.__doc__ = (
