@@ -18,6 +18,26 @@ from helpers import run_cli
 from fficube.cli import _parser
 
 
+@pytest.mark.parametrize("n_ffis", [1, 2, 100])
+def test_the_demo_builds_any_number_of_ffis(n_ffis: int, tmp_path: Path) -> None:
+    code, out, err = run_cli("demo", str(tmp_path / "demo"), "--n-ffis", str(n_ffis))
+    assert code == 0, err
+    assert f"from {n_ffis} FFIs" in out and "FFIs  " in out  # the summary, then inspect's table
+    if n_ffis == 100:  # a cube larger than the old fixed 1.5 MB streams in several blocks
+        summary = next(line for line in out.splitlines() if line.startswith("wrote "))
+        assert int(summary.split(" block(s)")[0].rsplit(" ", 1)[1]) > 1, summary
+
+
+def test_the_demo_takes_a_budget_and_refuses_no_ffis(tmp_path: Path, capsys) -> None:
+    code, out, err = run_cli("demo", str(tmp_path / "demo"), "--n-ffis", "30", "--max-memory", "2MB")
+    assert code == 0 and "--max-memory 2MB" in out, err
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("demo", str(tmp_path / "none"), "--n-ffis", "0")
+    assert exit_.value.code == 2
+    assert "--n-ffis: expected 1 or more, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
 def run_script(source: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     script = cwd / "user_script.py"
     script.write_text(textwrap.dedent(source))
@@ -59,6 +79,20 @@ def test_warnings_made_errors_still_stop_a_sync_call(sector, tmp_path: Path) -> 
     """, tmp_path)
     assert done.returncode == 0 and "stopped:" in done.stdout and "given more than once" in done.stdout, done.stderr
     assert not (tmp_path / "cube.fits").exists()
+
+
+def test_abbreviated_options_are_refused(sector, tmp_path: Path, capsys) -> None:
+    paths = sector(n_ffis=3, shape=(16, 20), no_wcs=())
+    cube = tmp_path / "cube.fits"
+    cube.write_bytes(b"the user's own file")
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("build", *paths, "-o", str(cube), "--overwrit")
+    assert exit_.value.code == 2 and "unrecognized arguments: --overwrit" in capsys.readouterr().err
+    assert cube.read_bytes() == b"the user's own file"
+    # Every command refuses them, whichever module registers it.
+    subparsers = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert _parser().allow_abbrev is False
+    assert {name: p.allow_abbrev for name, p in subparsers.choices.items()} == dict.fromkeys(subparsers.choices, False)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")

@@ -27,7 +27,7 @@ from .cli_view import COMMANDS as VIEW_COMMANDS
 from .cli_view import add_commands as add_view_commands
 from .cli_view import add_inspect_plot, plot_after_inspect
 from .cubeinfo import CubeDescription, describe_cube
-from .errors import DuplicateInputWarning, FficubeError
+from .errors import FficubeError, FficubeWarning
 from .journal import journal_path
 from .products import CHOICES, PRODUCTS
 from .quality import Quality
@@ -219,15 +219,17 @@ def _stage_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    # No abbreviated long options (argparse takes --overwrit for --overwrite): a typo must
+    # not replace a cube.
     parser = argparse.ArgumentParser(prog="fficube", description="Build TESS FFI cubes.",
-                                     formatter_class=_HelpFormatter)
+                                     formatter_class=_HelpFormatter, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"fficube {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs (credentials masked)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, text: str, **kwargs: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=kwargs.pop("description", text),
-                              formatter_class=_HelpFormatter)
+                              formatter_class=_HelpFormatter, allow_abbrev=False)
 
     build = command("build", "build a cube from FFIs")
     build.add_argument("inputs", nargs="+", help="FFI files, directories (searched recursively), globs, "
@@ -300,7 +302,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = command("demo", "make a small synthetic sector, build its cube, inspect it")
     demo.add_argument("directory", nargs="?", default="fficube-demo", help="where the FFIs and the cube go")
     demo.add_argument("--product", choices=list(PRODUCTS), default="spoc", help="the product of the synthetic FFIs")
-    demo.add_argument("--n-ffis", type=int, default=24, help="how many FFIs to make")
+    demo.add_argument("--n-ffis", type=_positive, default=24, help="how many FFIs to make (1 or more)")
+    demo.add_argument("--max-memory", default=None,
+                      help="memory budget (default: half the cube, at least 1.5MB, so that it streams in blocks)")
     add_view_commands(sub, _remote_options, _HelpFormatter)
     return parser
 
@@ -451,24 +455,49 @@ def _cmd_sector(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_ERROR if failed else 0
 
 
+def _positive(text: str) -> int:
+    """A whole number of 1 or more, for ``--n-ffis``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+#: The demo's frames: small enough to build in a moment, large enough to show a sky.
+DEMO_SHAPE = (96, 120)
+
+
+def demo_budget(n_ffis: int, layers: int) -> int:
+    """The demo's default memory budget: half its cube (at least 1.5 MB), so that the build
+    streams in several blocks whatever the number of FFIs."""
+    rows, cols = DEMO_SHAPE
+    return max(1_500_000, rows * cols * n_ffis * layers * 4 // 2)
+
+
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .synthetic import SectorSpec, make_sector
 
+    # Two FFIs without WCS show the quality gate's no_wcs flag, as long as one keeps a
+    # WCS for the cube's template.
+    no_wcs = tuple(i for i in (0, 3) if i < args.n_ffis - 1)
     spec = SectorSpec(
-        n_ffis=args.n_ffis, product=args.product, shape=(96, 120),
-        sector=1 if args.product == "spoc" else 27, no_wcs=(0, 3),
+        n_ffis=args.n_ffis, product=args.product, shape=DEMO_SHAPE,
+        sector=1 if args.product == "spoc" else 27, no_wcs=no_wcs,
     )
     ffi_dir = os.path.join(args.directory, "ffis")
     out.write(f"writing {spec.n_ffis} synthetic {args.product.upper()} FFIs "
-              f"({spec.shape[0]}x{spec.shape[1]}, shuffled, 2 without WCS) to {ffi_dir}\n")
+              f"({spec.shape[0]}x{spec.shape[1]}, shuffled, {len(no_wcs)} without WCS) to {ffi_dir}\n")
     paths = make_sector(ffi_dir, spec)
     cube = os.path.join(args.directory, f"tess-s{spec.sector:04d}-{spec.camera}-{spec.ccd}-cube.fits")
-    # A small budget, so that the demo streams the cube in several blocks.
+    budget = args.max_memory or f"{demo_budget(spec.n_ffis, PRODUCTS[args.product].layers) / 1e6:.1f}MB"
     build_args = argparse.Namespace(
-        inputs=paths, output=cube, product=args.product, sector=spec.sector, max_memory="1.5MB",
+        inputs=paths, output=cube, product=args.product, sector=spec.sector, max_memory=budget,
         concurrency=None, overwrite=True, quiet=False,
     )
-    out.write(f"building {cube} with max_memory=1.5MB\n")
+    out.write(f"building {cube} with --max-memory {budget}\n")
     _cmd_build(build_args, out, err)
     out.write(f"fficube inspect {cube}\n")
     _print_table(_describe(cube).rows(), out)
@@ -536,7 +565,7 @@ def _configure_output(err: TextIO, debug: bool, quiet: bool) -> None:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
     warnings.formatwarning = lambda message, category, *a, **k: f"fficube: warning: {for_command_line(str(message))}\n"
-    warnings.simplefilter("ignore" if quiet else "default", DuplicateInputWarning)
+    warnings.simplefilter("ignore" if quiet else "default", FficubeWarning)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

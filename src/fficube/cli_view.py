@@ -45,7 +45,7 @@ def add_commands(sub: Any, remote_options: Callable[[argparse.ArgumentParser], N
     from .refs import DEFAULT_CHUNK_BYTES
 
     plot = sub.add_parser(
-        "plot", formatter_class=formatter,
+        "plot", formatter_class=formatter, allow_abbrev=False,
         help="draw a cube's overview: time coverage, quality, a thumbnail, levels (reads a sample)",
         description="One figure: start times against FFI number with gaps marked, DQUALITY bits, a quality "
         "report's flags, a thumbnail of one frame on WCS axes, and each FFI's median level. Reads the "
@@ -58,7 +58,7 @@ def add_commands(sub: Any, remote_options: Callable[[argparse.ArgumentParser], N
     remote_options(plot)
 
     refs = sub.add_parser(
-        "refs", formatter_class=formatter,
+        "refs", formatter_class=formatter, allow_abbrev=False,
         help="write a reference manifest: the cube as a Zarr group, readable in place by xarray",
         description="A JSON manifest in fsspec's reference format (version 1) whose chunks are byte ranges "
         "of the cube: open it with xarray and fsspec, no fficube needed.",
