@@ -95,6 +95,46 @@ def test_abbreviated_options_are_refused(sector, tmp_path: Path, capsys) -> None
     assert {name: p.allow_abbrev for name, p in subparsers.choices.items()} == dict.fromkeys(subparsers.choices, False)
 
 
+@pytest.fixture
+def two_products(sector, tmp_path: Path) -> tuple[Path, list[str], list[str]]:
+    """A folder with 3 SPOC and 2 TICA FFIs."""
+    spoc = sector(n_ffis=3, shape=(16, 20), no_wcs=())
+    tica = sector(n_ffis=2, product="tica", sector=27, shape=(16, 20), no_wcs=())
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for path in spoc + tica:
+        shutil.copy(path, folder)
+    return folder, spoc, tica
+
+
+def test_an_explicit_product_says_what_it_leaves_out(two_products, tmp_path: Path) -> None:
+    folder, _, _ = two_products
+
+    def build(output: str, *extra: str) -> subprocess.CompletedProcess[str]:  # warnings as printed
+        return subprocess.run([sys.executable, "-m", "fficube.cli", "build", str(folder), "-o", str(tmp_path / output),
+                               *extra], capture_output=True, text=True, timeout=120)
+
+    done = build("c.fits", "--product", "spoc")
+    assert done.returncode == 0, done.stderr
+    assert (f"fficube: warning: {folder}: 2 TICA FFI(s) (*_img.fits) left out: only SPOC FFIs (*ffic.fits) "
+            "were asked for") in done.stderr
+    assert "from 3 FFIs" in done.stdout
+    done = build("q.fits", "--product", "spoc", "-q")
+    assert done.returncode == 0 and done.stderr == "" and done.stdout == ""
+    done = build("a.fits")  # auto refuses the mix
+    assert done.returncode == 1 and "their products differ" in done.stderr, done.stderr
+
+
+def test_an_explicit_product_says_what_it_leaves_out_under_a_prefix(two_products, s3, tmp_path: Path) -> None:
+    import fficube
+
+    folder, _, _ = two_products
+    s3.upload(sorted(str(p) for p in folder.iterdir()), "mixed")
+    with pytest.warns(fficube.LeftOutInputWarning, match="mixed/: 2 TICA FFI.s. .*left out"):
+        fficube.make_cube(f"s3://{s3.bucket}/mixed/", tmp_path / "c.fits", product="spoc",
+                          storage_options=s3.options)
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
 def test_an_output_that_cannot_be_written_is_one_line_naming_it(sector, tmp_path: Path) -> None:
     paths = sector(n_ffis=2, shape=(16, 20), no_wcs=())

@@ -30,7 +30,7 @@ _HOMES = {
     **dict.fromkeys(
         ["FficubeError", "InputError", "NoInputsError", "FitsFormatError", "MixedInputError", "MemoryBudgetError",
          "ReadError", "OutputError", "OutputExistsError", "OptionError", "EventLoopError", "ResumeError",
-         "MissingExtraError", "FficubeWarning", "DuplicateInputWarning", "TemplateWarning"],
+         "MissingExtraError", "FficubeWarning", "DuplicateInputWarning", "LeftOutInputWarning", "TemplateWarning"],
         "errors",
     ),
 }
@@ -64,6 +64,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         FficubeWarning,
         FitsFormatError,
         InputError,
+        LeftOutInputWarning,
         MemoryBudgetError,
         MissingExtraError,
         MixedInputError,

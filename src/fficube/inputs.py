@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from .errors import DuplicateInputWarning, InputError, NoInputsError
+from .errors import DuplicateInputWarning, InputError, LeftOutInputWarning, NoInputsError
 from .products import PRODUCTS, Product
 from .remote import Filesystems, is_url, open_source, protocol_of, protocol_or_local
 from .storage import ByteSource, IOStats, describe_failure, fs_request, is_not_found
@@ -65,18 +65,34 @@ def _is_pattern(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
+def _warn_left_out(place: str, names: Iterable[str], product: Product | None) -> None:
+    """Warn that a directory or prefix searched for ``product`` holds FFIs of other products,
+    left out (as ``product="auto"`` would refuse the mix): nothing is dropped unsaid."""
+    if product is None:
+        return
+    others = [p for p in PRODUCTS.values() if p is not product]
+    names = [posixpath.basename(n) for n in names]
+    counts = [(p, sum(fnmatch.fnmatch(n, p.file_pattern) for n in names)) for p in others]
+    left = ", ".join(f"{n} {p.name.upper()} FFI(s) ({p.file_pattern})" for p, n in counts if n)
+    if left:
+        asked = f"{product.name.upper()} FFIs ({product.file_pattern})"
+        warnings.warn(f"{place}: {left} left out: only {asked} were asked for", LeftOutInputWarning, stacklevel=4)
+
+
 def _directory_files(directory: str, product: Product | None) -> list[str]:
     products = [product] if product else list(PRODUCTS.values())
-    found: set[str] = set()
-    for p in products:
+    found: dict[str, list[str]] = {}
+    for p in PRODUCTS.values():
         # Searched recursively, as a remote prefix is: an archive's layout nests FFIs
         # in folders (sSSSS/YYYY/DDD/C-D/).
         pattern = os.path.join(glob.escape(directory), "**", p.file_pattern)
-        found.update(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
-    if not found:
+        found[p.name] = [f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f)]
+    files = sorted({f for p in products for f in found[p.name]})
+    if not files:
         patterns = ", ".join(p.file_pattern for p in products)
         raise NoInputsError(f"no FFI files ({patterns}) in this directory or below it", path=directory)
-    return sorted(found)
+    _warn_left_out(directory, (f for fs in found.values() for f in fs), product)
+    return files
 
 
 @dataclass(frozen=True)
@@ -228,12 +244,12 @@ async def _remote_files(
     info = await request("info")
     if info.get("type") == "directory":
         found = await request("find", detail=True)
-        files = {
-            full(p): remote_version(i) for p, i in found.items()
-            if i.get("type") == "file" and _matches_product(posixpath.basename(p), products)
-        }
+        objects = [p for p, i in found.items() if i.get("type") == "file"]
+        files = {full(p): remote_version(found[p]) for p in objects
+                 if _matches_product(posixpath.basename(p), products)}
         if not files:
             patterns = ", ".join(p.file_pattern for p in products)
             raise NoInputsError(f"no FFI objects ({patterns}) under this prefix", path=url)
+        _warn_left_out(url, objects, product)
         return sorted(files), files
     return [url], {url: remote_version(info)}
