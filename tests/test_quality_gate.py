@@ -81,7 +81,9 @@ def test_a_build_flags_each_defect_and_verify_finds_the_same(tmp_path: Path) -> 
     assert by_flag["all_zero"].median == 0.0 and by_flag["all_nonfinite"].nan_fraction == 1.0
     assert by_flag["all_nonfinite"].median is None and by_flag["constant"].median == 7.5
     assert 140 < by_flag[""].median < 160 and by_flag[""].nan_fraction == 0.0
-    assert any("repeated_cadence not checked" in note for note in built.meta["notes"])
+    # The build checks SPOC's cadence numbers (FFIINDEX, from the scan of the primary
+    # headers); verify, from the cube alone, cannot and says so.
+    assert not any("repeated_cadence" in note for note in built.meta["notes"])
     # fficube plot --report reads it: every flag lands on its FFI.
     overview = asyncio.run(read_overview(cube, report=report))
     assert not overview.report_unmatched
@@ -94,6 +96,7 @@ def test_a_build_flags_each_defect_and_verify_finds_the_same(tmp_path: Path) -> 
     assert code == 0, err  # flags are about FFIs: the cube is sound
     assert ": sound" in out and out.splitlines()[-1] == f"{LINE}; report in {checked}"
     assert numbers(read_report(checked)) == numbers(built)
+    assert any("repeated_cadence not checked" in note for note in read_report(checked).meta["notes"])
 
     # The Python API says the same.
     result = fficube.make_cube(paths, tmp_path / "again.fits", max_memory="4GB")
@@ -173,3 +176,18 @@ def test_verify_quality_of_a_cube_on_s3(s3, tmp_path: Path) -> None:
     assert code == 0, err
     assert out.splitlines()[-1] == f"{LINE}; report in {report}"
     assert {e.file: e.flags for e in read_report(report).entries} == expected_flags(paths)
+
+
+def test_repeated_spoc_cadences_are_flagged_from_the_primary_headers(sector, tmp_path: Path) -> None:
+    from astropy.io import fits
+
+    paths = sector(n_ffis=5, shape=(20, 24), no_wcs=())
+    with fits.open(paths[0]) as first:
+        index = first[0].header["FFIINDEX"]
+    with fits.open(paths[3], mode="update") as again:  # a cadence delivered twice, under two names
+        again[0].header["FFIINDEX"] = index
+    result = fficube.make_cube(paths, tmp_path / "spoc.fits", sector=1)
+    flagged = sorted(f.file for f in result.quality.ffis if "repeated_cadence" in f.flags)
+    assert flagged == sorted(Path(p).name for p in (paths[0], paths[3]))
+    assert result.quality.cadence_column == "FFIINDEX"
+    assert result.quality.summary() == "quality: 2 of 5 FFIs flagged: 2 repeated_cadence"

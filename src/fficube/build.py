@@ -402,7 +402,7 @@ async def _build(
     quality = None
     if gate is not None:
         table = fits.BinTableHDU.fromstring(plan.info_table)
-        quality = await asyncio.to_thread(gate.result, table, plan.product)
+        quality = await asyncio.to_thread(gate.result, table, plan.product, plan.cadences())
     sources = report.sources
     return BuildResult(
         output=sink.location,

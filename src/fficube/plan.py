@@ -180,6 +180,13 @@ class CubePlan:
         """The cube's FFI index of ``files[index]``."""
         return self.slots[index] if self.slots else index
 
+    def cadences(self) -> list[int | None]:
+        """Each cube FFI's cadence number from its scan (None for an update's old FFIs)."""
+        numbers: list[int | None] = [None] * self.n_ffis
+        for index, ffi in enumerate(self.files):
+            numbers[self.slot(index)] = ffi.cadence
+        return numbers
+
     @property
     def slabs_per_block(self) -> int:
         """Slabs the assembler gets per block: one per FFI, one for the base cube."""

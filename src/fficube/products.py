@@ -53,6 +53,9 @@ class Product:
     quality_column: str
     #: Info-table column of each FFI's cadence number ("" if the image header has none).
     cadence_column: str
+    #: The HDU and keyword of each FFI's cadence number, which the scan reads (SPOC's is
+    #: in the primary header, which the info table does not hold).
+    cadence_card: tuple[int, str]
 
     def matches(self, primary: Mapping[str, Any]) -> bool:
         """Whether an FFI whose primary header is ``primary`` is of this product."""
@@ -87,8 +90,9 @@ SPOC = Product(
     time_units="BTJD (BJD - 2457000), days",
     quality_column="DQUALITY",
     # FFIINDEX, SPOC's cadence number, is in the primary header, not in the image
-    # header whose cards make the info table.
+    # header whose cards make the info table: the build takes it from the scan.
     cadence_column="",
+    cadence_card=(0, "FFIINDEX"),
 )
 
 TICA = Product(
@@ -107,6 +111,7 @@ TICA = Product(
     time_units="TJD (JD - 2457000), days",
     quality_column="QUAL_BIT",
     cadence_column="CADENCE",
+    cadence_card=(0, "CADENCE"),
 )
 
 PRODUCTS: dict[str, Product] = {p.name: p for p in (SPOC, TICA)}

@@ -22,10 +22,11 @@ snake_case names, as in the JSON report of :mod:`fficube.report`):
     The step from the previous FFI's start time is longer than :data:`GAP_FACTOR`
     (1.5) times the median step (the cadence).
 ``repeated_cadence``
-    Another FFI of the cube has this FFI's cadence number (TICA: ``CADENCE``; 0, a
-    missing value, is not compared).  SPOC FFIs carry theirs (``FFIINDEX``) in the
-    primary header, which the info table does not hold: for SPOC this check is not
-    made, and the result says so in its notes.
+    Another FFI of the cube has this FFI's cadence number (TICA: ``CADENCE``; SPOC:
+    ``FFIINDEX``; 0, a missing value, is not compared): the same cadence delivered twice,
+    under two names.  SPOC FFIs carry theirs in the primary header, which the info table
+    does not hold: a build takes them from its scan; ``fficube verify --quality`` of a
+    SPOC cube cannot make this check, and the result says so in its notes.
 
 The gate is in three pure parts, which the build and ``fficube verify --quality`` share:
 
@@ -298,9 +299,10 @@ class QualityGate:
         for index, row in s.rows_in(start, stop):
             self.stats.add(index, 0, block[row - start, columns, :, 0])
 
-    def result(self, table: fits.BinTableHDU, product: Product) -> Quality:
-        """The verdicts, given the cube's info table."""
-        return assess(self.stats, table, product)
+    def result(self, table: fits.BinTableHDU, product: Product,
+               cadences: Sequence[int | None] | None = None) -> Quality:
+        """The verdicts, given the cube's info table (and cadence numbers: :func:`assess`)."""
+        return assess(self.stats, table, product, cadences)
 
 
 # ----------------------------------------------------------------------------------
@@ -374,7 +376,9 @@ class Quality:
     sample: PixelSample
     pixels_seen: int  #: sampled pixels seen per FFI: ``sample.pixels`` unless partial
     quality_column: str | None  #: DQUALITY / QUAL_BIT, or None if the table has none
-    cadence_column: str | None  #: CADENCE (TICA), or None (not checked)
+    #: Where the cadence numbers came from: an info-table column (CADENCE), the FFIs'
+    #: headers (FFIINDEX), or None (not checked)
+    cadence_column: str | None
     notes: tuple[str, ...] = ()
 
     @property
@@ -431,10 +435,13 @@ class Quality:
                                **top, summary=summary, sample=sample, notes=list(self.notes))
 
 
-def assess(stats: SampleStats | None, table: fits.BinTableHDU, product: Product) -> Quality:
+def assess(stats: SampleStats | None, table: fits.BinTableHDU, product: Product,
+           cadences: Sequence[int | None] | None = None) -> Quality:
     """Each FFI's flags from the sample statistics and the info table (one row per FFI).
 
-    ``stats`` None (or with no pixel seen) makes no pixel check.
+    ``stats`` None (or with no pixel seen) makes no pixel check.  ``cadences``, each
+    FFI's cadence number from its headers (None where unknown), serve where the info
+    table has no cadence column (SPOC's ``FFIINDEX`` is in the primary header).
     """
     data = table.data
     names = table.columns.names
@@ -487,12 +494,18 @@ def assess(stats: SampleStats | None, table: fits.BinTableHDU, product: Product)
         flags[gap.after + 1].append(GAP_BEFORE)
 
     cadence_column = product.cadence_column if product.cadence_column in names else None
-    if cadence_column is None:
+    numbers = None
+    if cadence_column is not None:
+        numbers = np.asarray(data[cadence_column]).astype(np.int64)
+    elif cadences is not None and any(c is not None for c in cadences):
+        assert len(cadences) == n, "cadence numbers of another cube"
+        cadence_column = product.cadence_card[1]
+        numbers = np.array([c or 0 for c in cadences], dtype=np.int64)
+    else:
         where = (f"{product.cadence_column} is missing" if product.cadence_column else
                  f"{product.name.upper()} image headers carry none")
         notes.append(f"no cadence-number column in the info table ({where}): {REPEATED_CADENCE} not checked")
-    else:
-        numbers = np.asarray(data[cadence_column]).astype(np.int64)
+    if numbers is not None:
         values, counts = np.unique(numbers[numbers != 0], return_counts=True)
         repeated = values[counts > 1]
         for i in np.flatnonzero(np.isin(numbers, repeated)):

@@ -93,6 +93,7 @@ class FfiInfo:
     is_template: bool  #: meets the product's template requirement
     celestial_wcs: bool = False  #: the image header has a celestial WCS (RA/DEC axes)
     sector: int | None = None  #: the FFI's own sector (its SECTOR card, else its file name)
+    cadence: int | None = None  #: the FFI's cadence number (SPOC: FFIINDEX; TICA: CADENCE), if it has one
 
     @property
     def name(self) -> str:
@@ -155,6 +156,12 @@ def sector_of(primary: Mapping[str, Any], path: str) -> int | None:
         return value
     match = _SECTOR_IN_NAME.search(file_name(path))
     return int(match.group(1)) if match else None
+
+
+def cadence_of(header: Mapping[str, Any], keyword: str) -> int | None:
+    """The cadence number ``keyword`` of ``header``, if it is a whole number."""
+    value = header.get(keyword)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def has_celestial_wcs(header: Mapping[str, Any]) -> bool:
@@ -243,6 +250,7 @@ def scan_steps(path: str, size: int, product: Product | None = None) -> Steps[Ff
         is_template=all(image.get(k) == v for k, v in product.template_requirements.items()),
         celestial_wcs=has_celestial_wcs(image),
         sector=sector_of(primary, path),
+        cadence=cadence_of(headers[product.cadence_card[0]][0], product.cadence_card[1]),
     )
 
 
