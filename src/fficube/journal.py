@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .durable import replace_file
 from .inputs import Version
 from .redact import redact
 
@@ -43,18 +44,14 @@ if TYPE_CHECKING:
     from .plan import CubePlan
 
 __all__ = [
-    "FORMAT", "SHARED_FORMAT", "CLAIM_FORMAT", "STAGE_FORMAT", "FILE_MODE", "journal_path", "Identity", "Part",
-    "Journal", "SharedPlan", "FinishClaim", "StagedFile", "LocalJournal", "create_file", "replace_file",
-    "sync_directory", "write_synced",
+    "FORMAT", "SHARED_FORMAT", "CLAIM_FORMAT", "STAGE_FORMAT", "journal_path", "Identity", "Part",
+    "Journal", "SharedPlan", "FinishClaim", "StagedFile", "LocalJournal",
 ]
 
 FORMAT = "fficube-journal/1"
 SHARED_FORMAT = "fficube-shards/1"
 CLAIM_FORMAT = "fficube-finish/1"
 STAGE_FORMAT = "fficube-stage/1"
-#: Mode of the partial file and the journal before the umask: the user's default
-#: permissions, but never writable by others, whatever the umask.
-FILE_MODE = 0o664
 
 T = TypeVar("T")
 FileEntry = tuple[str, int, str]  #: (path, size, mtime or ETag tag)
@@ -362,56 +359,6 @@ def _decode(raw: bytes, where: str, fmt: str, build: Callable[[dict[str, Any]], 
         return build(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{where}: a damaged fficube journal ({type(exc).__name__}: {exc})") from exc
-
-
-def sync_directory(path: str) -> None:
-    """Flush the directory holding ``path`` (a file created, renamed or removed in it)."""
-    directory = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def write_synced(path: str, flags: int, data: bytes = b"", *, size: int | None = None) -> None:
-    """Write ``data`` into ``path`` (created; opened with ``flags`` too: ``O_EXCL``,
-    ``O_TRUNC``), or make it ``size`` bytes long, and flush it to disk.  (Blocking.)"""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, FILE_MODE)
-    try:
-        if size is not None:
-            os.ftruncate(fd, size)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_file(path: str, data: bytes) -> None:
-    """Make ``path`` hold ``data``, atomically: written to ``<path>.tmp``, flushed, renamed over
-    ``path``, the directory flushed.  On return it is on disk.  (Blocking: call from a thread.)"""
-    write_synced(path + ".tmp", os.O_TRUNC, data)
-    os.replace(path + ".tmp", path)
-    sync_directory(path)
-
-
-def create_file(path: str, data: bytes) -> bool:
-    """Create ``path`` holding ``data``, only if it does not exist; False if it did.
-
-    Atomic, also on shared filesystems (NFS, Lustre, GPFS): the data is written to a
-    file of this process's own, then hard-linked to ``path``, which fails if ``path``
-    exists.  Nobody ever sees the file empty or half written.  (Blocking: call from a
-    thread.)
-    """
-    temp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"  # a name of this process's own
-    write_synced(temp, os.O_EXCL, data)
-    try:
-        os.link(temp, path)
-    except FileExistsError:
-        return False
-    finally:
-        os.unlink(temp)
-    sync_directory(path)
-    return True
 
 
 class LocalJournal:

@@ -49,9 +49,10 @@ from typing import Any, Literal, Protocol
 from ._aio import closing
 from .build import BuildOptions, cube_size_estimate
 from .checksum import add, seal_header
+from .durable import create_file, sync_directory, write_synced
 from .errors import InputError, OutputError, OutputExistsError, ResumeError, os_reason
 from .inputs import InputsLike, Version, resolve_inputs
-from .journal import FinishClaim, Identity, Journal, Part, SharedPlan, create_file, sync_directory, write_synced
+from .journal import FinishClaim, Identity, Journal, Part, SharedPlan
 from .pipeline import execute
 from .plan import CubePlan, Limits, make_plan
 from .remote import S3_PROTOCOLS, Filesystems, protocol_or_local

@@ -37,9 +37,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ._aio import closing, run_tasks
+from .durable import FILE_MODE, replace_file
 from .errors import InputError, OutputError, ReadError, os_reason
 from .inputs import Inputs, Version
-from .journal import FILE_MODE, StagedFile, replace_file
+from .journal import StagedFile
 from .remote import Filesystems
 from .storage import IOStats
 from .units import format_bytes

@@ -35,8 +35,9 @@ from dataclasses import dataclass
 
 from .._buffers import ALIGN, address
 from ..checksum import ZERO, add
+from ..durable import FILE_MODE
 from ..errors import InputError, OutputError, OutputExistsError, ResumeError, os_reason
-from ..journal import FILE_MODE, Journal, LocalJournal
+from ..journal import Journal, LocalJournal
 from ..plan import CubePlan
 from ..storage import IOStats
 from ..units import format_bytes
