@@ -37,9 +37,9 @@ CHILD = textwrap.dedent(
     with tempfile.TemporaryDirectory() as warm:
         fficube.make_cube(make_sector(warm, SectorSpec(n_ffis=3, shape=(16, 20))), os.path.join(warm, "c.fits"))
     base = hwm()
-    kind, args, budget = json.loads(sys.argv[1])
+    kind, args, budget, options = json.loads(sys.argv[1])
     if kind == "build":
-        result = fficube.make_cube(*args, max_memory=budget)
+        result = fficube.make_cube(*args, max_memory=budget, **options)
     else:
         result = fficube.sync.update_cube(*args, max_memory=budget)
     print(json.dumps({"base": base, "peak": hwm(), "blocks": result.blocks, "bytes": result.bytes_written}))
@@ -47,10 +47,11 @@ CHILD = textwrap.dedent(
 )
 
 
-def measured(kind: str, args: list[str | list[str]], budget: int) -> dict[str, int]:
-    """Run a build (or an update) with ``args`` in a child; its baseline and peak RSS."""
+def measured(kind: str, args: list[str | list[str]], budget: int, **options) -> dict[str, int]:
+    """Run a build (or an update) with ``args`` and keyword ``options`` in a child; its
+    baseline and peak RSS."""
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps([kind, args, budget])],
+        [sys.executable, "-c", CHILD, json.dumps([kind, args, budget, options])],
         capture_output=True, text=True, timeout=600, check=True,
     )
     return json.loads(done.stdout)
@@ -68,6 +69,19 @@ def test_peak_rss_stays_within_budget_for_a_cube_much_larger(tmp_path: Path) -> 
     budget = 40 * 10**6
     paths = make_sector(tmp_path / "ffis", SectorSpec(n_ffis=48, shape=(500, 2136), no_wcs=(3,)))
     assert_within_budget(measured("build", [paths, str(tmp_path / "cube.fits")], budget), budget)
+
+
+@pytest.mark.slow
+def test_pixel_statistics_stay_within_the_budget(tmp_path: Path) -> None:
+    # The images of 1000 x 2136 pixels and their scratch take 32 MB of the 40: the
+    # blocks must make room for them.
+    budget = 40 * 10**6
+    paths = make_sector(tmp_path / "ffis", SectorSpec(n_ffis=24, shape=(1000, 2136), no_wcs=(3,)))
+    report = measured("build", [paths, str(tmp_path / "cube.fits")], budget, pixel_stats=str(tmp_path / "s.fits"))
+    assert_within_budget(report, budget)
+    from astropy.io import fits
+
+    assert fits.getdata(tmp_path / "s.fits", "MEDIAN").shape == (1000, 2136)
 
 
 @pytest.mark.slow

@@ -22,7 +22,8 @@ from ._version import __version__
 _HOMES = {
     "sync": None,  # a module of its own
     "build_cube": "build", "update_cube": "build",
-    "make_cube": "sync",
+    "make_cube": "sync", "make_stats": "sync",
+    "cube_stats": "pixelstats", "StatsResult": "pixelstats",
     "verify_cube": "verify", "Verification": "verify", "Check": "verify",
     "CubeFactory": "astrocut_compat", "TicaCubeFactory": "astrocut_compat",
     "BuildResult": "results", "Progress": "results",
@@ -76,8 +77,9 @@ if TYPE_CHECKING:  # what type checkers and editors see
         ResumeError,
         TemplateWarning,
     )
+    from .pixelstats import StatsResult, cube_stats
     from .plot import plot_cube
     from .refs import cube_refs, make_refs
     from .results import BuildResult, Progress
-    from .sync import make_cube
+    from .sync import make_cube, make_stats
     from .verify import Check, Verification, verify_cube

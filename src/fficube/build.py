@@ -24,10 +24,21 @@ from astropy.io import fits
 
 from ._aio import closing
 from .cubeinfo import scan_cube
-from .errors import DuplicateInputWarning, InputError, OptionError, OutputExistsError, ResumeError
+from .errors import DuplicateInputWarning, InputError, OptionError, OutputError, OutputExistsError, ResumeError
 from .inputs import Inputs, InputsLike, Version, resolve_inputs, version_of
 from .journal import Identity, Journal
 from .pipeline import execute
+from .pixelstats import (
+    FFI_CHOICES,
+    PixelStats,
+    add_from_cube,
+    check_stats_target,
+    cube_wcs,
+    select_ffis,
+    stats_hdus,
+    stats_writer,
+    write_stats,
+)
 from .plan import CubePlan, Limits, make_plan, plan_update
 from .products import Product, get_product
 from .quality import QualityGate
@@ -62,11 +73,14 @@ class BuildOptions:
     resume: bool
     restart: bool
     quality: bool = True  #: run the quality gate
+    pixel_stats: str | None = None  #: where to write per-pixel statistics (None: not made)
+    stats_ffis: str = "good"  #: which FFIs they use
 
     @classmethod
     def check(
         cls, *, product: str = "auto", max_memory: int | float | str, concurrency: int | None, resume: bool,
-        restart: bool, quality: bool = True,
+        restart: bool, quality: bool = True, pixel_stats: str | os.PathLike[str] | None = None,
+        stats_ffis: str = "good",
     ) -> BuildOptions:
         """The options, or an :class:`~fficube.errors.OptionError` naming the one that is wrong."""
         try:
@@ -78,7 +92,10 @@ class BuildOptions:
             raise OptionError("concurrency", f"must be a whole number of at least 1, not {concurrency!r}")
         if resume and restart:
             raise OptionError("resume", "resume and restart exclude each other: give one of them")
-        return cls(get_product(product), budget, concurrency, bool(resume), bool(restart), bool(quality))
+        if stats_ffis not in FFI_CHOICES:
+            raise OptionError("stats_ffis", f"{stats_ffis!r} is not one of {', '.join(FFI_CHOICES)}")
+        return cls(get_product(product), budget, concurrency, bool(resume), bool(restart), bool(quality),
+                   os.fspath(pixel_stats) if pixel_stats is not None else None, stats_ffis)
 
 
 def cube_size_estimate(shape: tuple[int, int], n_ffis: int, layers: int) -> int:
@@ -103,6 +120,8 @@ async def build_cube(
     quality: bool = True,
     stage: str | os.PathLike[str] | None = None,
     keep_stage: bool = False,
+    pixel_stats: str | os.PathLike[str] | None = None,
+    stats_ffis: str = "good",
 ) -> BuildResult:
     """Build an FFI cube.
 
@@ -153,6 +172,14 @@ async def build_cube(
         size and ETag) are reused.  The cube is the one a direct build makes.
     keep_stage
         Keep the copies after a successful staged build (by default they are removed).
+    pixel_stats
+        Also write per-pixel statistics over time to this file (local or URL): the
+        median image, a robust scatter, the good samples and a mask
+        (:mod:`fficube.pixelstats`), made of each block while it is in memory, so no
+        byte is read twice.  The cube is the same with or without them.
+    stats_ffis
+        Which FFIs the statistics use: ``"good"`` (quality flags 0, and no all-zero or
+        constant frame rows) or ``"all"``.
 
     Returns
     -------
@@ -175,7 +202,7 @@ async def build_cube(
     """
     started = time.monotonic()
     options = BuildOptions.check(product=product, max_memory=max_memory, concurrency=concurrency, resume=resume,
-                                 restart=restart, quality=quality)
+                                 restart=restart, quality=quality, pixel_stats=pixel_stats, stats_ffis=stats_ffis)
     output = os.fspath(output)
     async with Filesystems(anon=anon, storage_options=storage_options,
                            concurrency=options.concurrency) as filesystems:
@@ -186,6 +213,7 @@ async def build_cube(
         if options.resume and not overwrite and await out.exists() and await out.load_journal() is None:
             return await _already_complete(out, found.paths, filesystems, started, sector=sector)
         await out.check(found.paths, overwrite=overwrite)
+        check_stats_target(options.pixel_stats, output, found.paths)
         async with out.lock():
             report = Reporter(progress, [], started)
             staged = None
@@ -248,6 +276,8 @@ async def update_cube(
     anon: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
     quality: bool = True,
+    pixel_stats: str | os.PathLike[str] | None = None,
+    stats_ffis: str = "good",
 ) -> BuildResult:
     """Add new FFIs to a cube, in one streaming pass within ``max_memory``.
 
@@ -273,6 +303,8 @@ async def update_cube(
         As for :func:`build_cube` (``resume`` continues an interrupted update, if the
         cube and the new FFIs are unchanged; the quality gate judges the old FFIs and
         the new ones).
+    pixel_stats, stats_ffis
+        As for :func:`build_cube`: the statistics of the whole updated cube.
 
     Returns
     -------
@@ -288,7 +320,7 @@ async def update_cube(
     """
     started = time.monotonic()
     options = BuildOptions.check(max_memory=max_memory, concurrency=concurrency, resume=resume, restart=restart,
-                                 quality=quality)
+                                 quality=quality, pixel_stats=pixel_stats, stats_ffis=stats_ffis)
     cube = os.fspath(cube)
     output = os.fspath(output) if output is not None else cube
     async with Filesystems(anon=anon, storage_options=storage_options,
@@ -311,6 +343,7 @@ async def update_cube(
             out = await open_output(output, filesystems)
             if output != cube:
                 await out.check(new_paths, overwrite=overwrite)
+            check_stats_target(options.pixel_stats, output, [cube, *new_paths])
             async with out.lock(), closing(await found.source(filesystems, options.concurrency)) as source:
                 report = Reporter(progress, [source, cube_source], started)
                 ffis = await _scan(new_paths, source, old.product, report)
@@ -378,7 +411,8 @@ async def _build(
     journal = await interrupted_build(out, resume=options.resume, restart=options.restart)
     now = journal.now if journal else dt.datetime.now().replace(microsecond=0)
     limits = Limits.for_build(options.max_memory, source.concurrency, local=isinstance(source, LocalSource),
-                              reserved=out.reserve(cube_bytes, options.max_memory), quality=options.quality)
+                              reserved=out.reserve(cube_bytes, options.max_memory), quality=options.quality,
+                              pixel_stats=options.pixel_stats is not None)
     plan = planner(limits, now)
     identity = Identity.of(plan, versions, origins)
     if journal is not None:
@@ -397,12 +431,18 @@ async def _build(
     )
     report.sink = sink
     gate = QualityGate(plan.shape) if options.quality else None
-    ran = await execute(plan, source, sink, base_source=base_source, resume=journal, observer=gate,
+    table = fits.BinTableHDU.fromstring(plan.info_table)
+    stats = (PixelStats(plan.shape, select_ffis(table, plan.product, options.stats_ffis))
+             if options.pixel_stats is not None else None)
+    ran = await execute(plan, source, sink, base_source=base_source, resume=journal, observer=gate, stats=stats,
                         on_block=lambda done, total: report("write", done, total, plan.total_bytes))
     quality = None
     if gate is not None:
-        table = fits.BinTableHDU.fromstring(plan.info_table)
         quality = await asyncio.to_thread(gate.result, table, plan.product, plan.cadences())
+    reread = (0, 0)
+    if stats is not None and options.pixel_stats is not None:
+        reread = await _finish_stats(stats, options.pixel_stats, sink.location, plan, table, filesystems,
+                                     options.max_memory)
     sources = report.sources
     return BuildResult(
         output=sink.location,
@@ -421,4 +461,43 @@ async def _build(
         resumed_rows=plan.shape[0] - sum(b - a for a, b in ran.blocks) if journal else 0,
         cube_bytes=plan.total_bytes,
         quality=quality,
+        pixel_stats=options.pixel_stats,
+        stats_rows_reread=reread[0],
+        stats_bytes_reread=reread[1],
     )
+
+
+async def _finish_stats(stats: PixelStats, target: str, cube: str, plan: CubePlan, table: fits.BinTableHDU,
+                        filesystems: Filesystems, budget: int) -> tuple[int, int]:
+    """Complete the pixel statistics of a committed cube and write them to ``target``.
+
+    Rows the build did not see (a resumed build's rows written before the
+    interruption) are read from the finished cube.  Returns those rows and the bytes
+    read for them.
+
+    Raises
+    ------
+    OutputError
+        If the statistics failed or cannot be written; the cube is complete all the same.
+    """
+    missing = stats.missing() if stats.error is None else []
+    rows = sum(b - a for a, b in missing)
+    read = 0
+    try:
+        if stats.error is not None:
+            raise stats.error
+        if missing:
+            log.info("pixel statistics: %d row(s) written before the interruption, read from the cube", rows)
+            source = await open_source(protocol_or_local(cube), filesystems, 4, output=True)
+            async with closing(source):
+                info = await scan_cube(source, cube)
+                read = await add_from_cube(stats, source, info, budget, missing)
+        hdus = await asyncio.to_thread(stats_hdus, stats, cube=cube, table=table, product=plan.product,
+                                       wcs=cube_wcs(table), time_column=plan.product.time_keyword)
+        await write_stats(hdus, target, await stats_writer(target, filesystems))
+    except OutputError:
+        raise
+    except Exception as exc:
+        raise OutputError(f"the pixel statistics failed ({exc}); the cube {cube} is complete: "
+                          f"'fficube stats {cube} -o {target}' makes them from it", path=target) from exc
+    return rows, read

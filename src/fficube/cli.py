@@ -29,6 +29,7 @@ from .cli_view import add_inspect_plot, plot_after_inspect
 from .cubeinfo import CubeDescription, describe_cube
 from .errors import FficubeError, FficubeWarning
 from .journal import journal_path
+from .pixelstats import FFI_CHOICES, cube_stats
 from .products import CHOICES, PRODUCTS
 from .quality import Quality
 from .redact import redact
@@ -209,6 +210,18 @@ def _build_options(parser: argparse.ArgumentParser, what: str, *, sector: str, o
                         help="write the quality gate's verdicts (per FFI: file, time, flags, median, NaN "
                              "fraction) to this JSON file (docs/quality-report.md)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary, no warnings")
+    _stats_options(parser, "also write per-pixel statistics over time (MEDIAN, SIGMA, NGOOD, MASK images) to "
+                           "this FITS file, made while each block is in memory")
+
+
+def _stats_options(parser: argparse.ArgumentParser, text: str, *, required: bool = False) -> None:
+    if required:
+        parser.add_argument("-o", "--output", required=True, metavar="STATS.fits", help=text)
+    else:
+        parser.add_argument("--pixel-stats", metavar="STATS.fits", help=text)
+    parser.add_argument("--stats-ffis", choices=FFI_CHOICES, default="good",
+                        help="FFIs the statistics use: good (quality flags 0, no all-zero or constant frame rows) "
+                             "or all")
 
 
 def _stage_options(parser: argparse.ArgumentParser) -> None:
@@ -299,6 +312,18 @@ def _parser() -> argparse.ArgumentParser:
                         help="write the quality gate's verdicts to this JSON file (implies --quality)")
     _remote_options(verify, anon="read S3 anonymously")
 
+    stats = command(
+        "stats", "per-pixel statistics over time of an existing cube (bounded memory, one pass by row blocks)",
+        description="Writes STATS.fits: MEDIAN (nanmedian over time of the science layer), SIGMA (1.4826 x the "
+        "median absolute deviation), NGOOD (finite samples) and MASK (bits: 1 no data, 2 constant, 4 sparse) "
+        "images with the cube's WCS, and an FFIS table saying which FFIs were used. Any astrocut-format cube.",
+    )
+    stats.add_argument("cube", help="a path or a URL (s3://...)")
+    _stats_options(stats, "the statistics file to write (a path or a URL)", required=True)
+    stats.add_argument("--max-memory", default="1GB", help="memory budget: the images and two blocks of rows")
+    stats.add_argument("-q", "--quiet", action="store_true", help="no summary")
+    _remote_options(stats, anon="read S3 anonymously")
+
     demo = command("demo", "make a small synthetic sector, build its cube, inspect it")
     demo.add_argument("directory", nargs="?", default="fficube-demo", help="where the FFIs and the cube go")
     demo.add_argument("--product", choices=list(PRODUCTS), default="spoc", help="the product of the synthetic FFIs")
@@ -324,6 +349,7 @@ async def _build(args: argparse.Namespace, out: TextIO, err: TextIO) -> BuildRes
         storage_options=getattr(args, "storage_option", {}),
         resume=getattr(args, "resume", False), restart=getattr(args, "restart", False),
         stage=getattr(args, "stage", None), keep_stage=getattr(args, "keep_stage", False),
+        pixel_stats=getattr(args, "pixel_stats", None), stats_ffis=getattr(args, "stats_ffis", "good"),
     )
 
 
@@ -359,7 +385,7 @@ def _cmd_update(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         args.cube, args.inputs, output=args.output, sector=args.sector, max_memory=args.max_memory,
         concurrency=args.concurrency, overwrite=args.overwrite, progress=None if args.quiet else ProgressBar(err),
         anon=True if args.anon else None, storage_options=args.storage_option,
-        resume=args.resume, restart=args.restart,
+        resume=args.resume, restart=args.restart, pixel_stats=args.pixel_stats, stats_ffis=args.stats_ffis,
     ))
     if not args.quiet:
         out.write(f"updated {result.summary()}\n")
@@ -391,6 +417,14 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         _quality_line(result.quality, result.path, args.report, quiet=False, out=out,
                       missing="not assessed: the cube's structure or size is wrong")
     return 0 if result.ok else EXIT_ERROR
+
+
+def _cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    result = _run(cube_stats(args.cube, args.output, stats_ffis=args.stats_ffis, max_memory=args.max_memory,
+                             anon=True if args.anon else None, storage_options=args.storage_option))
+    if not args.quiet:
+        out.write(f"wrote {result.summary()}\n")
+    return 0
 
 
 def _sector_jobs(args: argparse.Namespace, err: TextIO | None = None) -> list[CubeJob]:
@@ -534,7 +568,8 @@ def _sector_left_behind(args: argparse.Namespace) -> str:
 _OPTION_WORDS = [
     (re.compile(r"\b(overwrite|resume|restart|anon)=True\b"), lambda m: "--" + m[1]),
     (re.compile(r"\brequester_pays=True in the storage options"), lambda m: "--storage-option requester_pays=true"),
-    (re.compile(r"\b(max_memory|concurrency|product|stage)(?=: | = )"), lambda m: "--" + m[1].replace("_", "-")),
+    (re.compile(r"\b(max_memory|concurrency|product|stage|pixel_stats|stats_ffis)(?=: | = )"),
+     lambda m: "--" + m[1].replace("_", "-")),
     (re.compile(r"(--max-memory) = "), lambda m: m[1] + " "),
     (re.compile(r"\bsector=(\d+)"), lambda m: "--sector " + m[1]),
 ]
@@ -590,7 +625,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return EXIT_INTERRUPTED
     command = {
         "build": _cmd_build, "update": _cmd_update, "inspect": _cmd_inspect, "verify": _cmd_verify,
-        "sector": _cmd_sector, "demo": _cmd_demo, **VIEW_COMMANDS,
+        "sector": _cmd_sector, "demo": _cmd_demo, "stats": _cmd_stats, **VIEW_COMMANDS,
     }[args.command]
     try:
         return command(args, out, err)

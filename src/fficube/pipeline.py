@@ -26,6 +26,7 @@ from ._buffers import ALIGN, aligned_buffer, prefault
 from .assemble import Block, BlockObserver, assemble_blocks
 from .fetch import Slab, fetch_slabs, new_base_pool, new_slab_pool
 from .journal import Journal
+from .pixelstats import PixelStats
 from .plan import CubePlan
 from .sinks.base import CubeSink
 from .storage import ByteSource
@@ -43,10 +44,15 @@ async def execute(
     on_block: Callable[[int, int], None] | None = None,
     base_source: ByteSource | None = None,
     observer: BlockObserver | None = None,
+    stats: PixelStats | None = None,
 ) -> CubePlan:
     """Run a plan: read, assemble and write the cube into ``sink``, then commit it.
 
     ``observer`` (the quality gate) is shown each complete block before it is written.
+    ``stats`` (per-pixel statistics) are made of each block once it is written, in a
+    task of their own, so that the writer goes on with the next block meanwhile; the
+    block's buffer is free once both are done.  A failure of the statistics does not
+    stop the build: ``stats.error`` says what it was.
 
     With ``resume`` (an interrupted build's journal) the sink continues where that build stopped
     and only the missing rows are read.  On an error or cancellation the sink is
@@ -75,14 +81,16 @@ async def execute(
         if on_block is not None:
             on_block(0, n_blocks)
         ready: asyncio.Queue[list[Slab]] = asyncio.Queue()
-        await run_tasks(
-            [
-                fetch_slabs(plan, source, new_slab_pool(plan), ready, base_source, new_base_pool(plan)),
-                assemble_blocks(plan, ready, free_blocks, full_blocks, observer),
-                write_cube(plan, sink, full_blocks, free_blocks, done),
-                prefault_buffers(in_use(plan, buffers)),
-            ]
-        )
+        written: asyncio.Queue[Block | None] | None = asyncio.Queue(maxsize=1) if stats is not None else None
+        tasks = [
+            fetch_slabs(plan, source, new_slab_pool(plan), ready, base_source, new_base_pool(plan)),
+            assemble_blocks(plan, ready, free_blocks, full_blocks, observer),
+            write_cube(plan, sink, full_blocks, free_blocks, done, written),
+            prefault_buffers(in_use(plan, buffers)),
+        ]
+        if stats is not None and written is not None:
+            tasks.append(measure_blocks(stats, written, free_blocks))
+        await run_tasks(tasks)
         await sink.commit()
         if on_block is not None and n_blocks:
             on_block(n_blocks, n_blocks)
@@ -115,6 +123,26 @@ async def prefault_buffers(buffers: Sequence[np.ndarray]) -> None:
     stop = threading.Event()
     try:
         await asyncio.to_thread(prefault, buffers, stop)
+    finally:
+        stop.set()
+
+
+async def measure_blocks(stats: PixelStats, written: asyncio.Queue[Block | None],
+                         free_blocks: asyncio.Queue[np.ndarray]) -> None:
+    """Make the pixel statistics of each written block in a worker thread, then free its buffer.
+
+    An error is kept in ``stats.error`` and the blocks still pass (the cube does not
+    depend on its statistics); a cancelled build stops the thread at its next chunk.
+    """
+    stop = threading.Event()
+    try:
+        while (item := await written.get()) is not None:
+            if stats.error is None:
+                try:
+                    await asyncio.to_thread(stats.add, item.data, item.start, item.stop, stop)
+                except Exception as exc:  # kept for the result: never fatal to the cube
+                    stats.error = exc
+            free_blocks.put_nowait(item.buffer)
     finally:
         stop.set()
 

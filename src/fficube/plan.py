@@ -33,6 +33,7 @@ from .info_table import (
     table_arrays,
     template_columns,
 )
+from .pixelstats import stats_bytes
 from .products import PRODUCTS, Product
 from .quality import gate_bytes
 from .scan import FfiInfo
@@ -92,10 +93,13 @@ class Limits:
     min_read: int = 0
     #: The build runs the quality gate (:mod:`fficube.quality`): its statistics are held too.
     quality: bool = False
+    #: The build makes per-pixel statistics (:mod:`fficube.pixelstats`): their images and scratch are held too.
+    pixel_stats: bool = False
 
     @classmethod
     def for_build(
-        cls, max_memory: int, concurrency: int, *, local: bool, reserved: int = 0, quality: bool = False
+        cls, max_memory: int, concurrency: int, *, local: bool, reserved: int = 0, quality: bool = False,
+        pixel_stats: bool = False,
     ) -> Limits:
         """The limits a build with ``concurrency`` requests in flight plans with.
 
@@ -112,6 +116,7 @@ class Limits:
             max_block_bytes=LOCAL_MAX_BLOCK_BYTES if local else None,
             min_read=LOCAL_MIN_READ if local else 0,
             quality=quality,
+            pixel_stats=pixel_stats,
         )
 
 
@@ -130,6 +135,7 @@ class MemoryUse:
     base_bytes: int = 0  #: an update's buffer for the old cube's rows of one block
     group: int = 1  #: FFIs placed together (see GROUP); slabs then come in arenas of a group
     quality_bytes: int = 0  #: the quality gate's per-FFI statistics and scratch
+    stats_bytes: int = 0  #: the per-pixel statistics' images and scratch
 
     @property
     def total(self) -> int:
@@ -137,6 +143,7 @@ class MemoryUse:
             self.fixed
             + self.reserved
             + self.quality_bytes
+            + self.stats_bytes
             + self.block_bytes * self.block_buffers
             + self.slab_bytes * self.slabs
             + self.decode_bytes
@@ -400,6 +407,7 @@ def plan_memory(
     needs_decode = any(not lay.is_raw_float32 for f in files for lay in f.layers)
     decode_row = cols * 8 if needs_decode else 0  # one layer, as float64 at most
     gate = gate_bytes(shape) if limits.quality else 0
+    pixel = stats_bytes(shape) if limits.pixel_stats else 0
     slabs = max(1, min(limits.read_ahead, limits.lookahead * len(files)))
     # Groups need their slabs held at once: never more than half the pool.
     group = max(1, min(group, slabs // 2, len(files)))
@@ -417,10 +425,11 @@ def plan_memory(
             base_bytes=block_rows * base_row_bytes,
             group=group,
             quality_bytes=gate,
+            stats_bytes=pixel,
         )
 
-    available = budget - fixed - reserved - gate
-    per_row_single = use(1, 1).total - fixed - reserved - gate
+    available = budget - fixed - reserved - gate - pixel
+    per_row_single = use(1, 1).total - fixed - reserved - gate - pixel
     if available < per_row_single:
         raise MemoryBudgetError(
             f"max_memory = {format_bytes(budget)} cannot hold one row of this cube: a row takes "
@@ -429,7 +438,8 @@ def plan_memory(
             f"{format_bytes(fixed)} of headers and info table"
             + (f" and {format_bytes(reserved)} of upload buffers" if reserved else "")
             + (f" and {format_bytes(gate)} of quality-gate statistics" if gate else "")
-            + f"; give at least {format_bytes(fixed + reserved + gate + per_row_single)}"
+            + (f" and {format_bytes(pixel)} of per-pixel statistics" if pixel else "")
+            + f"; give at least {format_bytes(fixed + reserved + gate + pixel + per_row_single)}"
         )
     # Blocks larger than max_block_bytes are slower, not faster (see make_plan); but not
     # so small that a block's read of one FFI layer falls under min_read bytes.
@@ -438,7 +448,7 @@ def plan_memory(
         cap_rows = max(1, max_block_bytes // row_bytes, -(-limits.min_read // (cols * VALUE_BYTES)))
     if rows <= cap_rows and rows * per_row_single <= available:
         return rows, use(rows, 1)  # one block: nothing to overlap with
-    per_row_double = use(1, 2).total - fixed - reserved - gate
+    per_row_double = use(1, 2).total - fixed - reserved - gate - pixel
     buffers = 2 if available >= per_row_double else 1
     block_rows = min(cap_rows, available // (per_row_double if buffers == 2 else per_row_single))
     # Even out the blocks, so that the last one is not a sliver.

@@ -60,6 +60,12 @@ class BuildResult:
     staged_reused: int = 0  #: a staged build: inputs found there already (checked), not fetched again
     stage_requests: int = 0  #: GETs of the staging (``requests`` counts the build's reads)
     stage_bytes: int = 0  #: bytes the staging fetched
+    #: Where the per-pixel statistics were written (None: not asked for)
+    pixel_stats: str | None = None
+    #: Cube rows whose statistics were made from the finished cube (a resumed build's
+    #: rows written before the interruption), and the bytes that took.
+    stats_rows_reread: int = 0
+    stats_bytes_reread: int = 0
 
     @property
     def read_rate(self) -> float:
@@ -87,6 +93,8 @@ class BuildResult:
             + (f"; resumed with {self.resumed_rows} of {rows} rows already written, "
                f"{format_bytes(self.bytes_written)} written now" if self.resumed_rows else "")
             + self._staging()
+            + (f"; pixel statistics in {self.pixel_stats}" if self.pixel_stats else "")
+            + (f" ({self.stats_rows_reread} rows read again from the cube)" if self.stats_rows_reread else "")
         )
 
     def _staging(self) -> str:

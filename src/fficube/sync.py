@@ -25,9 +25,10 @@ from .build import build_cube as _build_cube
 from .build import update_cube as _update_cube
 from .cubeinfo import describe_cube as _describe_cube
 from .errors import EventLoopError
+from .pixelstats import cube_stats as _cube_stats
 from .verify import verify_cube as _verify_cube
 
-__all__ = ["make_cube", "update_cube", "verify_cube", "describe_cube", "run"]
+__all__ = ["make_cube", "update_cube", "verify_cube", "describe_cube", "make_stats", "run"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -148,3 +149,4 @@ make_cube = _twin(_build_cube, "make_cube")
 update_cube = _twin(_update_cube, "update_cube")
 verify_cube = _twin(_verify_cube, "verify_cube")
 describe_cube = _twin(_describe_cube, "describe_cube")
+make_stats = _twin(_cube_stats, "make_stats")
