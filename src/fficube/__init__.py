@@ -24,11 +24,13 @@ _HOMES = {
     "build_cube": "build", "update_cube": "build",
     "make_cube": "sync",
     "verify_cube": "verify", "Verification": "verify", "Check": "verify",
-    "CubeFactory": "astrocut_compat", "TicaCubeFactory": "astrocut_compat",
+    "CubeFactory": "astrocut_compat", "TicaCubeFactory": "astrocut_compat", "CutoutFactory": "astrocut_compat",
     "BuildResult": "results", "Progress": "results",
+    "cut_cube": "cut",
     "open_dataset": "dataset", "cube_refs": "refs", "make_refs": "refs", "plot_cube": "plot",
     **dict.fromkeys(
         ["FficubeError", "InputError", "NoInputsError", "FitsFormatError", "MixedInputError", "MemoryBudgetError",
+         "OutsideFootprintError",
          "ReadError", "OutputError", "OutputExistsError", "OptionError", "EventLoopError", "ResumeError",
          "MissingExtraError", "FficubeWarning", "DuplicateInputWarning", "TemplateWarning"],
         "errors",
@@ -54,8 +56,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and editors see
     from . import sync
-    from .astrocut_compat import CubeFactory, TicaCubeFactory
+    from .astrocut_compat import CubeFactory, CutoutFactory, TicaCubeFactory
     from .build import build_cube, update_cube
+    from .cut import cut_cube
     from .dataset import open_dataset
     from .errors import (
         DuplicateInputWarning,
@@ -71,6 +74,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         OptionError,
         OutputError,
         OutputExistsError,
+        OutsideFootprintError,
         ReadError,
         ResumeError,
         TemplateWarning,
