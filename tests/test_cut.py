@@ -149,6 +149,9 @@ def test_column_wcs_from_the_table_header_alone_names_the_apertures_sky(cube_fix
     cube = request.getfixturevalue(cube_fixture)
     [path] = fficube.sync.cut_cube(cube, position(cube, 0.4, 9.2), (5, 7), out_dir=tmp_path)
     table, aperture = fits.getheader(path, 1), fits.getheader(path, 2)
+    with fits.open(path) as hdus:  # the checksums fficube computes verify
+        assert [hdu.verify_checksum() for hdu in hdus] == [1, 1, 1]
+        assert [hdu.verify_datasum() for hdu in hdus] == [1, 1, 1]
     names = [table[f"TTYPE{i}"] for i in range(1, table["TFIELDS"] + 1)]
     image_columns = [i + 1 for i, name in enumerate(names) if name.startswith(("FLUX", "RAW_CNTS"))]
     assert len(image_columns) == 5
