@@ -539,7 +539,8 @@ def _separation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Angles (degrees) between rows of (ra, dec) in degrees (haversine: exact at small angles)."""
     ra1, dec1, ra2, dec2 = (np.radians(v) for v in (a[:, 0], a[:, 1], b[:, 0], b[:, 1]))
     h = np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1))))
+    angles: np.ndarray = np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1))))
+    return angles
 
 
 def _column_wcs_cards(n: int, linear: fits.Header, window: Window) -> list[tuple[str, object, str]]:
