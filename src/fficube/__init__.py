@@ -25,11 +25,13 @@ _HOMES = {
     "make_cube": "sync", "make_stats": "sync",
     "cube_stats": "pixelstats", "StatsResult": "pixelstats",
     "verify_cube": "verify", "Verification": "verify", "Check": "verify",
-    "CubeFactory": "astrocut_compat", "TicaCubeFactory": "astrocut_compat",
+    "CubeFactory": "astrocut_compat", "TicaCubeFactory": "astrocut_compat", "CutoutFactory": "astrocut_compat",
     "BuildResult": "results", "Progress": "results",
+    "cut_cube": "cut",
     "open_dataset": "dataset", "cube_refs": "refs", "make_refs": "refs", "plot_cube": "plot",
     **dict.fromkeys(
         ["FficubeError", "InputError", "NoInputsError", "FitsFormatError", "MixedInputError", "MemoryBudgetError",
+         "OutsideFootprintError",
          "ReadError", "OutputError", "OutputExistsError", "OptionError", "EventLoopError", "ResumeError",
          "MissingExtraError", "FficubeWarning", "DuplicateInputWarning", "LeftOutInputWarning", "TemplateWarning"],
         "errors",
@@ -55,8 +57,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and editors see
     from . import sync
-    from .astrocut_compat import CubeFactory, TicaCubeFactory
+    from .astrocut_compat import CubeFactory, CutoutFactory, TicaCubeFactory
     from .build import build_cube, update_cube
+    from .cut import cut_cube
     from .dataset import open_dataset
     from .errors import (
         DuplicateInputWarning,
@@ -73,6 +76,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
         OptionError,
         OutputError,
         OutputExistsError,
+        OutsideFootprintError,
         ReadError,
         ResumeError,
         TemplateWarning,

@@ -1,19 +1,23 @@
-"""Drop-in replacements for astrocut's cube factories (``TicaCubeFactory`` as in astrocut 1.2).
+"""Drop-in replacements for astrocut's cube factories (``TicaCubeFactory`` as in astrocut 1.2)
+and its ``CutoutFactory``.
 
 ``fficube.CubeFactory().make_cube(file_list, cube_file, sector, max_memory, verbose)``
 takes astrocut's arguments (``max_memory`` in GB) and returns the cube's path, so
 scripts written for astrocut switch by changing one import.  As in astrocut, an
-existing ``cube_file`` is replaced.
+existing ``cube_file`` is replaced.  ``fficube.CutoutFactory().cube_cut(...)`` does
+the same for cutouts.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
+from typing import Any
 
 from . import sync
 
-__all__ = ["CubeFactory", "TicaCubeFactory"]
+__all__ = ["CubeFactory", "TicaCubeFactory", "CutoutFactory"]
 
 log = logging.getLogger("fficube")
 
@@ -76,3 +80,37 @@ class TicaCubeFactory(CubeFactory):
     """astrocut-compatible factory for TICA cubes (astrocut removed its own after 1.2)."""
 
     product = "tica"
+
+
+class CutoutFactory:
+    """astrocut-compatible cutouts: ``cube_cut`` takes the arguments of astrocut's."""
+
+    def cube_cut(
+        self,
+        cube_file: str | os.PathLike[str],
+        coordinates: Any,
+        cutout_size: int | float | Sequence[int | float],
+        target_pixel_file: str | None = None,
+        output_path: str | os.PathLike[str] = ".",
+        memory_only: bool = False,
+        verbose: bool = False,
+    ) -> Any:
+        """Cut one TPF around ``coordinates`` (a ``SkyCoord`` or ``"ra dec"`` in degrees).
+
+        Returns the TPF's path (``target_pixel_file`` in ``output_path``, astrocut's
+        name by default), or with ``memory_only`` the ``HDUList``.  ``verbose`` logs
+        the path to the ``fficube`` logger at INFO (at DEBUG otherwise).
+        """
+        from .cut import cut_targets, targets_of
+
+        targets = targets_of(coordinates)
+        if memory_only:
+            return sync.cut_cube(cube_file, targets, cutout_size)[0]
+        names = [target_pixel_file] if target_pixel_file else None
+        report = sync.run(cut_targets(cube_file, targets, cutout_size, out_dir=output_path, file_names=names))
+        if report.failed:
+            from .errors import OutsideFootprintError
+
+            raise OutsideFootprintError.of_many(report.failed, path=os.fspath(cube_file))
+        log.log(logging.INFO if verbose else logging.DEBUG, "wrote %s", report.paths[0])
+        return report.paths[0]

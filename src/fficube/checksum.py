@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.io import fits
 
-__all__ = ["ZERO", "data_sum", "add", "encode", "header_sum", "checksum_cards", "seal_header", "hdu_sum"]
+__all__ = ["ZERO", "data_sum", "add", "encode", "header_sum", "checksum_cards", "seal_header", "seal", "hdu_sum"]
 
 WORD = 0xFFFFFFFF
 ZERO = 0  #: the sum of no data
@@ -112,12 +112,18 @@ def seal_header(header: bytes, datasum: int) -> bytes:
     header and data, sums to negative zero, which is what readers check.  Only those
     two cards' values change, so the header keeps its length.
     """
-    parsed = fits.Header.fromstring(header.decode("ascii"))
-    parsed.set("DATASUM", str(datasum))
-    parsed.set("CHECKSUM", _PLACEHOLDER)
-    text: bytes = parsed.tostring().encode("ascii")
-    if len(text) != len(header):
+    sealed = seal(fits.Header.fromstring(header.decode("ascii")), datasum)
+    if len(sealed) != len(header):
         raise ValueError("sealing changed the header's length")
+    return sealed
+
+
+def seal(header: fits.Header, datasum: int) -> bytes:
+    """The padded bytes of ``header`` (which has :func:`checksum_cards`), its ``DATASUM``
+    set to ``datasum`` and its ``CHECKSUM`` to what makes the HDU sum to negative zero."""
+    header.set("DATASUM", str(datasum))
+    header.set("CHECKSUM", _PLACEHOLDER)
+    text: bytes = header.tostring().encode("ascii")
     card = _card_offset(text, b"CHECKSUM")
     value = encode(~hdu_sum(text, datasum) & WORD).encode("ascii")
     sealed = text[: card + 11] + value + text[card + 27 :]

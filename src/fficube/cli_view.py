@@ -1,5 +1,5 @@
-"""The viewing commands of the ``fficube`` command line: ``plot``, ``refs`` and
-``inspect --plot``.
+"""The viewing commands of the ``fficube`` command line: ``plot``, ``refs``, ``cut``
+(:mod:`fficube.cli_cut`) and ``inspect --plot``.
 
 Kept apart from :mod:`fficube.cli`, which only registers them (:func:`add_commands`)
 and dispatches to :data:`COMMANDS`.
@@ -11,6 +11,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from .cli_cut import add_command as add_cut_command
+from .cli_cut import cmd_cut
 from .units import format_bytes, parse_size
 
 __all__ = ["add_commands", "add_inspect_plot", "COMMANDS", "plot_after_inspect"]
@@ -40,7 +42,7 @@ def add_inspect_plot(inspect: argparse.ArgumentParser) -> None:
 
 def add_commands(sub: Any, remote_options: Callable[[argparse.ArgumentParser], None],
                  formatter: type[argparse.HelpFormatter]) -> None:
-    """Register ``plot`` and ``refs`` on the main parser's subcommands (``remote_options``
+    """Register ``plot``, ``refs`` and ``cut`` on the main parser's subcommands (``remote_options``
     adds ``--anon`` and ``--storage-option`` as the other commands have them)."""
     from .refs import DEFAULT_CHUNK_BYTES
 
@@ -68,6 +70,7 @@ def add_commands(sub: Any, remote_options: Callable[[argparse.ArgumentParser], N
     refs.add_argument("--chunk-size", default=f"{DEFAULT_CHUNK_BYTES // 2**20}MiB",
                       help="largest chunk of the data")
     remote_options(refs)
+    add_cut_command(sub, remote_options, formatter)
 
 
 def _options(args: argparse.Namespace) -> tuple[bool | None, dict[str, object]]:
@@ -123,4 +126,6 @@ def json_shape(refs: dict[str, Any]) -> tuple[int, int, int, int, int]:
     return rows, cols, meta["chunks"][1], n, layers
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], int]] = {"plot": cmd_plot, "refs": cmd_refs}
+COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], int]] = {
+    "plot": cmd_plot, "refs": cmd_refs, "cut": cmd_cut,
+}

@@ -11,6 +11,8 @@ Errors that concern one input file carry its ``path`` and, where known, the byte
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .redact import redact
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "NoInputsError",
     "FitsFormatError",
     "MixedInputError",
+    "OutsideFootprintError",
     "ReadError",
     "OutputError",
     "OutputExistsError",
@@ -78,6 +81,28 @@ class FitsFormatError(InputError):
 
 class MixedInputError(InputError):
     """The inputs do not belong to one cube (products, cameras, CCDs or shapes differ)."""
+
+
+class OutsideFootprintError(InputError):
+    """A cutout target is off the cube's footprint: its window misses the CCD, or the
+    cube's WCS cannot place it.  ``targets`` holds each such target (its ``label``
+    names it in the message) and ``reasons`` why, in the same order."""
+
+    def __init__(self, target: object, reason: str, *, path: str | None = None,
+                 more: Sequence[tuple[object, str]] | None = None) -> None:
+        self.targets = [target, *(t for t, _ in more or [])]
+        self.reasons = [reason, *(r for _, r in more or [])]
+        self.target, self.reason = target, reason
+        lines = [f"{getattr(t, 'label', t)} is outside the cube's footprint: {r}"
+                 for t, r in zip(self.targets, self.reasons, strict=True)]
+        head = f"{len(lines)} targets are outside the cube's footprint:\n  " if len(lines) > 1 else ""
+        super().__init__(head + "\n  ".join(lines) if head else lines[0], path=path)
+
+    @classmethod
+    def of_many(cls, failed: Sequence[tuple[object, str]], *, path: str | None = None) -> OutsideFootprintError:
+        """One error naming every target of ``failed`` ((target, reason) pairs, at least one)."""
+        (target, reason), *more = failed
+        return cls(target, reason, path=path, more=more)
 
 
 class OptionError(FficubeError, ValueError):

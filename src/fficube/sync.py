@@ -1,8 +1,8 @@
 """Synchronous twins of the async API, for scripts and notebooks.
 
 ``fficube.make_cube`` is :func:`make_cube` (the twin of :func:`fficube.build_cube`);
-``fficube.sync.update_cube``, ``verify_cube`` and ``describe_cube`` are the twins of
-the async functions of the same names.  Each takes exactly the arguments of its
+``fficube.sync.update_cube``, ``verify_cube``, ``describe_cube``, ``cut_cube`` and
+``cut_targets`` are the twins of the async functions of the same names.  Each takes exactly the arguments of its
 async original (its signature is the original's, for editors and type checkers).
 
 Where the calling thread runs no event loop (a script), the coroutine runs with
@@ -24,11 +24,13 @@ from typing import Any, ParamSpec, TypeVar
 from .build import build_cube as _build_cube
 from .build import update_cube as _update_cube
 from .cubeinfo import describe_cube as _describe_cube
+from .cut import cut_cube as _cut_cube
+from .cut import cut_targets as _cut_targets
 from .errors import EventLoopError
 from .pixelstats import cube_stats as _cube_stats
 from .verify import verify_cube as _verify_cube
 
-__all__ = ["make_cube", "update_cube", "verify_cube", "describe_cube", "make_stats", "run"]
+__all__ = ["make_cube", "update_cube", "verify_cube", "describe_cube", "make_stats", "cut_cube", "cut_targets", "run"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -150,3 +152,5 @@ update_cube = _twin(_update_cube, "update_cube")
 verify_cube = _twin(_verify_cube, "verify_cube")
 describe_cube = _twin(_describe_cube, "describe_cube")
 make_stats = _twin(_cube_stats, "make_stats")
+cut_cube = _twin(_cut_cube, "cut_cube")
+cut_targets = _twin(_cut_targets, "cut_targets")
