@@ -12,6 +12,8 @@ alternation, ``--repeat`` times:
   (``cat`` of all inputs into one file, then ``sync`` of that file, as fficube flushes
   the cube to disk before renaming it into place): the floor for this machine;
 * ``fficube`` at each ``--memory``;
+* ``stats``: ``fficube`` with ``--pixel-stats`` (per-pixel statistics made in the same
+  pass, written beside the cube) at each ``--memory``;
 * astrocut's ``CubeFactory`` at each ``--memory`` (as its ``max_memory`` in GB);
 * ``prelude`` and ``write`` (with ``--tools ...,floor``), the parts of fficube's own floor
   on this machine.  ``prelude`` is a fficube process up to its frozen plan (interpreter,
@@ -57,8 +59,8 @@ from pathlib import Path
 
 FFICUBE = """
 import sys, json, fficube
-paths, out, budget = json.load(open(sys.argv[1]))
-fficube.make_cube(paths, out, max_memory=budget, overwrite=True)
+paths, out, budget, *stats = json.load(open(sys.argv[1]))
+fficube.make_cube(paths, out, max_memory=budget, overwrite=True, pixel_stats=stats[0] if stats else None)
 """
 ASTROCUT = """
 import sys, json, warnings
@@ -159,7 +161,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--memory", default="1GB,4GB")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--tools", default="cat,fficube,astrocut", help="of cat, fficube, astrocut, floor")
+    parser.add_argument("--tools", default="cat,fficube,astrocut", help="of cat, fficube, stats, astrocut, floor")
     parser.add_argument("--data", type=Path, default=Path("bench-data"))
     parser.add_argument("--out-dir", type=Path, default=None, help="where the cube goes (default: --data)")
     parser.add_argument("--rows", type=int, default=FULL_ROWS, help="rows per FFI (64: a 200-s sector's test geometry)")
@@ -187,6 +189,11 @@ def main() -> None:
         payload = str(payload_file)
         if "fficube" in tools:
             cases.append((f"fficube {budget / 1e9:g} GB", [sys.executable, "-c", FFICUBE, payload]))
+        if "stats" in tools:
+            stats_file = args.data / f"bench-payload-{budget}-stats.json"
+            stats_file.write_text(json.dumps([paths, str(out), budget, str(out_dir / "stats.fits")]))
+            cases.append((f"fficube --pixel-stats {budget / 1e9:g} GB", [sys.executable, "-c", FFICUBE,
+                                                                        str(stats_file)]))
         if "astrocut" in tools:
             cases.append((f"astrocut {budget / 1e9:g} GB", [sys.executable, "-c", ASTROCUT, payload]))
         if "floor" in tools:
@@ -199,8 +206,9 @@ def main() -> None:
     warm = input_bytes < 0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     for round_ in range(args.repeat):
         for name, argv in cases:  # alternate, so that drift hits every tool alike
-            if out.exists():
-                out.unlink()
+            for old in (out, out_dir / "stats.fits"):
+                if old.exists():
+                    old.unlink()
             subprocess.run(["sync"], check=True)
             if warm:
                 # Untimed: put the inputs back in the page cache.  A 12,000-FFI cube written

@@ -234,3 +234,23 @@ def test_the_cli_writes_them_with_build_and_all_ffis(ffis, tmp_path: Path) -> No
         assert stats[0].header["STATFFIS"] == "all" and stats[0].header["NUSED"] == 9
         values = np.asarray(cube[1].data[..., 0], dtype=np.float32)
         assert np.array_equal(stats["MEDIAN"].data, numpy_stats(values)[0], equal_nan=True)
+
+
+def test_any_astrocut_format_cube_astrocuts_own_and_tica(sector, tmp_path: Path) -> None:
+    from helpers import astrocut_cube
+
+    paths = sorted(sector(n_ffis=5, shape=(20, 24), no_wcs=()))
+    astrocut_cube(paths, tmp_path / "astrocut.fits")  # no fficube cards: the product from its layers
+    fficube.make_cube(paths, tmp_path / "ours.fits", pixel_stats=tmp_path / "ours-stats.fits")
+    theirs = fficube.make_stats(tmp_path / "astrocut.fits", tmp_path / "theirs-stats.fits")
+    assert theirs.n_used == sum(fits.getval(p, "DQUALITY", 1) == 0 for p in paths)
+    with fits.open(tmp_path / "ours-stats.fits") as ours, fits.open(tmp_path / "theirs-stats.fits") as other:
+        assert_equal_images(ours, other)
+
+    tica = sorted(sector(n_ffis=5, product="tica", sector=27, shape=(20, 24), no_wcs=()))
+    result = fficube.make_cube(tica, tmp_path / "tica.fits", sector=27, pixel_stats=tmp_path / "tica-stats.fits")
+    with fits.open(tmp_path / "tica-stats.fits") as stats, fits.open(tmp_path / "tica.fits") as cube:
+        flags = np.asarray(cube[2].data["QUAL_BIT"])
+        values = np.asarray(cube[1].data[..., 0], dtype=np.float32)[:, :, flags == 0]
+        assert np.array_equal(stats["MEDIAN"].data, numpy_stats(values)[0], equal_nan=True)
+        assert stats[0].header["PRODUCT"] == "TICA" and result.pixel_stats
