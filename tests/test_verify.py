@@ -96,3 +96,19 @@ def test_verify_a_cube_on_s3(s3, cube: Path) -> None:
     with fits.open(cube) as hdus:
         small = size - hdus.fileinfo(1)["datSpan"]
     assert result.ok and size <= result.bytes_read <= size + small + 7 * 2880
+
+
+def test_a_cube_s_product_is_the_one_its_build_recorded(spoc_cube: str, tmp_path: Path) -> None:
+    from helpers import scan_cube_at
+
+    assert scan_cube_at(spoc_cube).product.name == "spoc"
+    for recorded, expected in (("", "spoc"), ("tica", None)):  # none recorded: by its layers; a wrong one: refused
+        changed = tmp_path / f"cube-{recorded or 'none'}.fits"
+        with fits.open(spoc_cube) as hdus:
+            hdus[1].header["FCPROD"] = recorded
+            hdus.writeto(changed)
+        if expected:
+            assert scan_cube_at(str(changed)).product.name == expected
+        else:
+            with pytest.raises(fficube.FitsFormatError, match="says it is of product 'tica' .FCPROD. but has 2 layer"):
+                scan_cube_at(str(changed))

@@ -20,7 +20,7 @@ from ._aio import closing
 from ._version import __version__
 from .errors import FitsFormatError
 from .fitsblocks import BLOCK, HeaderReader, data_bytes, padded
-from .products import Product, product_with_layers
+from .products import Product, product_of_cube
 from .remote import Filesystems, open_source, protocol_or_local
 from .scan import FfiInfo
 from .storage import ByteSource
@@ -152,7 +152,7 @@ async def scan_cube(source: ByteSource, path: str) -> CubeInfo:
     table = fits.BinTableHDU.fromstring(table_raw.encode("ascii").ljust(padded(len(table_raw)), b" ") + data)
     if "FFI_FILE" not in table.columns.names or len(table.data) != n:
         raise FitsFormatError(f"the info table has no FFI_FILE column or not {n} rows: not an FFI cube", path=path)
-    product = product_with_layers(layers, path=path)
+    product = product_of_cube(cube.get("FCPROD"), layers, path=path)
     return CubeInfo(
         path=path, size=size, product=product, shape=(rows, cols, n, layers), data_offset=data_offset,
         primary_header=primary_raw, cube_header=cube_raw, table=table, header_bytes=reader.bytes_used + length,

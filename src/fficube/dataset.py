@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .access import reading_options, require
-from .products import PRODUCTS
+from .products import product_of_cube
 from .refs import DEFAULT_CHUNK_BYTES, cube_refs
 from .sync import run
 
@@ -120,8 +120,8 @@ def open_dataset(
     refs = run(cube_refs(cube, anon=anon, storage_options=storage_options, chunk_bytes=chunk_bytes))
     stored = open_references(refs, anon=anon, storage_options=storage_options)
     data = stored["cube"]
-    product = str(stored.attrs.get("fficube_product", "spoc"))
-    layer_names = PRODUCTS[product].layer_names
+    product = product_of_cube(stored.attrs.get("fficube_product"), data.sizes["layer"], path=str(cube))
+    layer_names = product.layer_names
     layers = {name: data.isel(layer=i, drop=True) for i, name in enumerate(layer_names)}
     for name, layer in layers.items():
         layer.attrs = {"long_name": f"{name} ({'science image' if name == 'flux' else 'uncertainty'})"}

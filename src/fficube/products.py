@@ -153,6 +153,25 @@ def detect_product(primary: Mapping[str, Any], *, path: str) -> Product:
     )
 
 
+def product_of_cube(recorded: object, layers: int, *, path: str) -> Product:
+    """The product of a cube: the one its build recorded (``FCPROD``), else, for cubes
+    fficube did not write (astrocut's, MAST's), the one whose cubes have ``layers`` layers.
+
+    Raises
+    ------
+    FitsFormatError
+        If the recorded product is unknown or does not have ``layers`` layers, or no
+        product makes such cubes.
+    """
+    if recorded in (None, ""):
+        return product_with_layers(layers, path=path)
+    product = PRODUCTS.get(str(recorded).lower())
+    if product is None or product.layers != layers:
+        raise FitsFormatError(f"the cube says it is of product {recorded!r} (FCPROD) but has {layers} layer(s): "
+                              f"not a cube fficube knows", path=path)
+    return product
+
+
 def product_with_layers(layers: int, *, path: str) -> Product:
     """The product whose cubes have ``layers`` layers (how a cube tells its product).
 
