@@ -23,6 +23,7 @@ import numpy as np
 from ._buffers import placed as placed_at
 from .checksum import add
 from .fetch import BASE, Slab
+from .layout import row_bytes
 from .plan import CubePlan
 from .scan import ImageLayout
 
@@ -151,7 +152,7 @@ def transpose_group(arena: np.ndarray, planes: int, rows: int, pixels: np.ndarra
 def place_base(block: np.ndarray, slab: Slab, slots: tuple[int, ...]) -> None:
     """Copy the old cube's rows into their FFIs' new places (runs of FFIs as slices)."""
     _rows, cols, _, layers = block.shape
-    old = slab.buffer[: slab.rows * cols * len(slots) * layers * 4].view(np.uint32)
+    old = slab.buffer[: slab.rows * row_bytes((slab.rows, cols, len(slots), layers))].view(np.uint32)
     old = old.reshape(slab.rows, cols, len(slots), layers)
     block = _bits(block)
     start = 0

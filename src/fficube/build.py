@@ -27,6 +27,7 @@ from .cubeinfo import scan_cube
 from .errors import DuplicateInputWarning, InputError, OptionError, OutputError, OutputExistsError, ResumeError
 from .inputs import Inputs, InputsLike, Version, resolve_inputs, version_of
 from .journal import Identity, Journal
+from .layout import cube_data_bytes
 from .pipeline import execute
 from .pixelstats import (
     FFI_CHOICES,
@@ -100,7 +101,7 @@ class BuildOptions:
 
 def cube_size_estimate(shape: tuple[int, int], n_ffis: int, layers: int) -> int:
     """At least the size of a cube of ``n_ffis`` FFIs of ``shape``: data, plus room for headers and table."""
-    return shape[0] * shape[1] * n_ffis * layers * 4 + 64 * 2**20
+    return cube_data_bytes((shape[0], shape[1], n_ffis, layers)) + 64 * 2**20
 
 
 async def build_cube(

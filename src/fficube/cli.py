@@ -29,6 +29,7 @@ from .cli_view import add_inspect_plot, plot_after_inspect
 from .cubeinfo import CubeDescription, describe_cube
 from .errors import FficubeError, FficubeWarning
 from .journal import journal_path
+from .layout import cube_data_bytes
 from .pixelstats import FFI_CHOICES, cube_stats
 from .products import CHOICES, PRODUCTS
 from .quality import Quality
@@ -508,7 +509,7 @@ def demo_budget(n_ffis: int, layers: int) -> int:
     """The demo's default memory budget: half its cube (at least 1.5 MB), so that the build
     streams in several blocks whatever the number of FFIs."""
     rows, cols = DEMO_SHAPE
-    return max(1_500_000, rows * cols * n_ffis * layers * 4 // 2)
+    return max(1_500_000, cube_data_bytes((rows, cols, n_ffis, layers)) // 2)
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

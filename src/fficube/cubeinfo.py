@@ -20,6 +20,7 @@ from ._aio import closing
 from ._version import __version__
 from .errors import FitsFormatError
 from .fitsblocks import BLOCK, HeaderReader, data_bytes, padded
+from .layout import cube_data_bytes, row_bytes
 from .products import Product, product_of_cube
 from .remote import Filesystems, open_source, protocol_or_local
 from .scan import FfiInfo
@@ -111,13 +112,12 @@ class CubeInfo:
 
     @property
     def row_bytes(self) -> int:
-        _rows, cols, n, layers = self.shape
-        return cols * n * layers * 4
+        return row_bytes(self.shape)
 
     @property
     def table_offset(self) -> int:
         """Where the info table's header starts: after the data and its padding."""
-        return self.data_offset + padded(self.row_bytes * self.shape[0])
+        return self.data_offset + padded(cube_data_bytes(self.shape))
 
     @property
     def names(self) -> list[str]:

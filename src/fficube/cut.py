@@ -38,6 +38,7 @@ from .checksum import data_sum, seal
 from .cubeinfo import CubeInfo, scan_cube
 from .errors import FitsFormatError, MemoryBudgetError, OptionError, OutsideFootprintError
 from .fitsblocks import BLOCK
+from .layout import pixel_bytes
 from .remote import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY, is_url
 from .storage import ByteSource, ReadRequest, read_batch
 from .units import parse_size
@@ -739,7 +740,7 @@ async def _read_windows(
     the CCD, and the number of ranged reads: each run of :func:`row_reads` read once, as
     many runs at once as ``budget`` bytes hold."""
     _rows, _cols, n, layers = info.shape
-    pixel_bytes = n * layers * 4
+    pixel = pixel_bytes(n, layers)
     out = [np.full((layers, n, w.height, w.width), np.nan, dtype=np.float32) for w in windows]
     by_row: dict[int, list[int]] = {}
     for i, window in enumerate(windows):
@@ -750,16 +751,16 @@ async def _read_windows(
     while start < len(runs):
         # As many runs as the budget holds (at least one), read in one batch.
         stop, held = start, 0
-        while stop < len(runs) and (stop == start or held + (runs[stop][2] - runs[stop][1]) * pixel_bytes <= budget):
-            held += (runs[stop][2] - runs[stop][1]) * pixel_bytes
+        while stop < len(runs) and (stop == start or held + (runs[stop][2] - runs[stop][1]) * pixel <= budget):
+            held += (runs[stop][2] - runs[stop][1]) * pixel
             stop += 1
         buffer = bytearray(held)
         view = memoryview(buffer)
         requests: list[ReadRequest] = []
         offset = 0
         for row, c0, c1 in runs[start:stop]:
-            length = (c1 - c0) * pixel_bytes
-            requests.append((info.path, info.data_offset + row * info.row_bytes + c0 * pixel_bytes,
+            length = (c1 - c0) * pixel
+            requests.append((info.path, info.data_offset + row * info.row_bytes + c0 * pixel,
                              view[offset:offset + length]))
             offset += length
         await read_batch(source, requests)
@@ -844,7 +845,7 @@ async def cut_targets(
         index = {id(p): i for i, p in enumerate(plans)}  # a window's target's place in the list
         n, layers = info.shape[2], info.shape[3]
         made: dict[int, fits.HDUList | str] = {}
-        for batch in _batches(windows, n, n * layers * 4, budget):
+        for batch in _batches(windows, n, pixel_bytes(n, layers), budget):
             held = sum(_tpf_bytes(w, n) for w in batch)
             pixels, reads = await _read_windows(source, info, batch, max(1, budget - held))
             report.row_reads += reads

@@ -31,6 +31,7 @@ from astropy.io import fits
 from ._aio import run_tasks
 from .access import CubeInfo, cube_path, cube_source, scan_cube
 from .errors import FitsFormatError, InputError
+from .layout import row_bytes
 from .quality import GAP_FACTOR, Gap, celestial_wcs, find_gaps
 from .report import QualityReport, ReportEntry, match_report, read_report
 from .units import format_bytes
@@ -93,18 +94,18 @@ def plan_sample(shape: tuple[int, int, int, int], *, max_rows: int, max_bytes: i
     InputError
         If ``max_rows`` or ``max_bytes`` is not positive.
     """
-    rows, cols, n, layers = shape
+    rows, cols = shape[0], shape[1]
     if max_rows < 1 or max_bytes < 1:
         raise InputError(f"max_rows and max_bytes must be positive, not {max_rows} and {max_bytes}")
-    row_bytes = cols * n * layers * 4
-    by_bytes = max(1, max_bytes // row_bytes)
+    row = row_bytes(shape)
+    by_bytes = max(1, max_bytes // row)
     bound = max(1, min(rows, max_rows, by_bytes))
     if bound == rows:
         reason = f"all {rows} rows"
     elif bound == max_rows and max_rows <= by_bytes:
         reason = f"max_rows = {max_rows} of {rows} rows"
     else:
-        reason = f"max_bytes = {format_bytes(max_bytes)} / {format_bytes(row_bytes)} per row"
+        reason = f"max_bytes = {format_bytes(max_bytes)} / {format_bytes(row)} per row"
     step = -(-rows // bound)
     count = -(-rows // step)
     first = (rows - 1 - (count - 1) * step) // 2  # centred: equal margins top and bottom

@@ -48,6 +48,7 @@ from ._aio import task_group
 from ._version import __version__
 from .durable import sync_directory
 from .errors import OptionError, OutputError, os_reason
+from .layout import row_bytes
 from .products import Product
 from .quality import nanmedians
 
@@ -375,15 +376,15 @@ def stats_rows(shape: Sequence[int], budget: int) -> int:
     from .errors import MemoryBudgetError
     from .units import format_bytes
 
-    rows, cols, n, layers = (int(v) for v in shape)
-    row_bytes = cols * n * layers * 4
+    rows = int(shape[0])
+    row = row_bytes(shape)
     available = budget - stats_bytes(shape)
-    if available < 2 * row_bytes:
+    if available < 2 * row:
         raise MemoryBudgetError(
             f"max_memory = {format_bytes(budget)} cannot hold the statistics of this cube: give at least "
-            f"{format_bytes(stats_bytes(shape) + 2 * row_bytes)} ({format_bytes(stats_bytes(shape))} of images "
-            f"and scratch, two rows of {format_bytes(row_bytes)})")
-    return max(1, min(rows, available // (2 * row_bytes)))
+            f"{format_bytes(stats_bytes(shape) + 2 * row)} ({format_bytes(stats_bytes(shape))} of images "
+            f"and scratch, two rows of {format_bytes(row)})")
+    return max(1, min(rows, available // (2 * row)))
 
 
 async def add_from_cube(stats: PixelStats, source: Any, info: Any, budget: int,

@@ -33,6 +33,7 @@ from .info_table import (
     table_arrays,
     template_columns,
 )
+from .layout import VALUE_BYTES, row_bytes
 from .pixelstats import stats_bytes
 from .products import PRODUCTS, Product
 from .quality import gate_bytes
@@ -44,8 +45,6 @@ __all__ = [
     "GROUP",
 ]
 
-#: Bytes per cube value: the cube is always float32.
-VALUE_BYTES = 4
 #: FFIs placed into a block together.  A block row holds ``n_ffis x layers`` values per
 #: column, so placing one FFI at a time writes 4 bytes per 64-byte cache line and
 #: rewrites every line once per FFI; a group writes ``group x layers`` values per pixel
@@ -206,8 +205,7 @@ class CubePlan:
     @property
     def row_bytes(self) -> int:
         """Bytes of one cube row (all columns, FFIs and layers): contiguous in the file."""
-        _rows, cols, n, layers = self.shape
-        return cols * n * layers * VALUE_BYTES
+        return row_bytes(self.shape)
 
     @property
     def blocks(self) -> list[tuple[int, int]]:
@@ -402,7 +400,7 @@ def plan_memory(
     """
     budget, reserved, max_block_bytes = limits.max_memory, limits.reserved, limits.max_block_bytes
     rows, cols, n, layers = shape
-    row_bytes = cols * n * layers * VALUE_BYTES
+    row = row_bytes(shape)
     slab_row = cols * sum(max((f.layers[i].itemsize for f in files), default=4) for i in range(layers))
     needs_decode = any(not lay.is_raw_float32 for f in files for lay in f.layers)
     decode_row = cols * 8 if needs_decode else 0  # one layer, as float64 at most
@@ -417,7 +415,7 @@ def plan_memory(
             budget=budget,
             fixed=fixed,
             reserved=reserved,
-            block_bytes=block_rows * row_bytes,
+            block_bytes=block_rows * row,
             block_buffers=buffers,
             slab_bytes=block_rows * slab_row,
             slabs=slabs,
@@ -433,7 +431,7 @@ def plan_memory(
     if available < per_row_single:
         raise MemoryBudgetError(
             f"max_memory = {format_bytes(budget)} cannot hold one row of this cube: a row takes "
-            f"{format_bytes(row_bytes)} ({cols} columns x {n} FFIs x {layers} layer(s) x 4 bytes), "
+            f"{format_bytes(row)} ({cols} columns x {n} FFIs x {layers} layer(s) x 4 bytes), "
             f"{format_bytes(per_row_single)} with {slabs} read buffer(s), plus "
             f"{format_bytes(fixed)} of headers and info table"
             + (f" and {format_bytes(reserved)} of upload buffers" if reserved else "")
@@ -445,7 +443,7 @@ def plan_memory(
     # so small that a block's read of one FFI layer falls under min_read bytes.
     cap_rows = rows
     if max_block_bytes is not None:
-        cap_rows = max(1, max_block_bytes // row_bytes, -(-limits.min_read // (cols * VALUE_BYTES)))
+        cap_rows = max(1, max_block_bytes // row, -(-limits.min_read // (cols * VALUE_BYTES)))
     if rows <= cap_rows and rows * per_row_single <= available:
         return rows, use(rows, 1)  # one block: nothing to overlap with
     per_row_double = use(1, 2).total - fixed - reserved - gate - pixel

@@ -55,6 +55,7 @@ from astropy.io import fits
 from ._version import __version__
 from .access import CubeInfo, cube_location, cube_path, read_cube
 from .errors import InputError
+from .layout import pixel_bytes
 from .redact import redact
 from .remote import is_url
 from .sync import run
@@ -82,7 +83,7 @@ def chunk_columns(cols: int, n_ffis: int, layers: int, chunk_bytes: int) -> int:
     A divisor, so that every chunk is a whole byte range of one row: Zarr stores edge
     chunks at full size, which a cube row does not have.
     """
-    per_column = n_ffis * layers * 4
+    per_column = pixel_bytes(n_ffis, layers)
     best = 1
     for d in range(1, math.isqrt(cols) + 1):
         if cols % d:
@@ -185,7 +186,7 @@ def cube_references(cube: CubeInfo, url: str, *, chunk_bytes: int = DEFAULT_CHUN
     put(".zattrs", attrs)
 
     width = chunk_columns(cols, n, layers, chunk_bytes)
-    chunk = width * n * layers * 4
+    chunk = width * pixel_bytes(n, layers)
     put("cube/.zarray", {**_array_meta((rows, cols, n, layers), (1, width, n, layers), ">f4", compressed=False)})
     put("cube/.zattrs", {
         "_ARRAY_DIMENSIONS": ["row", "column", "time", "layer"],

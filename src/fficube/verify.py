@@ -25,6 +25,7 @@ from .checksum import WORD, ZERO, add, data_sum, header_sum
 from .cubeinfo import CubeInfo, scan_cube
 from .errors import FficubeError, FitsFormatError
 from .fitsblocks import data_bytes, header_end, padded
+from .layout import pixel_bytes
 from .quality import Quality, SampleStats, assess, choose_sample
 from .remote import Filesystems, open_source, protocol_or_local
 from .storage import ByteSource
@@ -192,7 +193,7 @@ async def cube_quality(source: ByteSource, cube: CubeInfo) -> Quality:
     _rows, _cols, n, layers = cube.shape
     sample = choose_sample(cube.shape)
     stats = SampleStats(sample, n)
-    column_bytes = n * layers * 4
+    column_bytes = pixel_bytes(n, layers)
     per_read = max(1, CHUNK // (column_bytes * sample.col_step))  # sampled columns per read
     slots = asyncio.Semaphore(IN_FLIGHT)
 
