@@ -313,3 +313,19 @@ def test_cli_cuts_a_target_and_a_list(spoc_cube: str, tmp_path: Path) -> None:
     assert code == 1 and "must name the columns ra and dec" in stderr
     code, _, stderr = run_cli("cut", spoc_cube, "--ra", "1", "--size", "5")
     assert code == 1 and "--ra DEG --dec DEG" in stderr
+
+
+def test_cards_written_over_in_place_are_astropys_cards() -> None:
+    from fficube.cut import _splice
+
+    header = fits.Header([("RA_OBJ", 1.0, "[deg] right ascension"), ("1CTYP4", "RA---TAN", "type"),
+                          ("WCAX4", 2, "axes"), ("FLAG", True, "a flag")])
+    text = header.tostring().encode("ascii")
+    cards = {card.keyword: (80 * i, card.comment) for i, card in enumerate(header.cards)}
+    values = [("RA_OBJ", 123.456789012345678), ("1CTYP4", "DEC--TAN"), ("WCAX4", 3), ("FLAG", False)]
+    expected = header.copy()
+    for keyword, value in values:
+        expected[keyword] = value
+    assert _splice(text, cards, values) == expected.tostring().encode("ascii")
+    assert _splice(text, cards, [("NOPE", 1)]) is None  # not in the template: the caller sets it on a copy
+    assert _splice(text, cards, [("1CTYP4", "x" * 90)]) is None  # a long string takes CONTINUE cards

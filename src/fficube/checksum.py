@@ -123,7 +123,23 @@ def seal(header: fits.Header, datasum: int) -> bytes:
     set to ``datasum`` and its ``CHECKSUM`` to what makes the HDU sum to negative zero."""
     header.set("DATASUM", str(datasum))
     header.set("CHECKSUM", _PLACEHOLDER)
-    text: bytes = header.tostring().encode("ascii")
+    return _seal_text(header.tostring().encode("ascii"), datasum)
+
+
+def seal_text(text: bytes, datasum: int) -> bytes:
+    """:func:`seal` for a header already as bytes (padded, with :func:`checksum_cards`):
+    only the ``DATASUM`` and ``CHECKSUM`` cards change."""
+    card = _card_offset(text, b"DATASUM")
+    comment = fits.Card.fromstring(text[card : card + 80].decode("ascii")).comment
+    image = fits.Card("DATASUM", str(datasum), comment).image.encode("ascii")
+    checksum = _card_offset(text, b"CHECKSUM")
+    placeholder = b"CHECKSUM= '" + _PLACEHOLDER.encode("ascii")
+    text = text[:card] + image + text[card + 80 :]
+    return _seal_text(text[:checksum] + placeholder + text[checksum + 27 :], datasum)
+
+
+def _seal_text(text: bytes, datasum: int) -> bytes:
+    """``text`` (its DATASUM set, its CHECKSUM a placeholder) with the CHECKSUM that makes the HDU sum to -0."""
     card = _card_offset(text, b"CHECKSUM")
     value = encode(~hdu_sum(text, datasum) & WORD).encode("ascii")
     sealed = text[: card + 11] + value + text[card + 27 :]

@@ -19,6 +19,7 @@ and the physical ``WCSNnP``, ``iCTYnP``, ...), as SPOC's own TPFs carry it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import math
 import os
@@ -34,7 +35,7 @@ from astropy.io import fits
 
 from ._version import __version__
 from .access import cube_location, cube_source
-from .checksum import data_sum, seal
+from .checksum import data_sum, seal, seal_text
 from .cubeinfo import CubeInfo, scan_cube
 from .errors import FitsFormatError, MemoryBudgetError, OptionError, OutsideFootprintError
 from .fitsblocks import BLOCK
@@ -591,10 +592,13 @@ def _inherit(hdus: fits.HDUList) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Template:
-    """A TPF as written, for windows of one size: its headers (with checksum cards) and
-    its table's records (big-endian, as in the file)."""
+    """A TPF as written, for windows of one size: its headers (with checksum cards), as
+    astropy headers and as the bytes written, with where each card is; and its table's
+    records (big-endian, as in the file)."""
 
     headers: tuple[fits.Header, fits.Header, fits.Header]
+    texts: tuple[bytes, bytes, bytes]
+    cards: tuple[dict[str, tuple[int, str]], ...]  #: per header: keyword -> (offset, comment)
     records: np.ndarray
 
 
@@ -604,7 +608,35 @@ def _template(parts: _CubeParts, window: Window, n: int) -> _Template:
     hdus.writeto(buffer, checksum=True)
     with fits.open(io.BytesIO(buffer.getvalue())) as written:
         headers = (written[0].header.copy(), written[1].header.copy(), written[2].header.copy())
-        return _Template(headers, np.asarray(written[1].data).copy())
+        records = np.asarray(written[1].data).copy()
+    texts = tuple(h.tostring().encode("ascii") for h in headers)
+    cards = tuple({card.keyword: (80 * i, card.comment) for i, card in enumerate(h.cards)} for h in headers)
+    return _Template(headers, texts, cards, records)
+
+
+@functools.lru_cache(maxsize=4096)
+def _card_tail(kind: str, value: Any, comment: str) -> bytes | None:
+    """Bytes 8-80 of the card of ``value`` and ``comment`` as astropy formats it (they do
+    not depend on a standard keyword, which fills bytes 0-8), or None if it needs more
+    than one card.  Cached: the image columns' WCS cards repeat the same values, and
+    astropy's formatting of one card costs some 30 us."""
+    image = fits.Card("KEYWORD", value, comment).image
+    return image[8:].encode("ascii") if len(image) == 80 else None
+
+
+def _splice(text: bytes, cards: dict[str, tuple[int, str]], values: Sequence[tuple[str, object]]) -> bytes | None:
+    """``text`` with the cards of ``values`` replaced in place (their comments kept), or
+    None when one is not in the template or needs more than one card (a long string)."""
+    spliced = bytearray(text)
+    for keyword, value in values:
+        where = cards.get(keyword)
+        # The type is part of the key: 1, 1.0 and True are equal keys but different cards.
+        tail = _card_tail(type(value).__name__, value, where[1]) if where is not None else None
+        if where is None or tail is None or len(keyword) > 8:
+            return None
+        offset = where[0]
+        spliced[offset : offset + 80] = keyword.encode("ascii").ljust(8) + tail
+    return bytes(spliced)
 
 
 def build_tpf(parts: _CubeParts, window: Window, flux: np.ndarray, errors: np.ndarray | None) -> bytes:
@@ -614,9 +646,10 @@ def build_tpf(parts: _CubeParts, window: Window, flux: np.ndarray, errors: np.nd
     Building a TPF's headers card by card (and its table column by column) costs far
     more than its pixels, and all the TPFs of one cube and size share all but a few
     values: so the first TPF of each size, written once, is the template of the others.
-    Their headers are copies with the target's values set (its position, its WCS), their
-    table a copy of the template's records with its pixels, and their checksums computed
-    here (:mod:`fficube.checksum`).
+    Their headers are the template's bytes with the target's cards written over in place
+    (its position, its WCS; astropy formats each card), their table a copy of the
+    template's records with its pixels, and their checksums computed here
+    (:mod:`fficube.checksum`).
     """
     with warnings.catch_warnings():
         # A long value (WCS_FFI, a file name) leaves its comment no room: astropy cuts it and says so.
@@ -627,24 +660,29 @@ def build_tpf(parts: _CubeParts, window: Window, flux: np.ndarray, errors: np.nd
         template = parts.templates[key]
         linear, max_sep, sigma = _linear_wcs(parts, window)
         linear_header = linear.to_header()
-        primary, table, aperture = (header.copy() for header in template.headers)
-        for header in (primary, table, aperture):
-            header["RA_OBJ"], header["DEC_OBJ"] = window.target.ra, window.target.dec
-        for n in parts.image_columns:
-            for keyword, value, _comment in _column_wcs_cards(n, linear_header, window):
-                table[keyword] = value
-        for card in linear_header.cards:
-            aperture[card.keyword] = card.value
-        aperture["WCS_MSEP"], aperture["WCS_SIG"] = max_sep, sigma
+        target = [("RA_OBJ", window.target.ra), ("DEC_OBJ", window.target.dec)]
+        columns = [(keyword, value) for n in parts.image_columns
+                   for keyword, value, _comment in _column_wcs_cards(n, linear_header, window)]
+        aperture = [(card.keyword, card.value) for card in linear_header.cards]
+        aperture += [("WCS_MSEP", max_sep), ("WCS_SIG", sigma)]
+        values = (target, target + columns, target + aperture)
         records = template.records.copy()
         records["FLUX"] = flux
         if errors is not None:
             records["FLUX_ERR"] = errors
         pieces = []
-        for header, data in ((primary, b""), (table, records.tobytes()),
-                             (aperture, window.aperture().astype(">i4").tobytes())):
+        datas = (b"", records.tobytes(), window.aperture().astype(">i4").tobytes())
+        for i, data in enumerate(datas):
             data += bytes(-len(data) % BLOCK)
-            pieces += [seal(header, data_sum(data)), data]
+            text = _splice(template.texts[i], template.cards[i], values[i])
+            if text is None:  # not the template's cards: set them on a copy of its header
+                header = template.headers[i].copy()
+                for keyword, value in values[i]:
+                    header[keyword] = value
+                sealed = seal(header, data_sum(data))
+            else:
+                sealed = seal_text(text, data_sum(data))
+            pieces += [sealed, data]
         return b"".join(pieces)
 
 
