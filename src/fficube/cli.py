@@ -468,6 +468,8 @@ def _positive(text: str) -> int:
 
 #: The demo's frames: small enough to build in a moment, large enough to show a sky.
 DEMO_SHAPE = (96, 120)
+#: Stars on the demo's sky (a Gaussian PSF, a little pointing jitter from frame to frame).
+DEMO_STARS = 40
 
 
 def demo_budget(n_ffis: int, layers: int) -> int:
@@ -485,7 +487,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     no_wcs = tuple(i for i in (0, 3) if i < args.n_ffis - 1)
     spec = SectorSpec(
         n_ffis=args.n_ffis, product=args.product, shape=DEMO_SHAPE,
-        sector=1 if args.product == "spoc" else 27, no_wcs=no_wcs,
+        sector=1 if args.product == "spoc" else 27, no_wcs=no_wcs, stars=DEMO_STARS,
     )
     ffi_dir = os.path.join(args.directory, "ffis")
     out.write(f"writing {spec.n_ffis} synthetic {args.product.upper()} FFIs "
