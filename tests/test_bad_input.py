@@ -194,7 +194,7 @@ def test_running_out_of_space_mid_build_keeps_the_work_for_resume(tmp_path: Path
                           preexec_fn=_limit_file_size(2_000_000))
     assert full.returncode == 1
     line = [ln for ln in full.stderr.splitlines() if ln.startswith("fficube: error:")]
-    assert line and "File too large" in line[0] and f"{out}.partial" in line[0], full.stderr
+    assert line and "file too large" in line[0] and f"{out}.partial" in line[0], full.stderr
     assert "--resume" in full.stderr  # the work done is kept, and the user is told how to continue
     assert not out.exists() and Path(f"{out}.journal").exists()
     assert Path(f"{out}.partial").stat().st_size <= 2_000_000

@@ -147,6 +147,6 @@ def test_blocking_reads_of_a_local_source_are_counted_and_hints_never_fail(tmp_p
     (size, first, last), stats = asyncio.run(run(job))
     assert (size, first, last) == (len(data), data[10:20], data[10230:])
     assert (stats.requests, stats.bytes_read) == (2, 20)
-    with pytest.raises(ReadError, match="No such file") as info:
+    with pytest.raises(ReadError, match="no such file") as info:
         asyncio.run(run(missing_size))
     assert info.value.path == missing
