@@ -172,7 +172,7 @@ def test_a_full_disk_at_the_first_write_leaves_nothing(ffis, tmp_path: Path) -> 
     Path(f"{out}.partial").symlink_to("/dev/full")
     code, _, err = run_cli("build", *ffis, "-o", str(out), "-q")
     assert code == 1
-    assert_refused(err, "No space left on device", f"{out}.partial")
+    assert_refused(err, "no space left on device", f"{out}.partial")
     assert outputs(tmp_path) == []
 
 
