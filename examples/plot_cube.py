@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("cube", nargs="?", help="a cube file or s3:// URL (default: a synthetic one)")
     parser.add_argument("-o", "--output", default="cube.png")
     parser.add_argument("--frame", type=int)
-    parser.add_argument("--report", help="a quality report (JSON, see docs/quality-report.md)")
+    parser.add_argument("--report", help="a quality report (JSON, see docs/quality.md)")
     parser.add_argument("--anon", action="store_true", help="read S3 anonymously")
     args = parser.parse_args()
     args.output = str(Path(args.output).resolve())

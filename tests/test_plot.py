@@ -58,7 +58,8 @@ def test_local_figure(spoc_cube: str, tmp_path: Path) -> None:
     assert result.overview.requests == result.overview.header_requests + 9
     import matplotlib.image
 
-    assert matplotlib.image.imread(out).shape[:2] == (900, 1500)  # a real PNG of the figure
+    width, height = result.figure.get_size_inches() * 100
+    assert matplotlib.image.imread(out).shape[:2] == (round(height), round(width))  # a real PNG of the figure
     _, table = read(spoc_cube)
     expected_bits = [(i, 7) for i in np.flatnonzero(table["DQUALITY"] & 128)]
     assert result.overview.quality_column == "DQUALITY" and result.overview.set_bits == expected_bits
@@ -207,3 +208,98 @@ def test_request_bound_of_real_sector_sizes() -> None:
             plan = plan_sample((rows, 40, 5, 2), max_rows=max_rows, max_bytes=10**9)
             assert 1 <= len(plan.rows) <= min(rows, max_rows) == plan.bound
             assert len(set(plan.rows)) == len(plan.rows) and plan.rows[0] >= 0 and plan.rows[-1] < rows
+
+
+# ----------------------------------------------------------------------------------
+# What the figure says: each fix checked on the data behind the drawn artists.
+
+
+def labels(ax, axis: str = "y") -> list[str]:
+    return [t.get_text() for t in getattr(ax, f"get_{axis}ticklabels")()]
+
+
+def test_thumbnail_pixels_are_square_and_centred(spoc_cube: str) -> None:
+    result = fficube.plot_cube(spoc_cube, max_rows=10)  # 26 rows, 30 columns: every 3rd row
+    o = result.overview
+    assert o.plan.row_step == o.plan.col_step == 3
+    assert set(np.diff(o.thumbnail_rows).tolist()) == set(np.diff(o.thumbnail_cols).tolist()) == {3}
+    assert o.thumbnail_cols[0] == (30 - 1 - (len(o.thumbnail_cols) - 1) * 3) // 2  # equal margins
+    left, right, bottom, top = result.image.get_extent()
+    n_rows, n_cols = result.image.get_array().shape
+    assert (right - left) / n_cols == (top - bottom) / n_rows == 3  # each drawn pixel is 3 x 3 FFI pixels
+
+
+def test_time_axes_say_btjd_and_tjd(spoc_cube: str, tica_cube: str) -> None:
+    spoc = fficube.plot_cube(spoc_cube)
+    assert spoc.overview.time_scale == "BTJD"
+    assert spoc.axes["coverage"].get_ylabel() == "TSTART (BTJD)"
+    assert spoc.axes["report"].get_xlabel() == "TSTART (BTJD, days)"
+    tica = fficube.plot_cube(tica_cube)
+    assert tica.overview.time_scale == "TJD" and tica.axes["coverage"].get_ylabel() == "STARTTJD (TJD)"
+
+
+def test_colour_bar_has_the_cube_unit(sector, tmp_path: Path, tica_cube: str) -> None:
+    # SPOC FFIs without BUNIT: SPOC's calibrated unit; with one, the cube's own.
+    paths = sector(n_ffis=3, shape=(12, 14), no_wcs=())
+    plain = fficube.plot_cube(build(paths, tmp_path / "plain.fits"))
+    assert plain.overview.unit == "e-/s" and "(e-/s)" in plain.axes["colorbar"].get_ylabel()
+    assert plain.axes["level"].get_ylabel() == "median flux (e-/s)"
+    for path in paths:
+        with fits.open(path, mode="update") as hdul:
+            hdul[1].header["BUNIT"] = ("electron/s", "physical units of image data")
+    result = fficube.plot_cube(build(paths, tmp_path / "bunit.fits"))
+    assert result.overview.unit == "electron/s" and "(electron/s)" in result.axes["colorbar"].get_ylabel()
+    tica = fficube.plot_cube(tica_cube)  # TICA's header says UNITS = 'electrons'
+    assert tica.overview.unit == "electrons" and "(electrons)" in tica.axes["colorbar"].get_ylabel()
+
+
+def test_quality_bits_have_their_tess_names(sector, tmp_path: Path, tica_cube: str) -> None:
+    paths = sorted(sector(n_ffis=4, shape=(12, 14), no_wcs=()))
+    for path, value in zip(paths, (0, 1 | 32, 32, 4096), strict=True):
+        with fits.open(path, mode="update") as hdul:
+            hdul[1].header["DQUALITY"] = value
+    result = fficube.plot_cube(build(paths, tmp_path / "q.fits"))
+    quality = result.axes["quality"]
+    assert labels(quality) == ["attitude tweak (1)", "desaturation event (32)", "stray light 2 (4096)"]
+    (bits,) = [line for line in quality.lines if line.get_marker() == "s"]
+    ffi_bits = sorted(zip(bits.get_xdata().tolist(), bits.get_ydata().tolist(), strict=True))
+    starts = result.overview.starts
+    assert ffi_bits == sorted([(starts[1], 0), (starts[1], 5), (starts[2], 5), (starts[3], 12)])
+    # TICA's QUAL_BIT bits are not TESS's DQUALITY bits: values only.
+    assert labels(fficube.plot_cube(tica_cube).axes["quality"]) == ["32"]
+
+
+def test_flag_panel_labels_are_readable(spoc_cube: str, tmp_path: Path) -> None:
+    _, table = read(spoc_cube)
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"ffis": [{"file": str(table["FFI_FILE"][2]), "time": 0.0, "flags": ["no_wcs"]}]}))
+    result = fficube.plot_cube(spoc_cube, report=report)
+    for name in ("quality", "report"):
+        ticks = result.axes[name].get_yticklabels()
+        assert ticks and all(t.get_fontsize() >= 8 for t in ticks), name
+
+
+@pytest.mark.parametrize("shape", [(96, 120), (40, 40), (80, 30)])
+def test_thumbnail_fills_its_half_of_the_figure(sector, tmp_path: Path, shape: tuple[int, int]) -> None:
+    cube = build(sector(n_ffis=3, shape=shape, no_wcs=()), tmp_path / "c.fits")
+    result = fficube.plot_cube(cube)
+    figure = result.figure
+    figure.canvas.draw()
+    box, page = result.axes["thumbnail"].get_window_extent(), figure.bbox
+    half = page.width * 1.3 / 2.3  # the thumbnail's column
+    # The figure's height follows the image's shape: little height is left empty above
+    # and below it, and its width or its height fills the column, whichever is the limit.
+    assert box.height / page.height >= 0.65, (box, page)
+    assert box.width / half >= 0.7 or box.height / page.height >= 0.8, (box, page)
+
+
+def test_an_all_nan_frame_is_marked_on_the_level_curve(sector, tmp_path: Path) -> None:
+    paths = sorted(sector(n_ffis=5, shape=(12, 14), no_wcs=()))
+    with fits.open(paths[3], mode="update") as hdul:
+        hdul[1].data[:] = np.nan
+    result = fficube.plot_cube(build(paths, tmp_path / "nan.fits"))
+    o = result.overview
+    assert np.isnan(o.levels[3]) and not np.isnan(np.delete(o.levels, 3)).any()
+    assert o.no_level.tolist() == [3]
+    marks = [line for line in result.axes["level"].lines if line.get_label().startswith("no finite pixel")]
+    assert len(marks) == 1 and marks[0].get_xdata().tolist() == [o.starts[3]]

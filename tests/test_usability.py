@@ -82,14 +82,16 @@ def test_every_option_has_help_and_shows_its_default() -> None:
     assert "(default: 4GB)" in commands.choices["build"].format_help()
 
 
-def test_readme_sample_output_is_what_fficube_prints(tmp_path: Path, monkeypatch) -> None:
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"```\n\$ (fficube build .*?)\n(.*?)```", readme, re.S)
-    assert block, "the README's sample build"
+@pytest.mark.parametrize("page", ["README.md", "docs/cli.md"])
+def test_readme_sample_output_is_what_fficube_prints(page: str, tmp_path: Path, monkeypatch) -> None:
+    """The sample build shown in the README (and in the command line's page), after
+    ``make demo``, prints what fficube prints."""
+    text = (ROOT / page).read_text()
+    block = re.search(r"```\n\$ (fficube build .*?)\n(.*?)```", text, re.S)
+    assert block, f"the sample build of {page}"
     command, shown = block.group(1), block.group(2).splitlines()
     monkeypatch.chdir(tmp_path)
-    assert run_cli("demo", "demo")[0] == 0
-    Path("demo/tess-s0001-1-1-cube.fits").unlink()  # the demo built it; the sample builds it again
+    assert run_cli("demo", "demo")[0] == 0  # what make demo runs
     code, out, err = run_cli(*shlex.split(command)[1:])
     assert code == 0, err
     printed = [line for line in err.splitlines() if line.startswith(("scan ", "build ")) and "] " in line]

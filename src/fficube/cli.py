@@ -19,7 +19,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Coroutine, Sequence
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from ._version import __version__
 from .build import build_cube, update_cube
@@ -53,6 +53,9 @@ from .sector import (
 from .shard import build_shard, finish_cube, parse_shard
 from .units import format_bytes
 from .verify import verify_cube
+
+if TYPE_CHECKING:
+    from .synthetic import SectorSpec
 
 __all__ = ["main", "ProgressBar"]
 
@@ -209,7 +212,7 @@ def _build_options(parser: argparse.ArgumentParser, what: str, *, sector: str, o
                        help=f"discard an interrupted {what} of this output and start over")
     parser.add_argument("--report", metavar="FILE.json",
                         help="write the quality gate's verdicts (per FFI: file, time, flags, median, NaN "
-                             "fraction) to this JSON file (docs/quality-report.md)")
+                             "fraction) to this JSON file (docs/quality.md)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary, no warnings")
     _stats_options(parser, "also write per-pixel statistics over time (MEDIAN, SIGMA, NGOOD, MASK images) to "
                            "this FITS file, made while each block is in memory")
@@ -503,6 +506,8 @@ def _positive(text: str) -> int:
 
 #: The demo's frames: small enough to build in a moment, large enough to show a sky.
 DEMO_SHAPE = (96, 120)
+#: Stars on the demo's sky (a Gaussian PSF, a little pointing jitter from frame to frame).
+DEMO_STARS = 40
 
 
 def demo_budget(n_ffis: int, layers: int) -> int:
@@ -512,16 +517,22 @@ def demo_budget(n_ffis: int, layers: int) -> int:
     return max(1_500_000, cube_data_bytes((rows, cols, n_ffis, layers)) // 2)
 
 
-def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .synthetic import SectorSpec, make_sector
+def demo_spec(product: str = "spoc", n_ffis: int = 24) -> SectorSpec:
+    """The synthetic sector ``fficube demo`` builds (``docs/make_figures.py`` builds it too)."""
+    from .synthetic import SectorSpec
 
     # Two FFIs without WCS show the quality gate's no_wcs flag, as long as one keeps a
     # WCS for the cube's template.
-    no_wcs = tuple(i for i in (0, 3) if i < args.n_ffis - 1)
-    spec = SectorSpec(
-        n_ffis=args.n_ffis, product=args.product, shape=DEMO_SHAPE,
-        sector=1 if args.product == "spoc" else 27, no_wcs=no_wcs,
-    )
+    no_wcs = tuple(i for i in (0, 3) if i < n_ffis - 1)
+    return SectorSpec(n_ffis=n_ffis, product=product, shape=DEMO_SHAPE, sector=1 if product == "spoc" else 27,
+                      no_wcs=no_wcs, stars=DEMO_STARS)
+
+
+def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .synthetic import make_sector
+
+    spec = demo_spec(args.product, args.n_ffis)
+    no_wcs = spec.no_wcs
     ffi_dir = os.path.join(args.directory, "ffis")
     out.write(f"writing {spec.n_ffis} synthetic {args.product.upper()} FFIs "
               f"({spec.shape[0]}x{spec.shape[1]}, shuffled, {len(no_wcs)} without WCS) to {ffi_dir}\n")

@@ -24,7 +24,7 @@ def _plot_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame", type=int, default=None,
                         help="FFI shown in the thumbnail, 0-based, in time order (default: the middle one)")
     parser.add_argument("--report", metavar="FILE.json",
-                        help="a quality report whose per-FFI flags to show (see docs/quality-report.md)")
+                        help="a quality report whose per-FFI flags to show (see docs/quality.md)")
     parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS,
                         help="cube rows read at most, one request each")
     # Sizes are parsed by the command, as --max-memory is: a bad one is a one-line error.

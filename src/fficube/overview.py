@@ -47,6 +47,8 @@ __all__ = [
     "plan_sample",
     "find_gaps",
     "set_bits",
+    "TESS_QUALITY_BITS",
+    "bit_label",
     "wcs_header",
     "read_overview",
 ]
@@ -56,10 +58,31 @@ DEFAULT_MAX_ROWS = 64
 #: Bytes of cube rows read at most by default.  A prime-mission row (2136 columns x
 #: 1300 FFIs x 2 layers) is 22 MB, so this reads 23 of them.
 DEFAULT_MAX_BYTES = 512 * 10**6
-#: Thumbnail columns at most (columns are subsampled in memory: they cost no request).
-THUMB_COLUMNS = 256
 #: Pixels per FFI in the sample whose median is the FFI's level.
 LEVEL_PIXELS = 1024
+#: The TESS quality flags (SPOC's ``DQUALITY``), by bit value, as the TESS Science Data
+#: Products Description Document (Table 28) and lightkurve's ``TessQualityFlags`` name them.
+TESS_QUALITY_BITS = {
+    1: "attitude tweak",
+    2: "safe mode",
+    4: "coarse point",
+    8: "Earth point",
+    16: "Argabrightening",
+    32: "desaturation event",
+    64: "aperture cosmic ray",
+    128: "manual exclude",
+    256: "discontinuity",
+    512: "impulsive outlier",
+    1024: "collateral cosmic ray",
+    2048: "stray light",
+    4096: "stray light 2",
+    8192: "planet search exclude",
+    16384: "bad calibration exclude",
+    32768: "insufficient targets",
+}
+#: The flux unit of a product whose info table has no ``BUNIT`` (SPOC's calibrated FFIs
+#: are in electrons per second).
+_DEFAULT_UNIT = {"spoc": "e-/s"}
 #: Table columns that are no WCS keyword, whatever their name (structure, text, checksums).
 _NOT_WCS = frozenset({"XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "TFIELDS",
                       "SIMPLE", "EXTEND", "COMMENT", "HISTORY", "CHECKSUM", "DATASUM", "FFI_FILE"})
@@ -71,7 +94,10 @@ class SamplePlan:
 
     rows: tuple[int, ...]  #: cube rows read, one request each, in increasing order
     row_step: int
-    col_step: int  #: thumbnail columns: every ``col_step``-th
+    #: thumbnail columns: every ``col_step``-th from ``col_start``; the same stride as the
+    #: rows, so that each thumbnail pixel stands for a square of the FFI
+    col_step: int
+    col_start: int
     level_col_step: int  #: level sample: every ``level_col_step``-th column of each row read
     bound: int  #: row reads at most (computed before reading)
     reason: str  #: which limit set the bound, in words
@@ -79,6 +105,8 @@ class SamplePlan:
 
 def plan_sample(shape: tuple[int, int, int, int], *, max_rows: int, max_bytes: int) -> SamplePlan:
     """Choose the rows to read: evenly spaced, centred, as many as the limits allow.
+
+    The thumbnail keeps the columns at the rows' stride (square pixels), centred too.
 
     Parameters
     ----------
@@ -111,10 +139,12 @@ def plan_sample(shape: tuple[int, int, int, int], *, max_rows: int, max_bytes: i
     first = (rows - 1 - (count - 1) * step) // 2  # centred: equal margins top and bottom
     picked = tuple(range(first, rows, step))
     per_row = max(1, LEVEL_PIXELS // len(picked))
+    col_count = -(-cols // step)
     return SamplePlan(
         rows=picked,
         row_step=step,
-        col_step=max(1, min(step, -(-cols // THUMB_COLUMNS))),
+        col_step=step,
+        col_start=(cols - 1 - (col_count - 1) * step) // 2,
         level_col_step=max(1, -(-cols // per_row)),
         bound=bound,
         reason=reason,
@@ -127,11 +157,22 @@ def set_bits(values: np.ndarray) -> list[tuple[int, int]]:
     return [(int(i), b) for b in range(63) for i in np.flatnonzero(ints & (1 << b))]
 
 
+def bit_label(column: str | None, bit: int) -> str:
+    """A quality bit's label: its TESS name and value for ``DQUALITY`` (``"desaturation
+    event (32)"``), the value alone for other columns, whose bits TESS does not define."""
+    value = 1 << bit
+    name = TESS_QUALITY_BITS.get(value) if column == "DQUALITY" else None
+    return f"{name} ({value})" if name else str(value)
+
+
 def wcs_header(table: fits.FITS_rec, frame: int) -> tuple[fits.Header | None, int | None]:
     """The WCS cards of one row of the info table (its columns are header keywords).
 
-    The frame's own row is used when its FFI had a WCS; otherwise the nearest row from
-    the middle of the table outwards that has one (astrocut's search for its template).
+    The frame's own row is used when its FFI had a WCS.  Otherwise the rows are tried
+    from the middle of the table outwards (the middle row, then its neighbours, the
+    earlier one first at equal distance) and the first with a WCS is used, as astrocut
+    searches for its template: the row found is the one nearest the middle, not
+    necessarily the one nearest the frame.
 
     Returns
     -------
@@ -191,6 +232,8 @@ class CubeOverview:
     starts: np.ndarray  #: start times (TSTART / STARTTJD), days
     stops: np.ndarray  #: stop times (TSTOP / ENDTJD), days
     time_columns: tuple[str, str]
+    time_scale: str  #: what the times count: ``"BTJD"`` (SPOC: BJD - 2457000) or ``"TJD"`` (TICA)
+    unit: str  #: the flux unit: the frame's ``BUNIT`` (TICA: ``UNITS``), else the product's; "" if unknown
     cadence: float  #: median step between start times, days
     gaps: list[Gap]
     quality_column: str | None  #: DQUALITY (SPOC), QUAL_BIT (TICA) or None
@@ -233,6 +276,11 @@ class CubeOverview:
         """(FFI index, bit number) of every quality bit set."""
         return [] if self.quality is None else set_bits(self.quality)
 
+    @property
+    def no_level(self) -> np.ndarray:
+        """Indices of the FFIs whose level is NaN: no finite pixel in their sample."""
+        return np.flatnonzero(np.isnan(self.levels))
+
 
 def _frame_index(frame: int | None, n: int, path: str) -> int:
     if frame is None:
@@ -241,6 +289,16 @@ def _frame_index(frame: int | None, n: int, path: str) -> int:
     if not 0 <= index < n:
         raise InputError(f"frame {frame} is out of range: the cube has {n} FFIs (0 to {n - 1})", path=path)
     return index
+
+
+def _unit(cube: CubeInfo, frame: int) -> str:
+    for key in ("BUNIT", "UNITS"):
+        if key in cube.table.columns.names:
+            value = cube.table.data[key][frame]
+            text = (value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)).strip()
+            if text:
+                return text
+    return _DEFAULT_UNIT.get(cube.product.name, "")
 
 
 def _column(cube: CubeInfo, name: str) -> np.ndarray:
@@ -297,7 +355,7 @@ async def read_overview(
         _rows, cols, n, layers = info.shape
         index = _frame_index(frame, n, path)
         plan = plan_sample(info.shape, max_rows=max_rows, max_bytes=max_bytes)
-        thumb_cols = np.arange(0, cols, plan.col_step)
+        thumb_cols = np.arange(plan.col_start, cols, plan.col_step)
         level_cols = np.arange(0, cols, plan.level_col_step)
         thumbnail = np.empty((len(plan.rows), thumb_cols.size), dtype=np.float32)
         sample = np.empty((len(plan.rows), level_cols.size, n), dtype=np.float32)
@@ -309,7 +367,7 @@ async def read_overview(
                 raise FitsFormatError("the cube's data is cut short: truncated", path=path,
                                       byte_range=(start, start + info.row_bytes))
             pixels = np.frombuffer(data, dtype=">f4").reshape(cols, n, layers)
-            thumbnail[i] = pixels[::plan.col_step, index, 0]
+            thumbnail[i] = pixels[plan.col_start::plan.col_step, index, 0]
             sample[i] = pixels[::plan.level_col_step, :, 0]
 
         await run_tasks(read_row(i, row) for i, row in enumerate(plan.rows))
@@ -342,7 +400,8 @@ async def read_overview(
     return CubeOverview(
         path=path, product=info.product.name, shape=info.shape, sector=primary.get("SECTOR"),
         camera=primary.get(cam_key), ccd=primary.get(ccd_key), files=info.names, starts=starts, stops=stops,
-        time_columns=(start_key, stop_key), cadence=cadence, gaps=gaps, quality_column=quality_column,
+        time_columns=(start_key, stop_key), time_scale=info.product.time_units.split()[0],
+        unit=_unit(info, index), cadence=cadence, gaps=gaps, quality_column=quality_column,
         quality=quality, frame=index, thumbnail=thumbnail, thumbnail_rows=np.asarray(plan.rows),
         thumbnail_cols=thumb_cols, levels=levels, level_pixels=int(sample.shape[0] * sample.shape[1]),
         wcs_header=header, wcs_row=wcs_row, report=loaded, report_flags=flags, report_unmatched=unmatched,

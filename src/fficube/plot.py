@@ -1,6 +1,7 @@
 """``fficube plot``: one figure to check a cube at a glance.
 
-Left, a thumbnail of one frame on WCS axes (zscale limits, asinh stretch); right,
+Left, a thumbnail of one frame on WCS axes (from the sky's zscale level to the 99.5th
+percentile, asinh stretch); right,
 sharing the time axis, the start times against FFI number with gaps marked, each
 FFI's level (median of a pixel sample), the quality bits (``DQUALITY``, TICA's
 ``QUAL_BIT``) and a quality report's flags.  The numbers come from
@@ -23,7 +24,7 @@ import numpy as np
 
 from .access import require
 from .errors import OutputError, os_reason
-from .overview import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, CubeOverview, read_overview
+from .overview import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, CubeOverview, bit_label, read_overview
 from .report import QualityReport
 from .sync import run
 from .units import format_bytes
@@ -36,6 +37,13 @@ if TYPE_CHECKING:
 __all__ = ["PlotResult", "draw_overview", "plot_cube"]
 
 _EXTRA = "plot"
+#: Font size of the flag panels' labels, points.
+_LABEL_SIZE = 9
+#: Width of the thumbnail in the figure, inches (about what its half leaves beside the
+#: axis labels and the colour bar).
+_THUMB_WIDTH = 7.0
+#: Widths of the figure's two columns: the thumbnail, the time panels.
+_WIDTHS = (1.3, 1.0)
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class PlotResult:
     overview: CubeOverview
     figure: Figure
     image: AxesImage  #: the thumbnail (``image.get_array()`` is the frame's pixels drawn)
-    axes: dict[str, Axes]  #: "thumbnail", "coverage", "level", "quality", "report"
+    axes: dict[str, Axes]  #: "thumbnail", "colorbar", "coverage", "level", "quality", "report"
 
 
 def _every(n: int, what: str) -> str:
@@ -91,9 +99,11 @@ def draw_overview(o: CubeOverview) -> PlotResult:
     from matplotlib.ticker import MaxNLocator
 
     rows, cols, n, layers = o.shape
-    fig = Figure(figsize=(15, 9), layout="constrained")
+    # The figure's height follows the image's shape, so that the thumbnail fills its
+    # half of the figure (its width, or its height for a cube taller than wide).
+    fig = Figure(figsize=(15, round(min(11.0, max(6.5, _THUMB_WIDTH * rows / cols + 1.6)), 1)), layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(4, 2, width_ratios=(1.15, 1))
+    grid = fig.add_gridspec(4, 2, width_ratios=_WIDTHS)
     wcs = _wcs(o)
     axes: dict[str, Axes] = {}
 
@@ -106,10 +116,13 @@ def draw_overview(o: CubeOverview) -> PlotResult:
     finite = np.isfinite(o.thumbnail)
     norm = None
     if finite.any() and np.ptp(o.thumbnail[finite]) > 0:
-        # zscale limits follow the sky background, not the few bright stars (which a
-        # percentile range would let set the scale, leaving the sky black); asinh
-        # keeps some contrast above them.
-        norm = ImageNormalize(o.thumbnail[finite], interval=ZScaleInterval(), stretch=AsinhStretch(0.5))
+        # The lower limit is zscale's, which follows the sky background; the upper one
+        # the 99.5th percentile, so that the stars keep their shapes (zscale's upper
+        # limit would saturate them); an asinh stretch shows the faint ones too.
+        pixels = o.thumbnail[finite]
+        low = ZScaleInterval().get_limits(pixels)[0]
+        high = max(float(np.percentile(pixels, 99.5)), low + 1e-6)
+        norm = ImageNormalize(vmin=low, vmax=high, stretch=AsinhStretch(0.01))
     image = thumb.imshow(o.thumbnail, origin="lower", extent=extent, norm=norm, cmap="gray",
                          interpolation="nearest")
     thumb.set_xlim(-0.5, cols - 0.5)
@@ -126,7 +139,9 @@ def draw_overview(o: CubeOverview) -> PlotResult:
         thumb.set_xlabel("column")
         thumb.set_ylabel("row")
         wcs_note = "no WCS in the info table"
-    fig.colorbar(image, ax=thumb, shrink=0.7, label="flux (zscale, asinh)")
+    unit = f" ({o.unit})" if o.unit else ""
+    colorbar = fig.colorbar(image, ax=thumb, fraction=0.04, pad=0.01, label=f"flux{unit}, asinh stretch")
+    axes["colorbar"] = colorbar.ax
     sampled = f"{_every(rs, 'row')}, {_every(cs, 'column')}"
     thumb.set_title(f"frame {o.frame}: {o.files[o.frame]}\n{o.time_columns[0]} {o.starts[o.frame]:.5f}; "
                     f"{sampled}; {wcs_note}", fontsize=9)
@@ -144,7 +159,7 @@ def draw_overview(o: CubeOverview) -> PlotResult:
     cover.ticklabel_format(axis="y", useOffset=False)
     cover.xaxis.set_major_locator(MaxNLocator(integer=True))
     cover.set_xlabel("FFI number")
-    cover.set_ylabel(f"{o.time_columns[0]} (d)")
+    cover.set_ylabel(f"{o.time_columns[0]} ({o.time_scale})")
 
     level = fig.add_subplot(grid[1, 1])
     axes["level"] = level
@@ -153,7 +168,11 @@ def draw_overview(o: CubeOverview) -> PlotResult:
     level.plot(np.insert(o.starts, cut, np.nan), np.insert(o.levels, cut, np.nan), ".-", ms=3, lw=0.6,
                color="tab:green")
     _time_panel(level, o)
-    level.set_ylabel("median flux")
+    if o.no_level.size:  # an FFI without a finite pixel has no level: marked, not left out
+        level.plot(o.starts[o.no_level], np.full(o.no_level.size, 0.05), "x", ms=7, mew=1.5, color="tab:red",
+                   transform=level.get_xaxis_transform(), clip_on=False, label="no finite pixel (all NaN)")
+        level.legend(loc="upper right", fontsize=8)
+    level.set_ylabel(f"median flux{unit}")
     level.set_title(f"per-FFI level: median of {o.level_pixels} pixels from {len(o.plan.rows)} rows", fontsize=9)
 
     quality = fig.add_subplot(grid[2, 1], sharex=level)
@@ -172,9 +191,9 @@ def draw_overview(o: CubeOverview) -> PlotResult:
         ffi, bit = np.array(bits).T
         quality.plot(o.starts[ffi], bit, "s", ms=3, color="tab:purple")
         used = sorted(set(bit.tolist()))
-        quality.set_yticks(used, [str(1 << b) for b in used])
+        quality.set_yticks(used, [bit_label(o.quality_column, b) for b in used], fontsize=_LABEL_SIZE)
         quality.set_ylim(min(used) - 0.7, max(used) + 0.7)
-    quality.set_ylabel(f"{o.quality_column or 'quality'} bits")
+    quality.set_ylabel(f"{o.quality_column or 'quality'} flags")
     quality.set_title(f"{o.quality_column or 'quality'}: {len({f for f, _ in bits})} FFI(s) with bits set",
                       fontsize=9)
 
@@ -193,7 +212,7 @@ def draw_overview(o: CubeOverview) -> PlotResult:
             y = np.array([names.index(flag) for _, flag in o.report_flags])
             report.plot(o.starts[ffi], y, "D", ms=3, color="tab:red")
         if names:
-            report.set_yticks(range(len(names)), names, fontsize=7)
+            report.set_yticks(range(len(names)), names, fontsize=_LABEL_SIZE)
             report.set_ylim(-0.7, len(names) - 0.3)
         else:
             report.text(0.5, 0.5, "no flags", ha="center", va="center", transform=report.transAxes)
@@ -201,7 +220,7 @@ def draw_overview(o: CubeOverview) -> PlotResult:
         extra = f"; {len(o.report_unmatched)} entries match no FFI" if o.report_unmatched else ""
         report.set_title(f"quality report {os.path.basename(o.report.source)}: {flagged} FFI(s) flagged{extra}",
                          fontsize=9)
-    report.set_xlabel(f"{o.time_columns[0]} (d)")
+    report.set_xlabel(f"{o.time_columns[0]} ({o.time_scale}, days)")
 
     sector = "?" if o.sector in (None, "") or not isinstance(o.sector, (int, str)) else o.sector
     fig.suptitle(f"{os.path.basename(o.path)}: {o.product.upper()}, sector {sector}, camera {o.camera} "

@@ -19,7 +19,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.time import Time
 
-__all__ = ["SectorSpec", "write_spoc_ffi", "write_tica_ffi", "make_sector", "spoc_name", "tica_name"]
+__all__ = ["SectorSpec", "write_spoc_ffi", "write_tica_ffi", "make_sector", "spoc_name", "tica_name", "star_field"]
 
 FULL_SHAPE = (2078, 2136)  #: rows, cols of a real FFI
 CADENCE_DAYS = 30.0 / 1440.0  #: prime-mission FFI cadence
@@ -115,7 +115,56 @@ def _wcs_cards(rng: np.random.Generator, camera: int, ccd: int, sector: int) -> 
     return cards
 
 
-def _image(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+#: Gaussian PSF of the synthetic stars: sigma in pixels (TESS's PSF is about 1-2 pixels wide).
+PSF_SIGMA = 1.0
+#: Pointing jitter of the synthetic stars: sigma of each frame's offset, pixels.
+JITTER_SIGMA = 0.15
+
+
+def star_field(n_stars: int, shape: tuple[int, int], seed: int | Sequence[int]) -> np.ndarray:
+    """Fixed positions and fluxes of ``n_stars`` synthetic stars: rows of (row, col, flux).
+
+    Fluxes (e-/s, the whole star) are log-uniform between 300 and 300,000, so a few
+    stars are bright and most are faint, as in a real field.
+    """
+    rng = np.random.default_rng(seed)
+    rows, cols = shape
+    return np.column_stack([
+        rng.uniform(-0.5, rows - 0.5, n_stars),
+        rng.uniform(-0.5, cols - 0.5, n_stars),
+        10.0 ** rng.uniform(2.5, 5.5, n_stars),
+    ])
+
+
+def _add_stars(image: np.ndarray, stars: np.ndarray, offset: tuple[float, float]) -> None:
+    """Add each star's Gaussian PSF, shifted by ``offset`` (row, col) pixels, to ``image``."""
+    rows, cols = image.shape
+    half = int(np.ceil(5 * PSF_SIGMA))
+    norm = 1.0 / (2.0 * np.pi * PSF_SIGMA**2)
+    for row, col, flux in stars:
+        r0, c0 = row + offset[0], col + offset[1]
+        r = np.arange(max(0, int(r0) - half), min(rows, int(r0) + half + 2))
+        c = np.arange(max(0, int(c0) - half), min(cols, int(c0) + half + 2))
+        if r.size == 0 or c.size == 0:
+            continue
+        psf = np.exp(-((r[:, None] - r0) ** 2 + (c[None, :] - c0) ** 2) / (2.0 * PSF_SIGMA**2))
+        image[r[0] : r[-1] + 1, c[0] : c[-1] + 1] += (flux * norm * psf).astype(np.float32)
+
+
+def _image(rng: np.random.Generator, shape: tuple[int, int],
+           stars: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sky of 150 +- 5 e-/s and its uncertainty; with ``stars`` (:func:`star_field`), those
+    stars through a Gaussian PSF, moved by this frame's pointing jitter; without, bright
+    3 x 3 squares at random places."""
+    if stars is not None:
+        sky = rng.normal(150.0, 5.0, size=shape).astype(np.float32)
+        offset = rng.normal(0.0, JITTER_SIGMA, size=2)
+        _add_stars(sky, stars, (float(offset[0]), float(offset[1])))
+        return sky, np.sqrt(np.abs(sky)).astype(np.float32)
+    return _squares(rng, shape)
+
+
+def _squares(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     sky = rng.normal(150.0, 5.0, size=shape).astype(np.float32)
     rows, cols = shape
     for _ in range(max(3, rows * cols // 2000)):
@@ -327,6 +376,9 @@ class SectorSpec:
     seed: int = 0
     shuffle: bool = True
     sparse: bool = False  #: SPOC only: zero images with marker rows, written as sparse files
+    #: point sources on the sky (:func:`star_field`, fixed for the sector/camera/CCD) moved
+    #: by a small pointing jitter in each frame; 0: noise and bright squares
+    stars: int = 0
 
     @property
     def cadence_days(self) -> float:
@@ -348,19 +400,23 @@ def make_sector(directory: str | os.PathLike[str], spec: SectorSpec = SectorSpec
     """
     os.makedirs(directory, exist_ok=True)
     paths = []
+    field = (star_field(spec.stars, spec.shape, (spec.seed, spec.sector, spec.camera, spec.ccd))
+             if spec.stars and not spec.sparse else None)
     for i in range(spec.n_ffis):
         start = spec.start + i * spec.cadence_days
         seed = spec.seed * 100003 + i
         wcs = i not in spec.no_wcs
+        sky = _image(np.random.default_rng((seed, 1)), spec.shape, field) if field is not None else None
         if spec.product == "tica":
             cadence = 117591 + i
             path = os.path.join(directory, tica_name(cadence, spec.sector, spec.camera, spec.ccd))
             write_tica_ffi(path, start=start, camera=spec.camera, ccd=spec.ccd,
-                           shape=spec.shape, wcs=wcs, seed=seed, cadence=cadence)
+                           shape=spec.shape, wcs=wcs, seed=seed, cadence=cadence,
+                           data=None if sky is None else sky[0])
         else:
             path = os.path.join(directory, spoc_name(start, spec.sector, spec.camera, spec.ccd))
             write_spoc_ffi(path, start=start, sector=spec.sector, camera=spec.camera, ccd=spec.ccd,
-                           shape=spec.shape, wcs=wcs, seed=seed, ffi_index=i, sparse=spec.sparse)
+                           shape=spec.shape, wcs=wcs, seed=seed, ffi_index=i, sparse=spec.sparse, data=sky)
         paths.append(path)
     if spec.shuffle:
         order = np.random.default_rng(spec.seed).permutation(len(paths))
