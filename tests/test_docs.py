@@ -99,7 +99,7 @@ def test_docs_figure_and_report_are_made_from_a_real_build(tmp_path: Path) -> No
     from PIL import Image
 
     make_figures = _load_make_figures()
-    report, figure = make_figures.make(tmp_path)
+    report, figure, stats_figure = make_figures.make(tmp_path)
 
     def steady(path: Path) -> dict:
         document = json.loads(path.read_text())
@@ -113,6 +113,10 @@ def test_docs_figure_and_report_are_made_from_a_real_build(tmp_path: Path) -> No
     digest = make_figures.report_digest(committed_report)
     assert f"quality report sha256 {digest}" in committed.info["Description"], "run: python docs/make_figures.py"
     assert committed.size == Image.open(figure).size
+    committed_stats = Image.open(DOCS / make_figures.STATS_FIGURE)
+    drawn = Image.open(stats_figure).info["Description"]
+    assert committed_stats.info["Description"] == drawn, "run: python docs/make_figures.py"  # the same MEDIAN
+    assert committed_stats.size == Image.open(stats_figure).size
 
 
 def test_no_narration_or_machine_paths() -> None:

@@ -303,3 +303,28 @@ def test_an_all_nan_frame_is_marked_on_the_level_curve(sector, tmp_path: Path) -
     assert o.no_level.tolist() == [3]
     marks = [line for line in result.axes["level"].lines if line.get_label().startswith("no finite pixel")]
     assert len(marks) == 1 and marks[0].get_xdata().tolist() == [o.starts[3]]
+
+
+def test_plot_with_statistics_draws_their_median_and_mask(sector, tmp_path: Path) -> None:
+    from astropy.io import fits
+
+    from fficube.plot import mask_colours
+
+    paths = sector(n_ffis=6, shape=(20, 24), no_wcs=())
+    for path in paths:  # a dead pixel and a pixel without data
+        with fits.open(path, mode="update") as ffi:
+            ffi[1].data[3, 4] = 5.0
+            ffi[1].data[7, 8] = np.nan
+    cube, stats = tmp_path / "cube.fits", tmp_path / "stats.fits"
+    fficube.make_cube(paths, cube, pixel_stats=stats, stats_ffis="all")
+    result = fficube.plot_cube(cube, tmp_path / "with-stats.png", stats=stats)
+    median = result.axes["median"].images[0].get_array()
+    with fits.open(stats) as hdus:
+        assert np.array_equal(np.ma.getdata(median), hdus["MEDIAN"].data, equal_nan=True)
+        shown = result.axes["mask"].images[0].get_array()
+        assert np.array_equal(shown, mask_colours(hdus["MASK"].data))
+    assert tuple(shown[7, 8]) != tuple(shown[3, 4]) != tuple(shown[0, 0])  # NO_DATA, CONSTANT, none
+    legend = [t.get_text() for t in result.axes["mask"].get_legend().get_texts()]
+    assert legend == ["NO_DATA (1): 1 px", "CONSTANT (2): 1 px", "SPARSE (4): 0 px"]
+    code, out, err = run_cli("plot", str(cube), "-o", str(tmp_path / "cli.png"), "--stats", str(cube))
+    assert code == 1 and "not a statistics file (no MEDIAN and MASK images)" in err

@@ -31,6 +31,9 @@ def _plot_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-bytes", default=f"{DEFAULT_MAX_BYTES // 10**6}MB",
                         help="bytes of rows read at most; at least one row is read")
     parser.add_argument("--dpi", type=int, default=100, help="resolution of a PNG (100: 1500 x 900 pixels)")
+    parser.add_argument("--stats", metavar="STATS.fits",
+                        help="a per-pixel statistics file (fficube stats, --pixel-stats): draw its MEDIAN and MASK "
+                             "below the overview")
 
 
 def add_inspect_plot(inspect: argparse.ArgumentParser) -> None:
@@ -83,7 +86,7 @@ def _draw(args: argparse.Namespace, output: str, out: TextIO) -> None:
     anon, options = _options(args)
     result = plot_cube(
         args.cube, output, frame=args.frame, report=args.report, anon=anon, storage_options=options,
-        max_rows=args.max_rows, max_bytes=parse_size(args.max_bytes), dpi=args.dpi,
+        max_rows=args.max_rows, max_bytes=parse_size(args.max_bytes), dpi=args.dpi, stats=args.stats,
     )
     o = result.overview
     out.write(f"wrote {output}: frame {o.frame} of {o.n_ffis} ({o.files[o.frame]})\n")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .access import require
-from .errors import OutputError, os_reason
+from .errors import InputError, OutputError, os_reason
 from .overview import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, CubeOverview, bit_label, read_overview
 from .report import QualityReport
 from .sync import run
@@ -53,7 +53,8 @@ class PlotResult:
     overview: CubeOverview
     figure: Figure
     image: AxesImage  #: the thumbnail (``image.get_array()`` is the frame's pixels drawn)
-    axes: dict[str, Axes]  #: "thumbnail", "colorbar", "coverage", "level", "quality", "report"
+    #: "thumbnail", "colorbar", "coverage", "level", "quality", "report"; with statistics "median", "mask"
+    axes: dict[str, Axes]
 
 
 def _every(n: int, what: str) -> str:
@@ -84,8 +85,10 @@ def _time_panel(ax: Axes, o: CubeOverview) -> None:
     ax.ticklabel_format(axis="x", useOffset=False)  # times in full: 1325.5, not +1.325e3
 
 
-def draw_overview(o: CubeOverview) -> PlotResult:
-    """Draw the overview figure of ``o`` (see the module).
+def draw_overview(o: CubeOverview, stats: str | os.PathLike[str] | None = None,
+                  storage_options: Mapping[str, Any] | None = None) -> PlotResult:
+    """Draw the overview figure of ``o`` (see the module); with ``stats`` (a file that
+    ``fficube stats`` or ``--pixel-stats`` wrote) a row below shows its MEDIAN and MASK.
 
     Raises
     ------
@@ -101,14 +104,21 @@ def draw_overview(o: CubeOverview) -> PlotResult:
     rows, cols, n, layers = o.shape
     # The figure's height follows the image's shape, so that the thumbnail fills its
     # half of the figure (its width, or its height for a cube taller than wide).
-    fig = Figure(figsize=(15, round(min(11.0, max(6.5, _THUMB_WIDTH * rows / cols + 1.6)), 1)), layout="constrained")
+    height = round(min(11.0, max(6.5, _THUMB_WIDTH * rows / cols + 1.6)), 1)
+    stats_height = round(min(8.0, max(4.5, 7.0 * rows / cols / 2 + 1.2)), 1) if stats is not None else 0.0
+    fig = Figure(figsize=(15, height + stats_height), layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(4, 2, width_ratios=_WIDTHS)
+    top: Any = fig  # the overview's part: the figure, or its upper subfigure
+    bottom: Any = None
+    if stats is not None:
+        parts: Any = fig.subfigures(2, 1, height_ratios=[height, stats_height])
+        top, bottom = parts
+    grid = top.add_gridspec(4, 2, width_ratios=_WIDTHS)
     wcs = _wcs(o)
     axes: dict[str, Axes] = {}
 
     # Thumbnail: each sampled pixel drawn over the block of pixels it stands for.
-    thumb = fig.add_subplot(grid[:, 0], projection=wcs) if wcs is not None else fig.add_subplot(grid[:, 0])
+    thumb = top.add_subplot(grid[:, 0], projection=wcs) if wcs is not None else top.add_subplot(grid[:, 0])
     axes["thumbnail"] = thumb
     rs, cs = o.plan.row_step, o.plan.col_step
     extent = (o.thumbnail_cols[0] - cs / 2, o.thumbnail_cols[-1] + cs / 2,
@@ -140,14 +150,14 @@ def draw_overview(o: CubeOverview) -> PlotResult:
         thumb.set_ylabel("row")
         wcs_note = "no WCS in the info table"
     unit = f" ({o.unit})" if o.unit else ""
-    colorbar = fig.colorbar(image, ax=thumb, fraction=0.04, pad=0.01, label=f"flux{unit}, asinh stretch")
+    colorbar = top.colorbar(image, ax=thumb, fraction=0.04, pad=0.01, label=f"flux{unit}, asinh stretch")
     axes["colorbar"] = colorbar.ax
     sampled = f"{_every(rs, 'row')}, {_every(cs, 'column')}"
     thumb.set_title(f"frame {o.frame}: {o.files[o.frame]}\n{o.time_columns[0]} {o.starts[o.frame]:.5f}; "
                     f"{sampled}; {wcs_note}", fontsize=9)
 
     # Time coverage against FFI number, gaps marked between the FFIs they separate.
-    cover = fig.add_subplot(grid[0, 1])
+    cover = top.add_subplot(grid[0, 1])
     axes["coverage"] = cover
     index = np.arange(n)
     cover.plot(index, o.starts, ".", ms=3, color="tab:blue")
@@ -161,7 +171,7 @@ def draw_overview(o: CubeOverview) -> PlotResult:
     cover.set_xlabel("FFI number")
     cover.set_ylabel(f"{o.time_columns[0]} ({o.time_scale})")
 
-    level = fig.add_subplot(grid[1, 1])
+    level = top.add_subplot(grid[1, 1])
     axes["level"] = level
     # The line breaks at gaps: no level is known there.
     cut = [g.after + 1 for g in o.gaps]
@@ -175,7 +185,7 @@ def draw_overview(o: CubeOverview) -> PlotResult:
     level.set_ylabel(f"median flux{unit}")
     level.set_title(f"per-FFI level: median of {o.level_pixels} pixels from {len(o.plan.rows)} rows", fontsize=9)
 
-    quality = fig.add_subplot(grid[2, 1], sharex=level)
+    quality = top.add_subplot(grid[2, 1], sharex=level)
     axes["quality"] = quality
     _time_panel(quality, o)
     bits = o.set_bits
@@ -197,7 +207,7 @@ def draw_overview(o: CubeOverview) -> PlotResult:
     quality.set_title(f"{o.quality_column or 'quality'}: {len({f for f, _ in bits})} FFI(s) with bits set",
                       fontsize=9)
 
-    report = fig.add_subplot(grid[3, 1], sharex=level)
+    report = top.add_subplot(grid[3, 1], sharex=level)
     axes["report"] = report
     _time_panel(report, o)
     if o.report is None:
@@ -223,12 +233,86 @@ def draw_overview(o: CubeOverview) -> PlotResult:
     report.set_xlabel(f"{o.time_columns[0]} ({o.time_scale}, days)")
 
     sector = "?" if o.sector in (None, "") or not isinstance(o.sector, (int, str)) else o.sector
-    fig.suptitle(f"{os.path.basename(o.path)}: {o.product.upper()}, sector {sector}, camera {o.camera} "
+    top.suptitle(f"{os.path.basename(o.path)}: {o.product.upper()}, sector {sector}, camera {o.camera} "
                  f"CCD {o.ccd}, {rows} x {cols} pixels, {n} FFIs, {layers} layer(s)", fontsize=11)
     fig.text(0.005, 0.003, f"read {format_bytes(o.bytes_read)} in {o.requests} requests "
              f"({o.header_requests} headers/table + {len(o.plan.rows)} rows; rows bounded by {o.plan.reason})",
              fontsize=7, color="0.4")
+    if stats is not None:
+        _stats_panels(bottom, os.fspath(stats), storage_options, axes, o.unit)
     return PlotResult(overview=o, figure=fig, image=image, axes=axes)
+
+
+#: Colours of the MASK panel, by the lowest bit set (``fficube.pixelstats``): none, NO_DATA,
+#: CONSTANT, SPARSE.
+_MASK_COLOURS = {0: (0.12, 0.12, 0.12), 1: (0.84, 0.15, 0.16), 2: (1.0, 0.84, 0.0), 4: (0.09, 0.75, 0.81)}
+
+
+def mask_colours(mask: np.ndarray) -> np.ndarray:
+    """The RGB image of a ``MASK``: each pixel the colour of its lowest bit set (none: dark)."""
+    lowest = np.where(mask == 0, 0, mask & -mask.astype(np.int16))
+    rgb = np.zeros((*mask.shape, 3))
+    for bit, colour in _MASK_COLOURS.items():
+        rgb[lowest == bit] = colour
+    return rgb
+
+
+def _stats_panels(sub: Any, path: str, storage_options: Mapping[str, Any] | None, axes: dict[str, Axes],
+                  unit: str | None) -> None:
+    """The MEDIAN (same stretch as the thumbnail) and MASK images of a statistics file, on its WCS."""
+    from astropy.io import fits
+    from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
+    from matplotlib.patches import Patch
+
+    from .pixelstats import MASK_BITS
+    from .remote import is_url
+
+    try:
+        opened = (fits.open(path, use_fsspec=True, fsspec_kwargs=dict(storage_options or {})) if is_url(path)
+                  else fits.open(path))
+    except OSError as exc:
+        raise InputError(f"cannot read the statistics file: {os_reason(exc)}", path=path) from exc
+    with opened as hdus:
+        if "MEDIAN" not in hdus or "MASK" not in hdus:
+            raise InputError("not a statistics file (no MEDIAN and MASK images)", path=path)
+        median = np.asarray(hdus["MEDIAN"].data, dtype=np.float32)
+        mask = np.asarray(hdus["MASK"].data, dtype=np.uint8)
+        header = hdus["MEDIAN"].header.copy()
+        used, choice = hdus[0].header.get("NUSED"), hdus[0].header.get("STATFFIS", "?")
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(header) if "CTYPE1" in header else None
+    grid = sub.add_gridspec(1, 2)
+    finite = median[np.isfinite(median)]
+    norm = None
+    if finite.size and np.ptp(finite) > 0:
+        low = ZScaleInterval().get_limits(finite)[0]
+        norm = ImageNormalize(vmin=low, vmax=max(float(np.percentile(finite, 99.5)), low + 1e-6),
+                              stretch=AsinhStretch(0.01))
+    left = sub.add_subplot(grid[0, 0], projection=wcs) if wcs is not None else sub.add_subplot(grid[0, 0])
+    shown = left.imshow(median, origin="lower", norm=norm, cmap="gray", interpolation="nearest")
+    unit = header.get("BUNIT") or unit  # the cube's, as the thumbnail's colour bar says it
+    sub.colorbar(shown, ax=left, fraction=0.04, pad=0.01,
+                 label=f"median flux{f' ({unit})' if unit else ''}, asinh stretch")
+    left.set_title(f"MEDIAN over time of {used} FFIs ({choice})", fontsize=9)
+    right = sub.add_subplot(grid[0, 1], projection=wcs) if wcs is not None else sub.add_subplot(grid[0, 1])
+    right.imshow(mask_colours(mask), origin="lower", interpolation="nearest")
+    legend = [Patch(color=_MASK_COLOURS[bit], label=f"{MASK_BITS[bit].split(':')[0]} ({bit}): "
+                                                     f"{int(np.count_nonzero(mask & bit))} px")
+              for bit in MASK_BITS]
+    right.legend(handles=legend, loc="upper right", fontsize=8, framealpha=0.85)
+    right.set_title(f"MASK: {int(np.count_nonzero(mask))} of {mask.size} pixels flagged", fontsize=9)
+    for ax in (left, right):
+        if wcs is not None:
+            ax.coords[0].set_axislabel("RA")
+            ax.coords[1].set_axislabel("Dec")
+        else:
+            ax.set_xlabel("column")
+            ax.set_ylabel("row")
+    axes["median"], axes["mask"] = left, right
+    sub.suptitle(f"per-pixel statistics: {os.path.basename(path)}", fontsize=11)
 
 
 def plot_cube(
@@ -242,6 +326,7 @@ def plot_cube(
     dpi: int = 100,
     anon: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    stats: str | os.PathLike[str] | None = None,
 ) -> PlotResult:
     """Read a sample of ``cube`` (local or URL) and draw its overview figure.
 
@@ -255,6 +340,9 @@ def plot_cube(
         None to only return it.
     dpi
         Resolution of a saved raster figure.
+    stats
+        A per-pixel statistics file (``fficube stats``, ``--pixel-stats``): its MEDIAN
+        and MASK images are drawn below the overview.
 
     Returns
     -------
@@ -277,7 +365,7 @@ def plot_cube(
         cube, frame=frame, report=report, anon=anon, storage_options=storage_options,
         max_rows=max_rows, max_bytes=max_bytes,
     ))
-    result = draw_overview(overview)
+    result = draw_overview(overview, stats, storage_options)
     if output is not None:
         target = os.fspath(output)
         try:
