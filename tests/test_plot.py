@@ -326,5 +326,5 @@ def test_plot_with_statistics_draws_their_median_and_mask(sector, tmp_path: Path
     assert tuple(shown[7, 8]) != tuple(shown[3, 4]) != tuple(shown[0, 0])  # NO_DATA, CONSTANT, none
     legend = [t.get_text() for t in result.axes["mask"].get_legend().get_texts()]
     assert legend == ["NO_DATA (1): 1 px", "CONSTANT (2): 1 px", "SPARSE (4): 0 px"]
-    code, out, err = run_cli("plot", str(cube), "-o", str(tmp_path / "cli.png"), "--stats", str(cube))
+    code, _out, err = run_cli("plot", str(cube), "-o", str(tmp_path / "cli.png"), "--stats", str(cube))
     assert code == 1 and "not a statistics file (no MEDIAN and MASK images)" in err
