@@ -26,7 +26,7 @@ from ._buffers import ALIGN, aligned_buffer, prefault
 from .assemble import Block, BlockObserver, assemble_blocks
 from .fetch import Slab, fetch_slabs, new_base_pool, new_slab_pool
 from .journal import Journal
-from .pixelstats import PixelStats
+from .pixelstats import STATS_THREADS, PixelStats
 from .plan import CubePlan
 from .sinks.base import CubeSink
 from .storage import ByteSource
@@ -129,17 +129,25 @@ async def prefault_buffers(buffers: Sequence[np.ndarray]) -> None:
 
 async def measure_blocks(stats: PixelStats, written: asyncio.Queue[Block | None],
                          free_blocks: asyncio.Queue[np.ndarray]) -> None:
-    """Make the pixel statistics of each written block in a worker thread, then free its buffer.
+    """Make the pixel statistics of each written block in worker threads, then free its buffer.
 
     An error is kept in ``stats.error`` and the blocks still pass (the cube does not
     depend on its statistics); a cancelled build stops the thread at its next chunk.
     """
     stop = threading.Event()
+    threads = STATS_THREADS
     try:
         while (item := await written.get()) is not None:
             if stats.error is None:
+                # The block's rows in a few parts, one thread each: the statistics are
+                # the build's heaviest computation, and the sorts release the GIL.
+                rows = item.stop - item.start
+                parts = [(item.start + rows * i // threads, item.start + rows * (i + 1) // threads)
+                         for i in range(threads)]
                 try:
-                    await asyncio.to_thread(stats.add, item.data, item.start, item.stop, stop)
+                    await asyncio.gather(*(
+                        asyncio.to_thread(stats.add, item.data[a - item.start:], a, b, stop)
+                        for a, b in parts if b > a))
                 except Exception as exc:  # kept for the result: never fatal to the cube
                     stats.error = exc
             free_blocks.put_nowait(item.buffer)

@@ -50,12 +50,12 @@ from .durable import sync_directory
 from .errors import OptionError, OutputError, os_reason
 from .layout import row_bytes
 from .products import Product
-from .quality import nanmedians
+from .quality import sorted_medians
 
 __all__ = [
     "FFI_CHOICES", "MASK_BITS", "NO_DATA", "CONSTANT", "SPARSE", "SIGMA_SCALE",
-    "FfiSelection", "select_ffis", "PixelStats", "stats_bytes", "stats_hdus", "write_stats", "cube_wcs",
-    "stats_rows", "add_from_cube", "check_stats_target", "stats_writer", "StatsResult", "cube_stats",
+    "STATS_THREADS", "FfiSelection", "select_ffis", "PixelStats", "stats_bytes", "stats_hdus", "write_stats",
+    "cube_wcs", "stats_rows", "add_from_cube", "check_stats_target", "stats_writer", "StatsResult", "cube_stats",
 ]
 
 #: What ``--stats-ffis`` takes.
@@ -73,9 +73,13 @@ MASK_BITS: dict[int, str] = {
 }
 #: Pixel samples (pixels x FFIs) worked on at once: the scratch is a few of these.
 CHUNK_VALUES = 2**18
-#: Scratch arrays of :data:`CHUNK_VALUES` float32 values held at once (samples, sorted
-#: copy, deviations, their sorted copy).
+#: Scratch arrays of :data:`CHUNK_VALUES` float32 values held at once by one thread
+#: (samples, sorted copy, deviations, their sorted copy).
 SCRATCH_ARRAYS = 4
+#: Threads that work on the rows of one block at once in a build (the sorts release the
+#: GIL): on two cores, 100 full-size FFIs at 1 GB to disk, 1.75x -> 1.54x the build's
+#: wall time without statistics.
+STATS_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +118,7 @@ def select_ffis(table: fits.BinTableHDU | fits.FITS_rec, product: Product, choic
 def stats_bytes(shape: Sequence[int]) -> int:
     """Memory a statistics pass holds for a cube of ``shape``: the four images and the scratch."""
     rows, cols, n = int(shape[0]), int(shape[1]), int(shape[2])
-    return rows * cols * (4 + 4 + 4 + 1) + SCRATCH_ARRAYS * 4 * min(CHUNK_VALUES, rows * cols * n)
+    return rows * cols * (4 + 4 + 4 + 1) + STATS_THREADS * SCRATCH_ARRAYS * 4 * min(CHUNK_VALUES, rows * cols * n)
 
 
 class PixelStats:
@@ -143,6 +147,7 @@ class PixelStats:
         self.seen = np.zeros(rows, dtype=bool)  #: rows whose statistics are made
         self.rows_left_out = np.zeros(n, dtype=np.int64)  #: per FFI, rows the frame checks left out
         self.error: Exception | None = None  #: what stopped them during a build (the cube is not affected)
+        self._lock = threading.Lock()
 
     def missing(self) -> list[tuple[int, int]]:
         """Row ranges ``(start, stop)`` not seen yet."""
@@ -154,7 +159,8 @@ class PixelStats:
         ``(>= stop - start rows, cols, n_ffis, layers)`` (any byte order; only read).
 
         Blocking, in chunks of :data:`CHUNK_VALUES` samples; returns early once
-        ``stop_event`` is set (a cancelled build).
+        ``stop_event`` is set (a cancelled build).  Threads may work on different rows
+        at once (numpy's sorts release the GIL).
         """
         _rows, cols, _n = self.shape
         used = self.used
@@ -165,23 +171,31 @@ class PixelStats:
             return
         # Frames whose row is all zero or constant (the quality gate's frame checks), row by row.
         check = self.selection.choice == "good"
+        every = used.size == self.shape[2]  # all FFIs used: slices, not an index, so one copy
+
+        def samples(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+            window = science[r0:r1, c0:c1]
+            return window if every else window[:, :, used]
+
         for r0, r1, windows in _chunks(stop - start, cols, used.size):
             if stop_event is not None and stop_event.is_set():
                 return
-            first = science[r0:r1, windows[0][0]:windows[0][1]][:, :, used].astype(np.float32)  # native copy
+            first = samples(r0, r1, *windows[0]).astype(np.float32)  # a native-order copy
             bad = None
             if check:
                 lo, hi = np.fmin.reduce(first, axis=1), np.fmax.reduce(first, axis=1)
                 for c0, c1 in windows[1:]:  # a row wider than a chunk: its other columns first
-                    more = science[r0:r1, c0:c1][:, :, used]
+                    more = samples(r0, r1, c0, c1)
                     lo, hi = np.fmin(lo, np.fmin.reduce(more, axis=1)), np.fmax(hi, np.fmax.reduce(more, axis=1))
                 bad = np.asarray(lo == hi)  # (rows, FFIs used); a row of one finite value is constant too
-                np.add.at(self.rows_left_out, used, bad.sum(axis=0))
+                if bad.any():
+                    with self._lock:  # the one array that threads working on other rows share
+                        np.add.at(self.rows_left_out, used, bad.sum(axis=0))
             # FFIs used in each row: SPARSE is judged against these.
             in_row = np.full(r1 - r0, used.size) if bad is None else used.size - bad.sum(axis=1)
             for i, (c0, c1) in enumerate(windows):
-                values = first if i == 0 else science[r0:r1, c0:c1][:, :, used].astype(np.float32)
-                if bad is not None:
+                values = first if i == 0 else samples(r0, r1, c0, c1).astype(np.float32)
+                if bad is not None and bad.any():
                     values[np.broadcast_to(bad[:, None, :], values.shape)] = np.nan
                 self._chunk(values, in_row, start + r0, c0)
         self.seen[start:stop] = True
@@ -192,12 +206,18 @@ class PixelStats:
         n_rows, n_cols, n_used = values.shape
         r1, c1 = r0 + n_rows, c0 + n_cols
         flat = values.reshape(-1, n_used)
-        finite = np.count_nonzero(~np.isnan(flat), axis=1)
-        median = nanmedians(flat).astype(np.float32)
+        # The sort gives the median, the count and the extremes (CONSTANT) at once.
+        ordered = np.sort(flat, axis=1)
+        finite = n_used - np.count_nonzero(np.isnan(ordered), axis=1)
+        median = sorted_medians(ordered, finite).astype(np.float32)
         with np.errstate(invalid="ignore"):
             deviation = np.abs(flat - median[:, None])
-        sigma = (nanmedians(deviation) * SIGMA_SCALE).astype(np.float32)
-        lo, hi = np.fmin.reduce(flat, axis=1), np.fmax.reduce(flat, axis=1)
+        # Counted again: inf - inf is NaN, a sample numpy's median of the deviations drops.
+        spread = np.count_nonzero(~np.isnan(deviation), axis=1)
+        deviation.sort(axis=1)
+        sigma = (sorted_medians(deviation, spread) * SIGMA_SCALE).astype(np.float32)
+        pixels = np.arange(len(ordered))
+        lo, hi = ordered[:, 0], ordered[pixels, np.maximum(finite - 1, 0)]
         mask = np.where(finite == 0, NO_DATA, 0) | np.where((finite >= 2) & (lo == hi), CONSTANT, 0)
         mask |= np.where((finite > 0) & (2 * finite < np.repeat(in_row, n_cols)), SPARSE, 0)
         window = (slice(r0, r1), slice(c0, c1))

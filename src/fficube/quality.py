@@ -76,6 +76,7 @@ __all__ = [
     "SampleStats",
     "gate_bytes",
     "nanmedians",
+    "sorted_medians",
     "QualityGate",
     "Gap",
     "find_gaps",
@@ -263,10 +264,16 @@ def nanmedians(values: np.ndarray) -> np.ndarray:
     if values.shape[1] == 0:
         return np.full(len(values), np.nan)
     ordered = np.sort(values, axis=1)
-    count = np.count_nonzero(~np.isnan(values), axis=1)
-    rows = np.arange(len(values))
+    return sorted_medians(ordered, np.count_nonzero(~np.isnan(values), axis=1))
+
+
+def sorted_medians(ordered: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Each row's ``np.nanmedian``, bit for bit, from the row sorted (NaNs last) and its
+    number of finite values: the one or two middle values, two averaged with ``np.mean``
+    as numpy's median averages them."""
+    rows = np.arange(len(ordered))
     low = ordered[rows, np.maximum(count - 1, 0) // 2]
-    high = ordered[rows, np.minimum(count // 2, values.shape[1] - 1)]
+    high = ordered[rows, np.minimum(count // 2, ordered.shape[1] - 1)]
     with np.errstate(over="ignore", invalid="ignore"):  # inf (sum past float32) or NaN (inf - inf), as numpy
         pair = np.mean(np.stack([low, high], axis=1), axis=1)
     return np.where(count == 0, np.nan, np.where(count % 2 == 1, low, pair))
