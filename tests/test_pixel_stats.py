@@ -77,6 +77,19 @@ def test_statistics_equal_numpys(chunk: int, monkeypatch) -> None:
     assert np.array_equal(every.median, numpy_stats(values)[0], equal_nan=True)  # the zero frame counts
 
 
+def test_infinities_are_numpys_too() -> None:
+    values = np.random.default_rng(2).normal(10, 1, (3, 4, 6)).astype(np.float32)
+    values[0, 0, 2] = np.inf
+    values[0, 1, :3] = np.inf  # the median is inf: inf - inf is NaN, a deviation numpy drops
+    values[1, 1, 1] = -np.inf
+    values[2, 2, :] = np.inf
+    stats = PixelStats((*values.shape, 1), FfiSelection("all", (True,) * 6, ("",) * 6))
+    stats.add(block_of(values, layers=1), 0, 3)
+    median, sigma, _ngood = numpy_stats(values)
+    assert np.array_equal(stats.median, median, equal_nan=True)
+    assert np.array_equal(stats.sigma, sigma, equal_nan=True)
+
+
 def _table(n: int, flags: list[int], column: str = "DQUALITY") -> fits.BinTableHDU:
     return fits.BinTableHDU.from_columns([
         fits.Column(name=column, format="J", array=flags),

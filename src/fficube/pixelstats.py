@@ -210,14 +210,17 @@ class PixelStats:
         ordered = np.sort(flat, axis=1)
         finite = n_used - np.count_nonzero(np.isnan(ordered), axis=1)
         median = sorted_medians(ordered, finite).astype(np.float32)
+        pixels = np.arange(len(ordered))
+        lo, hi = ordered[:, 0], ordered[pixels, np.maximum(finite - 1, 0)]  # NaNs sort last
         with np.errstate(invalid="ignore"):
-            deviation = np.abs(flat - median[:, None])
-        # Counted again: inf - inf is NaN, a sample numpy's median of the deviations drops.
-        spread = np.count_nonzero(~np.isnan(deviation), axis=1)
+            deviation = np.subtract(flat, median[:, None])
+            np.abs(deviation, out=deviation)
+        spread = finite
+        if np.isinf(lo).any() or np.isinf(hi).any():
+            # inf - inf is NaN: a sample numpy's median of the deviations drops.
+            spread = np.count_nonzero(~np.isnan(deviation), axis=1)
         deviation.sort(axis=1)
         sigma = (sorted_medians(deviation, spread) * SIGMA_SCALE).astype(np.float32)
-        pixels = np.arange(len(ordered))
-        lo, hi = ordered[:, 0], ordered[pixels, np.maximum(finite - 1, 0)]
         mask = np.where(finite == 0, NO_DATA, 0) | np.where((finite >= 2) & (lo == hi), CONSTANT, 0)
         mask |= np.where((finite > 0) & (2 * finite < np.repeat(in_row, n_cols)), SPARSE, 0)
         window = (slice(r0, r1), slice(c0, c1))
