@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import scan_paths
 
 from fficube.plan import Limits, make_plan
-from fficube.storage import LocalSource
+from fficube.sources.local import LocalSource
 from fficube.synthetic import FULL_SHAPE, SectorSpec, make_sector
 
 IN_FLIGHT = 4

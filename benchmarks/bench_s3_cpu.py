@@ -15,10 +15,10 @@ Python that send in small pieces: each piece is one more wake-up of the client.
 
 * Default: ``--gets`` ranged GETs of ``--size`` bytes of one object, 32 at a time,
   through each client (s3fs's aiobotocore client, as fficube used it; obstore, as
-  :mod:`fficube.s3read` uses it, If-Match included); CPU minus that of an idle child
+  :mod:`fficube.sources.obstore` uses it, If-Match included); CPU minus that of an idle child
   that only starts the client, per GET.
 * ``--overhead``: fficube's own CPU per read, without any client: a
-  :class:`fficube.storage.RemoteSource` whose request answers at once, read through
+  :class:`fficube.sources.remote.RemoteSource` whose request answers at once, read through
   ``read_batch`` in groups of 128 as the fetch stage does (counting, retries, ETag pin,
   semaphore, hedge timer and the task each read runs in).
 * ``--build``: the same S3 -> local-file build at two budgets (so with two numbers of
@@ -97,7 +97,9 @@ async def _own_work(reads: int, hedge: bool) -> float:
     import asyncio
     import time
 
-    from fficube.storage import HedgePolicy, RemoteSource, read_batch
+    from fficube.sources.base import read_batch
+    from fficube.sources.policy import HedgePolicy
+    from fficube.sources.remote import RemoteSource
 
     class Immediate(RemoteSource):
         async def _range_into(self, path: str, start: int, buf: memoryview, etag: str | None) -> int:

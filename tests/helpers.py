@@ -20,9 +20,9 @@ from astropy.io import fits
 from fficube.cli import main
 from fficube.cubeinfo import CubeInfo, scan_cube
 from fficube.plan import CubePlan, Limits, make_plan
-from fficube.remote import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY
 from fficube.scan import scan, scan_file
-from fficube.storage import LocalSource
+from fficube.sources.local import LocalSource
+from fficube.sources.policy import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY
 from fficube.synthetic import SectorSpec, make_sector
 
 STAMPS = [

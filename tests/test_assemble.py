@@ -16,9 +16,9 @@ from fficube._buffers import aligned_buffer
 from fficube.assemble import Block, assemble_blocks, decode, place, place_group, transpose_group
 from fficube.fetch import Arena, Slab, fetch_slabs, new_slab_pool
 from fficube.plan import Limits, make_plan
-from fficube.remote import DEFAULT_LOCAL_CONCURRENCY
 from fficube.scan import ImageLayout
-from fficube.storage import LocalSource
+from fficube.sources.local import LocalSource
+from fficube.sources.policy import DEFAULT_LOCAL_CONCURRENCY
 
 
 def raw_layers(n: int, cols: int) -> tuple[ImageLayout, ...]:

@@ -15,8 +15,8 @@ import pytest
 from helpers import run_cli, without_build_stamps
 
 import fficube
-from fficube.s3read import bucket_options, store_options
-from fficube.s3settings import S3Settings, resolve_s3_settings
+from fficube.sources.obstore import bucket_options, store_options
+from fficube.sources.s3settings import S3Settings, resolve_s3_settings
 
 KEY, SECRET = "testing", "testing"
 #: An endpoint nothing listens on: a setting that must lose to another.

@@ -9,9 +9,10 @@ import pytest
 from helpers import without_build_stamps
 
 import fficube
-from fficube.remote import Filesystems, open_source
-from fficube.s3read import ObstoreSource, StoreFailure, carries_over, translate
-from fficube.storage import FsspecSource, describe_failure, is_not_found, is_transient
+from fficube.sources import open_source
+from fficube.sources.fsspec import Filesystems, FsspecSource
+from fficube.sources.obstore import ObstoreSource, StoreFailure, carries_over, translate
+from fficube.sources.policy import describe_failure, is_not_found, is_transient
 
 
 def test_s3fs_options_carry_over_or_keep_the_reads_on_s3fs() -> None:
@@ -77,7 +78,7 @@ async def test_an_object_replaced_during_a_build_stops_it_through_obstore_too(s3
 
 
 async def test_a_large_read_is_streamed_into_its_buffer_chunk_by_chunk(s3) -> None:
-    from fficube import s3read
+    from fficube.sources import obstore as s3read
 
     data = bytes(range(256)) * (9 * 2**20 // 256)  # 9 MiB: nine chunks or more
     await asyncio.to_thread(s3.client.put_object, Bucket=s3.bucket, Key="big.bin", Body=data)

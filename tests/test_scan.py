@@ -151,7 +151,7 @@ def test_a_scan_beyond_the_kept_descriptors_opens_each_file_once_and_closes_it(
     import os
 
     from fficube.scan import scan
-    from fficube.storage import LocalSource
+    from fficube.sources.local import LocalSource
 
     paths = [str(write_spoc_ffi(tmp_path / f"s{i:03d}.fits", start=1400.0 + i, shape=(6, 8))) for i in range(40)]
     open_before = len(os.listdir("/proc/self/fd"))
@@ -199,7 +199,7 @@ def test_a_scan_whose_reads_wait_runs_a_second_job_and_gives_the_same_result(tmp
     import time
 
     from fficube.scan import SCAN_JOBS, scan
-    from fficube.storage import LocalSource
+    from fficube.sources.local import LocalSource
 
     class SlowDisk(LocalSource):
         """The real local source, each of its blocking reads 5 ms late; jobs counted."""

@@ -18,7 +18,7 @@ from helpers import cancel_after_blocks, rewrite_ffi, run_cli, without_build_sta
 import fficube
 from fficube.errors import OptionError, OutputError, ReadError
 from fficube.inputs import resolve_inputs
-from fficube.remote import Filesystems
+from fficube.sources.fsspec import Filesystems
 from fficube.stage import RANGE, RECORD_SUFFIX, ranges_of, stage_inputs
 
 MIB = 2**20

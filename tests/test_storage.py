@@ -1,4 +1,4 @@
-"""Retries decided by failure kind (fficube.storage.is_transient) and carried out by retrying."""
+"""Retries decided by failure kind (fficube.sources.policy.is_transient) and carried out by retrying."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import aiohttp
 import pytest
 from botocore.exceptions import ClientError
 
-from fficube.storage import IOStats, RetryPolicy, is_transient, retrying
+from fficube.sources.base import IOStats
+from fficube.sources.policy import RetryPolicy, is_transient, retrying
 
 
 def client_error(status: int, code: str) -> ClientError:
@@ -87,7 +88,7 @@ async def test_retrying_gives_up_after_its_attempts_and_at_once_on_permanent_fai
 def test_hedge_threshold_follows_the_recent_median_but_never_drops_below_the_floor() -> None:
     from collections import deque
 
-    from fficube.storage import HedgePolicy
+    from fficube.sources.policy import HedgePolicy
 
     policy = HedgePolicy(floor=1.0, factor=4.0, initial=2.0, window=64)
     assert policy.threshold(deque()) == 2.0  # nothing measured yet
@@ -99,16 +100,20 @@ def test_hedge_threshold_follows_the_recent_median_but_never_drops_below_the_flo
 
 
 def test_the_connection_pool_holds_reads_hedges_and_upload_parts() -> None:
-    from fficube.remote import Filesystems, connections_for
     from fficube.sinks.s3 import PARTS_IN_FLIGHT
-    from fficube.storage import HedgePolicy
+    from fficube.sources.fsspec import Filesystems
+    from fficube.sources.policy import HedgePolicy, IOPolicy
 
     for reads in (1, 10, 32, 100):
-        assert connections_for(reads) >= reads + HedgePolicy().hedges_for(reads) + PARTS_IN_FLIGHT
+        assert IOPolicy().connections(reads) >= reads + HedgePolicy().hedges_for(reads) + PARTS_IN_FLIGHT
     options = Filesystems(concurrency=64).options_for("s3")
-    assert options["config_kwargs"]["max_pool_connections"] == connections_for(64)
+    assert options["config_kwargs"]["max_pool_connections"] == IOPolicy().connections(64)
     mine = Filesystems(storage_options={"config_kwargs": {"max_pool_connections": 7}}).options_for("s3")
     assert mine["config_kwargs"]["max_pool_connections"] == 7  # the user's choice wins
+    # The pool follows the policy: a policy with more hedges gets more connections.
+    wide = IOPolicy(hedge=HedgePolicy(share=1.0))
+    assert Filesystems(concurrency=64, policy=wide).options_for("s3")["config_kwargs"]["max_pool_connections"] == (
+        64 + 64 + wide.other_connections)
 
 
 def test_parts_in_flight_fit_a_quarter_of_the_budget() -> None:
@@ -123,7 +128,7 @@ def test_parts_in_flight_fit_a_quarter_of_the_budget() -> None:
 
 def test_blocking_reads_of_a_local_source_are_counted_and_hints_never_fail(tmp_path) -> None:
     from fficube.errors import ReadError
-    from fficube.storage import LocalSource
+    from fficube.sources.local import LocalSource
 
     data = bytes(range(256)) * 40
     path, missing = str(tmp_path / "f.bin"), str(tmp_path / "missing.fits")

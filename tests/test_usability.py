@@ -353,7 +353,7 @@ def test_output_into_a_closed_pipe_ends_quietly(paths, tmp_path: Path) -> None:
 
 
 def test_access_denied_to_an_anonymous_request_does_not_advise_anonymous_reads() -> None:
-    from fficube.storage import describe_failure
+    from fficube.sources.policy import describe_failure
 
     denied = PermissionError("403 Forbidden")
     assert "anon=True" in describe_failure(denied) and "read anonymously" in describe_failure(denied)

@@ -2,9 +2,9 @@
 
 The views (:mod:`fficube.refs`, :mod:`fficube.dataset`, :mod:`fficube.overview`) read a
 cube's headers and table with :func:`fficube.scan.scan_cube` and a few of its rows by
-byte range.  :func:`cube_source` gives them a :class:`~fficube.storage.ByteSource` with
+byte range.  :func:`cube_source` gives them a :class:`~fficube.sources.base.ByteSource` with
 the same credentials handling as a build (``anon`` and ``storage_options`` through
-:class:`~fficube.remote.Filesystems`), closed afterwards.  Their synchronous functions
+:class:`~fficube.sources.fsspec.Filesystems`), closed afterwards.  Their synchronous functions
 run coroutines with :func:`fficube.sync.run`, notebooks included.
 """
 
@@ -18,8 +18,10 @@ from typing import Any, TypeVar
 from ._aio import closing
 from .cubeinfo import CubeInfo, scan_cube
 from .errors import MissingExtraError
-from .remote import S3_PROTOCOLS, Filesystems, is_url, open_source, protocol_or_local
-from .storage import ByteSource
+from .sources import open_source
+from .sources.base import ByteSource
+from .sources.fsspec import Filesystems
+from .sources.locations import S3_PROTOCOLS, is_url, protocol_or_local
 
 __all__ = ["cube_source", "read_cube", "cube_path", "cube_location", "reading_options", "require", "CubeInfo",
            "scan_cube"]

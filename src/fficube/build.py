@@ -17,7 +17,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from astropy.io import fits
@@ -44,12 +44,15 @@ from .plan import CubePlan, Limits, make_plan, plan_update
 from .products import Product, get_product
 from .quality import QualityGate
 from .redact import file_name
-from .remote import Filesystems, open_source, protocol_or_local
 from .results import BuildResult, Progress, Reporter
 from .scan import FfiInfo, scan
 from .sinks import Output, interrupted_build, open_output
+from .sources import open_source
+from .sources.base import ByteSource, IOStats
+from .sources.fsspec import Filesystems
+from .sources.locations import protocol_or_local
+from .sources.policy import IOPolicy
 from .stage import Staged, remove_staged, stage_inputs
-from .storage import ByteSource, IOStats, LocalSource
 from .units import format_bytes, parse_size
 from .verify import check_cube
 
@@ -76,6 +79,9 @@ class BuildOptions:
     quality: bool = True  #: run the quality gate
     pixel_stats: str | None = None  #: where to write per-pixel statistics (None: not made)
     stats_ffis: str = "good"  #: which FFIs they use
+    #: How storage is used (retries, hedges, requests, connections): carried to the
+    #: build's filesystems, and from them to every source, sink and connection pool.
+    policy: IOPolicy = field(default_factory=IOPolicy)
 
     @classmethod
     def check(
@@ -205,8 +211,8 @@ async def build_cube(
     options = BuildOptions.check(product=product, max_memory=max_memory, concurrency=concurrency, resume=resume,
                                  restart=restart, quality=quality, pixel_stats=pixel_stats, stats_ffis=stats_ffis)
     output = os.fspath(output)
-    async with Filesystems(anon=anon, storage_options=storage_options,
-                           concurrency=options.concurrency) as filesystems:
+    async with Filesystems(anon=anon, storage_options=storage_options, concurrency=options.concurrency,
+                           policy=options.policy) as filesystems:
         found = await resolve_inputs(inputs, options.product, filesystems)
         if stage is not None and found.protocol is None:
             raise OptionError("stage", "the inputs are local files: there is nothing to stage")
@@ -324,8 +330,8 @@ async def update_cube(
                                  quality=quality, pixel_stats=pixel_stats, stats_ffis=stats_ffis)
     cube = os.fspath(cube)
     output = os.fspath(output) if output is not None else cube
-    async with Filesystems(anon=anon, storage_options=storage_options,
-                           concurrency=options.concurrency) as filesystems:
+    async with Filesystems(anon=anon, storage_options=storage_options, concurrency=options.concurrency,
+                           policy=options.policy) as filesystems:
         # The cube lives where the user writes: read it with the output's credentials.
         cube_source = await open_source(protocol_or_local(cube), filesystems, options.concurrency, output=True)
         async with closing(cube_source):
@@ -411,7 +417,7 @@ async def _build(
     """Plan and write a cube into ``out``, continuing an interrupted build if asked."""
     journal = await interrupted_build(out, resume=options.resume, restart=options.restart)
     now = journal.now if journal else dt.datetime.now().replace(microsecond=0)
-    limits = Limits.for_build(options.max_memory, source.concurrency, local=isinstance(source, LocalSource),
+    limits = Limits.for_build(options.max_memory, source.concurrency, local=source.local,
                               reserved=out.reserve(cube_bytes, options.max_memory), quality=options.quality,
                               pixel_stats=options.pixel_stats is not None)
     plan = planner(limits, now)

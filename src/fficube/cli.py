@@ -34,7 +34,6 @@ from .pixelstats import FFI_CHOICES, cube_stats
 from .products import CHOICES, PRODUCTS
 from .quality import Quality
 from .redact import redact
-from .remote import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY, is_url
 from .report import write_report
 from .results import BuildResult, Progress
 from .sector import (
@@ -51,6 +50,8 @@ from .sector import (
     sector_jobs,
 )
 from .shard import build_shard, finish_cube, parse_shard
+from .sources.locations import is_url
+from .sources.policy import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY
 from .units import format_bytes
 from .verify import verify_cube
 

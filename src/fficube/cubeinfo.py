@@ -22,9 +22,11 @@ from .errors import FitsFormatError
 from .fitsblocks import BLOCK, HeaderReader, data_bytes, padded
 from .layout import cube_data_bytes, row_bytes
 from .products import Product, product_of_cube
-from .remote import Filesystems, open_source, protocol_or_local
 from .scan import FfiInfo
-from .storage import ByteSource
+from .sources import open_source
+from .sources.base import ByteSource
+from .sources.fsspec import Filesystems
+from .sources.locations import protocol_or_local
 
 __all__ = ["CubeInfo", "scan_cube", "Provenance", "PROVENANCE_KEYWORDS", "CubeDescription", "describe_cube"]
 

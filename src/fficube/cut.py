@@ -40,8 +40,9 @@ from .cubeinfo import CubeInfo, scan_cube
 from .errors import FitsFormatError, MemoryBudgetError, OptionError, OutsideFootprintError
 from .fitsblocks import BLOCK
 from .layout import pixel_bytes
-from .remote import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY, is_url
-from .storage import ByteSource, ReadRequest, read_batch
+from .sources.base import ByteSource, ReadRequest, read_batch
+from .sources.locations import is_url
+from .sources.policy import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY
 from .units import parse_size
 
 if TYPE_CHECKING:  # astropy.coordinates and astropy.wcs load on first use: fficube.sync imports this module

@@ -12,7 +12,7 @@ buffers are *arenas* of one group each, ``(group, layers, block_rows, cols)``: t
 of a group are read straight into consecutive slots, and the assembler transposes the
 arena into the block without first gathering the slabs.
 
-The reads of a group are one batch (:func:`fficube.storage.read_batch`: for local
+The reads of a group are one batch (:func:`fficube.sources.base.read_batch`: for local
 files one job of the reader pool) and the group goes to the assembler as one item:
 with thousands of FFIs a block means tens of thousands of reads, and a task, a
 thread hop and a queue item per read cost more CPU than the reads themselves
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .plan import CubePlan
-from .storage import ByteSource, ReadRequest, read_batch
+from .sources.base import ByteSource, ReadRequest, read_batch
 
 __all__ = ["Slab", "Arena", "BASE", "new_slab_pool", "new_base_pool", "fetch_slabs", "read_spans", "Span"]
 

@@ -22,7 +22,7 @@ import numpy as np
 from astropy.io import fits
 
 from .errors import FitsFormatError
-from .storage import ByteSource
+from .sources.base import ByteSource
 
 __all__ = [
     "BLOCK", "CARD", "header_end", "padded", "parse_header", "int_card", "data_bytes", "HeaderReader", "Cards",

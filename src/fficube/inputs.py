@@ -17,8 +17,11 @@ from typing import Any, Union
 
 from .errors import DuplicateInputWarning, InputError, LeftOutInputWarning, NoInputsError
 from .products import PRODUCTS, Product
-from .remote import Filesystems, is_url, open_source, protocol_of, protocol_or_local
-from .storage import ByteSource, IOStats, describe_failure, fs_request, is_not_found
+from .sources import open_source
+from .sources.base import ByteSource, IOStats
+from .sources.fsspec import Filesystems, fs_request
+from .sources.locations import is_url, protocol_of, protocol_or_local
+from .sources.policy import describe_failure, is_not_found
 
 __all__ = ["InputsLike", "Inputs", "resolve_inputs", "Version", "local_version", "remote_version", "version_of"]
 

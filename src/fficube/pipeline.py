@@ -29,7 +29,7 @@ from .journal import Journal
 from .pixelstats import STATS_THREADS, PixelStats
 from .plan import CubePlan
 from .sinks.base import CubeSink
-from .storage import ByteSource
+from .sources.base import ByteSource
 from .write import write_cube
 
 __all__ = ["execute", "rows_to_write", "in_use"]

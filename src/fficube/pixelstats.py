@@ -458,7 +458,7 @@ def check_stats_target(target: str | None, output: str, inputs: Sequence[str] = 
     """
     if target is None:
         return
-    from .remote import is_url
+    from .sources.locations import is_url
 
     def same(a: str, b: str) -> bool:
         return a == b if is_url(a) or is_url(b) else os.path.realpath(a) == os.path.realpath(b)
@@ -478,8 +478,8 @@ def check_stats_target(target: str | None, output: str, inputs: Sequence[str] = 
 async def stats_writer(target: str, filesystems: Any) -> Callable[[str], Any] | None:
     """How :func:`write_stats` uploads a local file to a remote ``target`` (None: a local target),
     with the output's credentials."""
-    from .remote import is_url, protocol_of
-    from .storage import fs_call
+    from .sources.fsspec import fs_call
+    from .sources.locations import is_url, protocol_of
 
     if not is_url(target):
         return None
@@ -556,7 +556,9 @@ async def cube_stats(
 
     from .access import cube_path
     from .cubeinfo import scan_cube
-    from .remote import Filesystems, open_source, protocol_or_local
+    from .sources import open_source
+    from .sources.fsspec import Filesystems
+    from .sources.locations import protocol_or_local
     from .units import parse_size
 
     started = time.monotonic()

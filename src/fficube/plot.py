@@ -265,7 +265,7 @@ def _stats_panels(sub: Any, path: str, storage_options: Mapping[str, Any] | None
     from matplotlib.patches import Patch
 
     from .pixelstats import MASK_BITS
-    from .remote import is_url
+    from .sources.locations import is_url
 
     try:
         opened = (fits.open(path, use_fsspec=True, fsspec_kwargs=dict(storage_options or {})) if is_url(path)

@@ -57,7 +57,7 @@ from .access import CubeInfo, cube_location, cube_path, read_cube
 from .errors import InputError
 from .layout import pixel_bytes
 from .redact import redact
-from .remote import is_url
+from .sources.locations import is_url
 from .sync import run
 
 __all__ = [

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from .quality import Quality
 from .sinks.base import CubeSink
-from .storage import ByteSource
+from .sources.base import ByteSource
 from .units import format_bytes
 
 __all__ = ["Progress", "BuildResult", "Reporter"]
@@ -48,7 +48,7 @@ class BuildResult:
     seconds: float
     product: str
     max_in_flight: int = 0  #: most read requests in flight at once (hedges included)
-    hedges: int = 0  #: slow reads sent a second time (see :class:`fficube.storage.HedgePolicy`)
+    hedges: int = 0  #: slow reads sent a second time (see :class:`fficube.sources.policy.HedgePolicy`)
     resumed_rows: int = 0  #: cube rows an interrupted build had already written
     cube_bytes: int = 0  #: size of the finished cube (``bytes_written`` is this run's share)
     #: A resumed build found the cube already complete (and checked it): nothing was built.

@@ -28,7 +28,7 @@ from .errors import FitsFormatError
 from .fitsblocks import BLOCK, HeaderWalk, Steps, data_bytes, drive, int_card, padded
 from .products import Product, detect_product
 from .redact import file_name
-from .storage import BlockingReads, ByteSource
+from .sources.base import BlockingReads, BlockingSource, ByteSource
 
 __all__ = [
     "FfiInfo", "ImageLayout", "scan", "scan_file", "scan_steps", "scan_blocking", "image_layout", "time_value",
@@ -346,25 +346,25 @@ async def scan(
 ) -> list[FfiInfo]:
     """Scan ``paths`` concurrently (``workers`` files at a time), results in input order.
 
-    A source that can run blocking jobs (:meth:`~fficube.storage.LocalSource.run_blocking`)
+    A source that can run blocking jobs (:class:`~fficube.sources.base.BlockingSource`)
     scans batches of up to :data:`SCAN_BATCH` files per job instead: one job at a time,
     up to :data:`SCAN_JOBS` while the jobs mostly wait for the disk.  ``on_scanned(count)``
     is called with the number of files scanned so far.
     """
-    run_blocking = getattr(source, "run_blocking", None)
-    most = min(SCAN_JOBS, source.concurrency) if run_blocking is not None else workers
+    blocking = isinstance(source, BlockingSource)
+    most = min(SCAN_JOBS, source.concurrency) if blocking else workers
     # Batches small enough that each job takes at least four (progress stays smooth,
     # and a few files are reported one by one).
-    batch = max(1, min(SCAN_BATCH, len(paths) // (4 * most))) if run_blocking is not None else 1
+    batch = max(1, min(SCAN_BATCH, len(paths) // (4 * most))) if blocking else 1
     jobs = iter(range(0, len(paths), batch))
     found: dict[int, list[FfiInfo]] = {}
     done = 0
-    running = 1 if run_blocking is not None else max(1, min(most, len(paths)))  # workers started
+    running = 1 if blocking else max(1, min(most, len(paths)))  # workers started
 
     async def one(start: int) -> tuple[list[FfiInfo], bool]:
         chunk = paths[start : start + batch]
-        if run_blocking is not None:
-            result: tuple[list[FfiInfo], bool] = await run_blocking(
+        if isinstance(source, BlockingSource):
+            result: tuple[list[FfiInfo], bool] = await source.run_blocking(
                 functools.partial(_timed_scan, paths=chunk, product=product))
             return result
         return [await scan_file(source, chunk[0], product)], False

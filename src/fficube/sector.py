@@ -29,9 +29,11 @@ from .cubeinfo import CubeInfo
 from .errors import FficubeError, NoInputsError, OptionError
 from .inputs import resolve_inputs
 from .products import get_product
-from .remote import Filesystems, is_url, open_source, protocol_or_local
 from .results import BuildResult, Progress
 from .sinks import open_output
+from .sources import open_source
+from .sources.fsspec import Filesystems
+from .sources.locations import is_url, protocol_or_local
 from .units import format_bytes, parse_size
 from .verify import check_cube
 

@@ -55,14 +55,15 @@ from .inputs import InputsLike, Version, resolve_inputs
 from .journal import FinishClaim, Identity, Journal, Part, SharedPlan
 from .pipeline import execute
 from .plan import CubePlan, Limits, make_plan
-from .remote import S3_PROTOCOLS, Filesystems, protocol_or_local
 from .results import Progress, Reporter
 from .scan import scan
 from .sinks import open_output
 from .sinks.base import CubeSink, Span
 from .sinks.local import LocalSink, SharedFile
 from .sinks.s3 import Bucket, S3Output, S3Sink, SharedUpload, error_code, part_size_for
-from .storage import IOStats, LocalSource
+from .sources.base import IOStats
+from .sources.fsspec import Filesystems
+from .sources.locations import S3_PROTOCOLS, protocol_or_local
 
 __all__ = ["ShardResult", "Finish", "build_shard", "finish_cube", "shard_window", "parse_shard", "LEASE", "FILE_UNIT"]
 
@@ -448,7 +449,7 @@ async def build_shard(
             ffis = await scan(found.paths, source, product=options.product, workers=source.concurrency * 2)
             layers = len(ffis[0].layers) if ffis else 0
             cube_bytes = cube_size_estimate(ffis[0].shape if ffis else (0, 0), len(ffis), layers)
-            limits = Limits.for_build(options.max_memory, source.concurrency, local=isinstance(source, LocalSource),
+            limits = Limits.for_build(options.max_memory, source.concurrency, local=source.local,
                                       reserved=store.reserve(cube_bytes, options.max_memory))
 
             def plan_at(now: dt.datetime) -> CubePlan:

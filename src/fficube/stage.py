@@ -41,8 +41,8 @@ from .durable import FILE_MODE, replace_file
 from .errors import InputError, OutputError, ReadError, os_reason
 from .inputs import Inputs, Version
 from .journal import StagedFile
-from .remote import Filesystems
-from .storage import IOStats
+from .sources.base import IOStats
+from .sources.fsspec import Filesystems
 from .units import format_bytes
 
 __all__ = ["Staged", "stage_inputs", "remove_staged", "stage_path", "ranges_of", "RANGE", "RECORD_SUFFIX"]

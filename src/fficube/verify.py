@@ -27,8 +27,10 @@ from .errors import FficubeError, FitsFormatError
 from .fitsblocks import data_bytes, header_end, padded
 from .layout import pixel_bytes
 from .quality import Quality, SampleStats, assess, choose_sample
-from .remote import Filesystems, open_source, protocol_or_local
-from .storage import ByteSource
+from .sources import open_source
+from .sources.base import ByteSource
+from .sources.fsspec import Filesystems
+from .sources.locations import protocol_or_local
 
 __all__ = ["Check", "Verification", "verify_cube", "check_cube", "cube_quality"]
 

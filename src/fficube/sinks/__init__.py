@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from ..errors import OutputError, ResumeError
 from ..journal import Journal
-from ..remote import S3_PROTOCOLS, Filesystems, protocol_or_local
+from ..sources.fsspec import Filesystems
+from ..sources.locations import S3_PROTOCOLS, protocol_or_local
 from .base import CubeSink, Output, Span, kept_message
 from .local import LocalOutput
 from .s3 import S3Output
@@ -34,7 +35,8 @@ async def open_output(location: str, filesystems: Filesystems) -> Output:
     if protocol is None:
         return LocalOutput(location)
     if protocol in S3_PROTOCOLS:
-        return S3Output(location, await filesystems.get(protocol, output=True), filesystems.stats)
+        return S3Output(location, await filesystems.get(protocol, output=True), filesystems.stats,
+                        filesystems.policy.retry)
     raise OutputError(f"cannot write cubes to {protocol}://; give a local path or an s3:// URL", path=location)
 
 

@@ -19,7 +19,7 @@ from ..units import format_bytes
 
 if TYPE_CHECKING:
     from ..plan import CubePlan
-    from ..storage import IOStats
+    from ..sources.base import IOStats
 
 __all__ = ["Span", "CubeSink", "Output", "kept_message", "Buffer"]
 

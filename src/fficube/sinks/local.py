@@ -39,7 +39,7 @@ from ..durable import FILE_MODE
 from ..errors import InputError, OutputError, OutputExistsError, ResumeError, os_reason
 from ..journal import Journal, LocalJournal
 from ..plan import CubePlan
-from ..storage import IOStats
+from ..sources.base import IOStats
 from ..units import format_bytes
 from .base import Buffer, Span, kept_message
 

@@ -31,7 +31,9 @@ from ..checksum import add
 from ..errors import InputError, OutputError, OutputExistsError
 from ..journal import Journal, Part, journal_path
 from ..plan import CubePlan
-from ..storage import IOStats, RetryPolicy, fs_request, retrying
+from ..sources.base import IOStats
+from ..sources.fsspec import fs_request
+from ..sources.policy import RetryPolicy, retrying
 from .base import Buffer, Span, kept_message
 
 __all__ = [
@@ -227,10 +229,10 @@ class SharedUpload:
 class S3Output:
     """A cube object in S3 (``s3://bucket/key``)."""
 
-    def __init__(self, url: str, fs: Any, stats: IOStats) -> None:
+    def __init__(self, url: str, fs: Any, stats: IOStats, policy: RetryPolicy = RetryPolicy()) -> None:
         self.location = url
-        self.fs, self.stats = fs, stats
-        self.bucket = Bucket(fs, url, stats=stats)
+        self.fs, self.stats, self.policy = fs, stats, policy
+        self.bucket = Bucket(fs, url, policy=policy, stats=stats)
         self.journal_url = journal_path(url)
 
     async def check(self, inputs: Sequence[str], *, overwrite: bool) -> None:
@@ -283,7 +285,7 @@ class S3Output:
 
     def sink(self, plan: CubePlan, journal: Journal, *, overwrite: bool, stats: IOStats) -> S3Sink:
         return S3Sink(self.fs, self.location, total_bytes=plan.total_bytes, span=Span.of(plan), journal=journal,
-                      overwrite=overwrite, stats=stats, max_memory=plan.memory.budget)
+                      overwrite=overwrite, policy=self.policy, stats=stats, max_memory=plan.memory.budget)
 
 
 class _PartUploads:

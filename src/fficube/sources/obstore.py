@@ -26,8 +26,8 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .remote import RemoteSource
 from .s3settings import OBSTORE_ENDPOINT_VARIABLES, S3Settings
-from .storage import RemoteSource
 
 if TYPE_CHECKING:
     from obstore.store import S3Credential, S3Store
@@ -59,7 +59,7 @@ def available() -> bool:
 
 class StoreFailure(OSError):
     """An obstore error with the HTTP status it reported (None: no answer), so that
-    :func:`fficube.storage.is_transient` and ``describe_failure`` can judge it."""
+    :func:`fficube.sources.policy.is_transient` and ``describe_failure`` can judge it."""
 
     def __init__(self, message: str, status: int | None) -> None:
         super().__init__(message)

@@ -1,10 +1,12 @@
-"""Where bytes live: local paths or fsspec URLs, one session per build, and byte sources.
+"""fsspec filesystems of a build, and the byte source that reads through them.
 
 :class:`Filesystems` opens at most one filesystem per protocol for a build, with the
 user's ``anon`` and ``storage_options``, and closes their sessions at the end.  s3fs's
 and botocore's own retries are turned off, so that every retry goes through
-:func:`fficube.storage.retrying`, where it is bounded, backed off and counted.
-:func:`open_source` gives the :class:`~fficube.storage.ByteSource` for a location.
+:func:`~fficube.sources.policy.retrying`, where it is bounded, backed off and counted.
+S3 settings are resolved once (:mod:`fficube.sources.s3settings`) and handed to s3fs
+and obstore alike.  :class:`FsspecSource` reads ``https://``, ``memory://``... (and
+``s3://`` where obstore cannot) through a filesystem's async API.
 """
 
 from __future__ import annotations
@@ -15,63 +17,49 @@ from typing import Any
 
 import fsspec
 
-from .s3read import ObstoreSource
+from .base import IOStats
+from .locations import S3_PROTOCOLS
+from .policy import IOPolicy, RetryPolicy, retrying
+from .remote import RemoteSource
 from .s3settings import S3Settings, explicit_endpoint, resolve_s3_settings
-from .storage import ByteSource, FsspecSource, HedgePolicy, IOStats, LocalSource
 
-__all__ = [
-    "is_url", "protocol_of", "protocol_or_local", "Filesystems", "open_source", "S3_PROTOCOLS",
-    "DEFAULT_LOCAL_CONCURRENCY", "DEFAULT_REMOTE_CONCURRENCY", "connections_for",
-]
-
-S3_PROTOCOLS = ("s3", "s3a")
-#: Reads in flight for local files: a few keep a disk busy; more only add seeks.
-DEFAULT_LOCAL_CONCURRENCY = 4
-#: Requests in flight for remote files: enough to hide tens of ms of latency.
-DEFAULT_REMOTE_CONCURRENCY = 32
-#: Connections beyond the reads': an upload's parts in flight (8, see
-#: :data:`fficube.sinks.s3.PARTS_IN_FLIGHT`), its journal and listings.
-OTHER_CONNECTIONS = 16
+__all__ = ["Filesystems", "FsspecSource", "fs_call", "fs_request"]
 
 
-def connections_for(concurrency: int | None) -> int:
-    """Connections an S3 filesystem may open for a build reading with ``concurrency``.
-
-    botocore keeps 10 by default whatever the requests asked of it, and requests
-    beyond the pool wait for a connection (measured: 10 on the wire for 32 asked):
-    the pool must hold every read, its hedges and the upload's parts.
-    """
-    reads = concurrency or DEFAULT_REMOTE_CONCURRENCY
-    return reads + HedgePolicy().hedges_for(reads) + OTHER_CONNECTIONS
+async def fs_call(fs: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+    """Call filesystem method ``name``: its async twin ``_name`` when the filesystem is
+    async (s3fs, HTTP), else the blocking one in a thread (memory, ...)."""
+    if getattr(fs, "async_impl", False):
+        return await getattr(fs, "_" + name)(*args, **kwargs)
+    return await asyncio.to_thread(getattr(fs, name), *args, **kwargs)
 
 
-def is_url(path: str) -> bool:
-    """True for ``proto://...`` locations other than local files."""
-    return "://" in path and not path.startswith("file://")
+async def fs_request(
+    fs: Any, name: str, *args: Any, stats: IOStats, policy: RetryPolicy = RetryPolicy(), **kwargs: Any
+) -> Any:
+    """:func:`fs_call` with transient failures retried (listing, existence checks)."""
 
+    async def once() -> Any:
+        stats.requests += 1
+        return await fs_call(fs, name, *args, **kwargs)
 
-def protocol_of(url: str) -> str:
-    """The protocol of a URL, lower case (``"s3"`` for ``s3://bucket/key``)."""
-    return url.split("://", 1)[0].lower()
-
-
-def protocol_or_local(path: str) -> str | None:
-    """The protocol of ``path``, or None for a local path."""
-    return protocol_of(path) if is_url(path) else None
+    return await retrying(once, policy=policy, stats=stats, what=f"{name} {args[0] if args else ''}")
 
 
 class Filesystems:
     """The fsspec filesystems of one build, opened on first use, closed by :meth:`aclose`.
 
-    ``concurrency`` (the build's reads in flight) sizes S3 connection pools
-    (:func:`connections_for`); a ``max_pool_connections`` in the storage options'
-    ``config_kwargs`` wins.
+    ``concurrency`` (the build's reads in flight) and ``policy`` size S3 connection
+    pools (:meth:`~fficube.sources.policy.IOPolicy.connections`); a
+    ``max_pool_connections`` in the storage options' ``config_kwargs`` wins.  The
+    sources opened on these filesystems follow ``policy`` too.
     """
 
     def __init__(self, *, anon: bool | None = None, storage_options: Mapping[str, Any] | None = None,
-                 concurrency: int | None = None) -> None:
+                 concurrency: int | None = None, policy: IOPolicy | None = None) -> None:
+        self.policy = policy or IOPolicy()
         self.stats = IOStats()  #: listing and existence requests
-        self.connections = connections_for(concurrency)
+        self.connections = self.policy.connections(concurrency)
         self.anon = anon
         self.storage_options = dict(storage_options or {})
         self._open: dict[str, Any] = {}
@@ -140,42 +128,34 @@ class Filesystems:
                 await close()
 
 
-async def open_source(
-    protocol: str | None,
-    filesystems: Filesystems,
-    concurrency: int | None = None,
-    *,
-    sizes: Mapping[str, int] | None = None,
-    etags: Mapping[str, str] | None = None,
-    output: bool = False,
-) -> ByteSource:
-    """The byte source that reads files of ``protocol`` (None: local files).
+class FsspecSource(RemoteSource):
+    """Reads byte ranges through an fsspec filesystem's async API.
 
     Parameters
     ----------
-    protocol
-        ``"s3"``, ``"https"``... (see :func:`protocol_or_local`), or None for local files.
-    filesystems
-        The build's filesystems (the source uses their session; closing the source
-        does not close it).
-    concurrency
-        Requests in flight at most (default: 4 for local files, 32 for remote ones).
-    sizes
-        File sizes already known (from a listing), so that they cost no request.
-    etags
-        ETags from the listing: every read is pinned to that version.
-    output
-        Read with the output's credentials (never ``anon``): for the cube an update
-        replaces, which lives where the user writes.
+    fs
+        The filesystem; async ones (s3fs, HTTP) are awaited directly, others are
+        called in threads.
+    concurrency, sizes, etags, policy
+        As for :class:`~fficube.sources.remote.RemoteSource`.
     """
-    if protocol is None:
-        return LocalSource(concurrency or DEFAULT_LOCAL_CONCURRENCY)
-    fs = await filesystems.get(protocol, output=output)
-    known = {"sizes": dict(sizes or {}), "etags": dict(etags or {})}
-    if protocol in S3_PROTOCOLS:  # obstore when it can stand in for s3fs (see s3read.py)
-        fast = await ObstoreSource.open(fs, filesystems.options_for(protocol, output=output),
-                                        await filesystems.s3_settings(output=output),
-                                        concurrency or DEFAULT_REMOTE_CONCURRENCY, **known)
-        if fast is not None:
-            return fast
-    return FsspecSource(fs, concurrency or DEFAULT_REMOTE_CONCURRENCY, **known)
+
+    def __init__(self, fs: Any, concurrency: int = 32, **kwargs: Any) -> None:
+        super().__init__(concurrency, **kwargs)
+        self.fs = fs
+        self.anonymous = bool(getattr(fs, "anon", False))
+
+    async def _range(self, path: str, start: int, stop: int, etag: str | None) -> Any:
+        client = getattr(self.fs, "s3", None) if etag else None
+        if etag and client is not None:  # s3fs: its cat_file cannot send If-Match; its client can
+            bucket, key, _ = self.fs.split_path(path)
+            response = await client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{stop - 1}",
+                                               IfMatch=etag, **getattr(self.fs, "req_kw", {}))
+            async with response["Body"] as body:
+                return await body.read()
+        extra = {"headers": {"If-Match": etag}} if etag and self.fs.protocol[0] in ("http", "https") else {}
+        return await fs_call(self.fs, "cat_file", path, start=start, end=stop, **extra)
+
+    async def _size(self, path: str) -> int:
+        info = await fs_call(self.fs, "info", path)
+        return int(info["size"])

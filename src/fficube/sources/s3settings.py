@@ -1,7 +1,7 @@
 """S3 settings, resolved once per build the way the AWS tools resolve them.
 
 Two clients talk to S3 in a build: s3fs (listing, existence checks, the cube's upload)
-and obstore (the ranged reads of inputs, :mod:`fficube.s3read`).  Each can read the
+and obstore (the ranged reads of inputs, :mod:`fficube.sources.obstore`).  Each can read the
 environment on its own, and they do not read it alike: obstore takes
 ``AWS_ENDPOINT_URL`` but not the path-style addressing and plain HTTP that such an
 endpoint needs, and knows nothing of ``~/.aws/config``'s profiles.  So the settings
@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import OptionError
+from ..errors import OptionError
 
 __all__ = ["S3Settings", "resolve_s3_settings", "explicit_endpoint", "OBSTORE_ENDPOINT_VARIABLES"]
 
