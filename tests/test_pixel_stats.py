@@ -216,6 +216,7 @@ def test_a_failure_of_the_statistics_leaves_a_complete_cube(ffis, budget, tmp_pa
         return real(self, block, start, stop, stop_event)
 
     monkeypatch.setattr(PixelStats, "add", failing)
+    monkeypatch.setattr("fficube.pipeline.STATS_THREADS", 1)  # one call per block, whatever the cores
     with pytest.raises(fficube.OutputError, match=r"stats.fits: the pixel statistics failed \(no room for the sort\); "
                                                   r"the cube .*cube.fits is complete: 'fficube stats"):
         fficube.make_cube(ffis, tmp_path / "cube.fits", max_memory=budget, pixel_stats=tmp_path / "stats.fits")
