@@ -286,13 +286,14 @@ def test_cutout_factory_is_a_drop_in_for_astrocuts(spoc_cube: str, tmp_path: Pat
     np.testing.assert_array_equal(memory[1].data["FLUX"], theirs[1].data["FLUX"])
 
 
-def test_cli_cuts_a_target_and_a_list(spoc_cube: str, tmp_path: Path) -> None:
+def test_cli_cuts_a_target_and_a_list(spoc_cube: str, tmp_path: Path, monkeypatch) -> None:
     ra, dec = _radec(spoc_cube, 14.3, 12.6)
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "one.fits"
     code, stdout, stderr = run_cli("cut", spoc_cube, "--ra", str(ra), "--dec", str(dec), "--size", "4x6",
-                                   "-o", str(out))
+                                   "-o", "one.fits")
     assert code == 0, stderr
-    assert f"wrote {out}" in stdout and "1 targets: 1 TPFs written" in stdout and "requests" in stdout
+    assert "wrote one.fits\n" in stdout and "1 targets: 1 TPFs written" in stdout and "requests" in stdout
     assert "cut 1/1 TPFs" in stderr
     [api] = fficube.sync.cut_cube(spoc_cube, (ra, dec), (4, 6))
     np.testing.assert_array_equal(fits.getdata(out, 1)["FLUX"], api[1].data["FLUX"])

@@ -120,7 +120,7 @@ def cmd_cut(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     finally:
         progress.end()
     for path in report.paths if len(targets) == 1 else ():
-        out.write(f"wrote {path}\n")
+        out.write(f"wrote {args.output or path}\n")  # the file as the user named it
     if not args.quiet:
         out.write(f"cut {report.summary()}\n")
     for target, reason in report.failed:
