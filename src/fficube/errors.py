@@ -3,7 +3,26 @@
 Every error is an :class:`FficubeError` and also inherits the builtin that a caller
 would catch without knowing fficube (``ValueError`` for bad input, ``OSError`` for
 I/O, ``FileExistsError`` for an output that is already there), so both
-``except fficube.FficubeError`` and ``except ValueError`` work.
+``except fficube.FficubeError`` and ``except ValueError`` work::
+
+    FficubeError (Exception)
+    ├── InputError (ValueError)            the inputs cannot make a cube
+    │   ├── NoInputsError                  nothing matched
+    │   ├── FitsFormatError                a file is not what it should be (truncated, not an FFI...)
+    │   ├── MixedInputError                products, cameras, CCDs, shapes or sectors differ
+    │   └── OutsideFootprintError          a cutout target is off the cube's footprint
+    ├── OptionError (ValueError)           an option value fficube cannot use
+    ├── MemoryBudgetError (ValueError)     max_memory cannot hold one row of the cube
+    ├── ResumeError (ValueError)           an interrupted build is there, or cannot be resumed as asked
+    ├── ReadError (OSError)                an input could not be read
+    ├── OutputError (OSError)              the output could not be written
+    │   └── OutputExistsError (FileExistsError)   the output exists and overwrite is off
+    ├── EventLoopError (RuntimeError)      a sync twin called from inside a running fficube call
+    └── MissingExtraError (ImportError)    an optional extra is not installed
+    FficubeWarning (UserWarning)
+    ├── DuplicateInputWarning              a file given twice is used once
+    ├── LeftOutInputWarning                an explicit product leaves files of another out
+    └── TemplateWarning                    no FFI of a TICA batch has a celestial WCS
 
 Errors that concern one input file carry its ``path`` and, where known, the byte
 ``range`` that was being read, and put both in the message.
