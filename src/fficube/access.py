@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 from ._aio import closing
 from .cubeinfo import CubeInfo, scan_cube
 from .errors import MissingExtraError
-from .sources import open_source
+from .sources import open_location
 from .sources.base import ByteSource
 from .sources.fsspec import Filesystems
-from .sources.locations import S3_PROTOCOLS, is_url, protocol_or_local
+from .sources.locations import S3_PROTOCOLS, is_url
 
 __all__ = ["cube_source", "read_cube", "cube_path", "cube_location", "reading_options", "require", "CubeInfo",
            "scan_cube"]
@@ -77,7 +77,7 @@ async def cube_source(
     """A byte source for ``cube`` (local or URL), its session closed on exit."""
     async with (
         Filesystems(anon=anon, storage_options=storage_options) as filesystems,
-        closing(await open_source(protocol_or_local(cube), filesystems, concurrency)) as source,
+        closing(await open_location(cube, filesystems, concurrency)) as source,
     ):
         yield source
 

@@ -47,7 +47,7 @@ from .redact import file_name
 from .results import BuildResult, Progress, Reporter
 from .scan import FfiInfo, scan
 from .sinks import Output, interrupted_build, open_output
-from .sources import open_source
+from .sources import open_location, open_source
 from .sources.base import ByteSource, IOStats
 from .sources.fsspec import Filesystems
 from .sources.locations import protocol_or_local
@@ -333,7 +333,7 @@ async def update_cube(
     async with Filesystems(anon=anon, storage_options=storage_options, concurrency=options.concurrency,
                            policy=options.policy) as filesystems:
         # The cube lives where the user writes: read it with the output's credentials.
-        cube_source = await open_source(protocol_or_local(cube), filesystems, options.concurrency, output=True)
+        cube_source = await open_location(cube, filesystems, options.concurrency, output=True)
         async with closing(cube_source):
             old = await scan_cube(cube_source, cube)
             found = await resolve_inputs(new_inputs, old.product, filesystems)
@@ -377,7 +377,7 @@ async def _already_complete(out: Output, paths: Sequence[str], filesystems: File
         If the cube there is not complete, not of these inputs, or of another sector
         than ``sector`` (when given).
     """
-    source = await open_source(protocol_or_local(out.location), filesystems, 4, output=True)
+    source = await open_location(out.location, filesystems, 4, output=True)
     async with closing(source):
         checks, cube = await check_cube(source, out.location, read_data=False)
     failed = [f"{c.name}: {c.detail}" for c in checks if c.failed]
@@ -495,7 +495,7 @@ async def _finish_stats(stats: PixelStats, target: str, cube: str, plan: CubePla
             raise stats.error
         if missing:
             log.info("pixel statistics: %d row(s) written before the interruption, read from the cube", rows)
-            source = await open_source(protocol_or_local(cube), filesystems, 4, output=True)
+            source = await open_location(cube, filesystems, 4, output=True)
             async with closing(source):
                 info = await scan_cube(source, cube)
                 read = await add_from_cube(stats, source, info, budget, missing)

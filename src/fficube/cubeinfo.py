@@ -23,10 +23,9 @@ from .fitsblocks import BLOCK, HeaderReader, data_bytes, padded
 from .layout import cube_data_bytes, row_bytes
 from .products import Product, product_of_cube
 from .scan import FfiInfo
-from .sources import open_source
+from .sources import open_location
 from .sources.base import ByteSource
 from .sources.fsspec import Filesystems
-from .sources.locations import protocol_or_local
 
 __all__ = ["CubeInfo", "scan_cube", "Provenance", "PROVENANCE_KEYWORDS", "CubeDescription", "describe_cube"]
 
@@ -232,7 +231,7 @@ async def describe_cube(
     """
     path = os.fspath(path)
     async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
-        source = await open_source(protocol_or_local(path), filesystems, 4)
+        source = await open_location(path, filesystems, 4)
         async with closing(source):
             cube = await scan_cube(source, path)
     primary = fits.Header.fromstring(cube.primary_header)

@@ -556,9 +556,8 @@ async def cube_stats(
 
     from .access import cube_path
     from .cubeinfo import scan_cube
-    from .sources import open_source
+    from .sources import open_location
     from .sources.fsspec import Filesystems
-    from .sources.locations import protocol_or_local
     from .units import parse_size
 
     started = time.monotonic()
@@ -570,7 +569,7 @@ async def cube_stats(
     target = os.fspath(output) if output is not None else None
     check_stats_target(target, path)
     async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
-        source = await open_source(protocol_or_local(path), filesystems, 4)
+        source = await open_location(path, filesystems, 4)
         try:
             info = await scan_cube(source, path)
             stats = PixelStats(info.shape, select_ffis(info.table, info.product, stats_ffis))

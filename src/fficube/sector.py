@@ -31,9 +31,9 @@ from .inputs import resolve_inputs
 from .products import get_product
 from .results import BuildResult, Progress
 from .sinks import open_output
-from .sources import open_source
+from .sources import open_location
 from .sources.fsspec import Filesystems
-from .sources.locations import is_url, protocol_or_local
+from .sources.locations import is_url
 from .units import format_bytes, parse_size
 from .verify import check_cube
 
@@ -170,7 +170,7 @@ async def _complete_at(job: CubeJob, filesystems: Filesystems) -> tuple[CubeInfo
     checksum; no data read (:func:`~fficube.verify.check_cube`)."""
     if not await (await open_output(job.output, filesystems)).exists():
         return None, ""
-    source = await open_source(protocol_or_local(job.output), filesystems, 4, output=True)
+    source = await open_location(job.output, filesystems, 4, output=True)
     async with closing(source):
         checks, cube = await check_cube(source, job.output, read_data=False)
     failed = [f"{c.name}: {c.detail}" for c in checks if c.failed]

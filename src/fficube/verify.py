@@ -27,10 +27,9 @@ from .errors import FficubeError, FitsFormatError
 from .fitsblocks import data_bytes, header_end, padded
 from .layout import pixel_bytes
 from .quality import Quality, SampleStats, assess, choose_sample
-from .sources import open_source
+from .sources import open_location
 from .sources.base import ByteSource
 from .sources.fsspec import Filesystems
-from .sources.locations import protocol_or_local
 
 __all__ = ["Check", "Verification", "verify_cube", "check_cube", "cube_quality"]
 
@@ -235,7 +234,7 @@ async def verify_cube(
     """
     path = os.fspath(path)
     async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
-        source = await open_source(protocol_or_local(path), filesystems, IN_FLIGHT)
+        source = await open_location(path, filesystems, IN_FLIGHT)
         async with closing(source):
             checks, cube = await check_cube(source, path, read_data=read_data, on_read=on_read)
             verdicts = None
