@@ -98,7 +98,7 @@ async def _own_work(reads: int, hedge: bool) -> float:
     import time
 
     from fficube.sources.base import read_batch
-    from fficube.sources.policy import HedgePolicy
+    from fficube.sources.policy import HedgePolicy, IOPolicy
     from fficube.sources.remote import RemoteSource
 
     class Immediate(RemoteSource):
@@ -106,7 +106,8 @@ async def _own_work(reads: int, hedge: bool) -> float:
             await asyncio.sleep(0)  # one pass of the event loop, as an answer takes
             return len(buf)
 
-    source = Immediate(32, sizes={"x": 2**30}, etags={"x": '"v1"'}, hedge=HedgePolicy(enabled=hedge))
+    source = Immediate(32, sizes={"x": 2**30}, etags={"x": '"v1"'},
+                          policy=IOPolicy(hedge=HedgePolicy(enabled=hedge)))
     buf = memoryview(bytearray(4096))
     started = time.process_time()
     for _ in range(0, reads, 128):

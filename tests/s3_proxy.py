@@ -91,6 +91,11 @@ class ProxyState:
     slowed: int = 0
     hung: int = 0
     ranged_gets: int = 0
+    #: bytes of ranged GET bodies the proxy sent or began to send (hedges, retries and
+    #: cancelled requests included), and each distinct request's body size: the bytes
+    #: the build needed once, so that their difference is what went over the wire again
+    ranged_get_bytes: int = 0
+    ranged_get_sizes: dict[str, int] = field(default_factory=dict)
     signed: int = 0
     unsigned: int = 0
     paths: list[str] = field(default_factory=list)
@@ -117,6 +122,11 @@ class ProxyState:
         if share < self.fail_503 + self.fail_drop + self.fail_cut:
             return "cut"
         return None
+
+    @property
+    def extra_get_bytes(self) -> int:
+        """Ranged GET bytes sent beyond one answer to each distinct request."""
+        return self.ranged_get_bytes - sum(self.ranged_get_sizes.values())
 
     def is_slow(self, key: str) -> bool:
         """Whether this GET is one of the slow share (by a hash of another salt than faults'
@@ -234,6 +244,10 @@ class _Handler(BaseHTTPRequestHandler):
                 upstream.close()
             if state.bandwidth:  # one connection moves its bodies at this rate
                 time.sleep((len(body or b"") + len(data)) / state.bandwidth)
+            if ranged:
+                with state.lock:
+                    state.ranged_get_bytes += len(data)
+                    state.ranged_get_sizes[key] = len(data)
             if ranged and state.is_slow(key):
                 with state.lock:
                     state.slowed += 1

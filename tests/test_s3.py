@@ -15,6 +15,7 @@ from s3_proxy import nth_ranged_get, part, upload_part
 import fficube
 from fficube.journal import Journal
 from fficube.sinks.s3 import MAX_PARTS, MIN_PART, PART_BUFFERS, part_size_for
+from fficube.sources.policy import HedgePolicy
 
 SHAPE = (60, 70)
 
@@ -322,8 +323,11 @@ def test_reads_on_the_wire_reach_the_concurrency_asked_for(s3, sector, proxy, tm
     p = proxy(latency=0.5)  # every request held long enough for all of a round to overlap
     result = fficube.make_cube(urls, tmp_path / "c.fits", concurrency=16, max_memory="64MB",
                                storage_options={"endpoint_url": p.url})
-    assert p.state.max_in_flight_by["GET"] == 16
-    assert result.max_in_flight == 16 and result.hedges == 0
+    # 16 reads on the wire, and a few hedges beside them if some of the reads lagged
+    # (within the hedge budget: see test_hedging)
+    assert 16 <= p.state.max_in_flight_by["GET"] <= 16 + result.hedges
+    assert 16 <= result.max_in_flight <= 16 + result.hedges
+    assert result.hedges <= HedgePolicy().allowed(result.requests)
 
 
 def test_an_upload_of_many_parts_has_several_in_flight_and_the_same_cube(s3, sector, proxy, tmp_path: Path) -> None:

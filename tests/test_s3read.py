@@ -61,7 +61,8 @@ def test_s3fs_and_obstore_reads_give_the_same_cube(s3, sector, proxy, tmp_path: 
                              storage_options={"endpoint_url": p.url, "use_ssl": False})
     assert without_build_stamps((tmp_path / "fast.fits").read_bytes()) == without_build_stamps(
         (tmp_path / "slow.fits").read_bytes())
-    assert fast.requests == slow.requests and fast.bytes_read == slow.bytes_read
+    # the same reads (a hedge is a second request of one of them, sent if a read lagged)
+    assert fast.requests - fast.hedges == slow.requests - slow.hedges and fast.bytes_read == slow.bytes_read
 
 
 async def test_an_object_replaced_during_a_build_stops_it_through_obstore_too(s3, sector, tmp_path: Path) -> None:

@@ -85,18 +85,24 @@ async def test_retrying_gives_up_after_its_attempts_and_at_once_on_permanent_fai
     assert len(calls) == 1
 
 
-def test_hedge_threshold_follows_the_recent_median_but_never_drops_below_the_floor() -> None:
+def test_hedge_threshold_is_the_recent_95th_percentile_and_at_least_twice_the_median() -> None:
     from collections import deque
 
     from fficube.sources.policy import HedgePolicy
 
-    policy = HedgePolicy(floor=1.0, factor=4.0, initial=2.0, window=64)
+    policy = HedgePolicy(initial=2.0, window=64)
     assert policy.threshold(deque()) == 2.0  # nothing measured yet
     assert policy.threshold(deque([0.05] * 7)) == 2.0  # too few to trust
-    assert policy.threshold(deque([0.05] * 8)) == 1.0  # fast store: the floor
-    assert policy.threshold(deque([0.5] * 40 + [30.0] * 10)) == 2.0  # slow store: 4 x median, outliers ignored
+    # a long tail: its 95th percentile (no fixed floor: 0.3 s, not a second)
+    tail = [0.05] * 90 + [0.3] * 8 + [5.0] * 2
+    assert policy.threshold(deque(tail)) == 0.3
+    # no tail (every read as long as the next): twice the median, where a second request could win
+    assert policy.threshold(deque([0.05] * 64)) == 0.1
     assert policy.hedges_for(32) == 8 and policy.hedges_for(2) == 1
     assert HedgePolicy(enabled=False).hedges_for(32) == 0
+    # the budget: 5% of the reads, and a few to start with
+    assert [policy.allowed(n) for n in (0, 19, 20, 1000)] == [4, 4, 5, 54]
+    assert HedgePolicy(enabled=False).allowed(1000) == 0
 
 
 def test_the_connection_pool_holds_reads_hedges_and_upload_parts() -> None:

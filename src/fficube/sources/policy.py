@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import statistics
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -52,34 +50,47 @@ REFRESH = 16
 
 @dataclass(frozen=True, slots=True)
 class HedgePolicy:
-    """When a slow read is sent a second time.
+    """When a slow read is sent a second time, and how often that may happen.
 
-    A read is hedged once it has run ``factor`` times the median time of the recent
-    reads (the last ``window`` that succeeded), but never sooner than ``floor``
-    seconds: AWS's guidance for S3 is to re-issue the slowest ~1% of requests, and a
-    store's latency spread is wide, so the threshold follows the store, not a
-    constant.  Until ``window // 8`` reads have finished, ``initial`` seconds is the
-    threshold.  At most ``share`` of the source's concurrency (at least one) are
-    hedges at any time, so that a store that is slow for everyone is not asked twice
-    for everything.
+    A read is hedged once it has run longer than the ``quantile`` of the recent reads'
+    durations (the last ``window`` that answered), and at least ``factor`` times their
+    median: "The Tail at Scale" (Dean and Barroso) hedges at the 95th percentile, where
+    a store's latency has a long tail; where it has none (every read about as long as
+    the next), a second request sent at the 95th percentile would answer after the first
+    one, so the median sets a minimum.  Until ``window // 8`` reads have answered the
+    threshold is ``initial`` seconds.  The store decides, not a constant: at 50 ms per
+    request a slow GET is sent again after about 0.1 s, not after a second.
+
+    Hedges are bounded twice: at most ``budget`` of the reads (plus ``burst``) are ever
+    sent a second time, so that the extra GETs stay near 5% however the store behaves;
+    and at most ``share`` of the source's concurrency are hedges at once, so that a
+    store that is slow for everyone is not asked twice for everything.
     """
 
     enabled: bool = True
-    floor: float = 1.0
-    factor: float = 4.0
-    initial: float = 2.0
+    quantile: float = 0.95
+    factor: float = 2.0
+    initial: float = 1.0
     window: int = 128
+    budget: float = 0.05
+    burst: int = 4
     share: float = 0.25
 
     def hedges_for(self, concurrency: int) -> int:
         """Hedged reads in flight at most for a source of ``concurrency``."""
         return max(1, int(concurrency * self.share)) if self.enabled else 0
 
-    def threshold(self, recent: deque[float]) -> float:
+    def allowed(self, reads: int) -> int:
+        """Hedges a source may have sent in all once ``reads`` reads have started."""
+        return int(self.budget * reads) + self.burst if self.enabled else 0
+
+    def threshold(self, recent: Sequence[float]) -> float:
         """Seconds after which a read is hedged, given the durations of recent reads."""
         if len(recent) < max(1, self.window // 8):
-            return max(self.floor, self.initial)
-        return max(self.floor, self.factor * statistics.median(recent))
+            return self.initial
+        ordered = sorted(recent)
+        top = ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
+        return max(top, self.factor * ordered[len(ordered) // 2])
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,20 @@ __all__ = ["RemoteSource"]
 T = TypeVar("T")
 
 
+class _Read:
+    """One request of a read on the wire, watched for slowness by the source's one timer."""
+
+    __slots__ = ("answer", "call", "hedge", "started", "task", "waiting")
+
+    def __init__(self, task: asyncio.Task[Any], call: Callable[[], Awaitable[Any]], started: float) -> None:
+        self.task = task  #: the task awaiting the request (cancelled if its hedge answers first)
+        self.call = call
+        self.started = started
+        self.hedge: asyncio.Task[None] | None = None  #: the same request sent again, if it was
+        self.answer: tuple[Any] | None = None  #: the hedge's answer, once it came first
+        self.waiting = True  #: the task still awaits the first request
+
+
 class RemoteSource:
     """What every remote byte source shares: one semaphore for the requests in flight,
     their counting, retries (:func:`retrying`), hedged reads (:class:`HedgePolicy`),
@@ -62,16 +76,19 @@ class RemoteSource:
         self.stats = IOStats()
         self.concurrency = concurrency
         self.policy, self.hedge = policy.retry, policy.hedge
-        hedge = policy.hedge
         self._sizes = dict(sizes or {})
         self._etags = dict(etags or {})
         self._limit = asyncio.Semaphore(concurrency)
         self.anonymous = False  #: requests are unsigned (set by a subclass that knows)
-        self._hedges = asyncio.Semaphore(hedge.hedges_for(concurrency))
-        self._recent: deque[float] = deque(maxlen=hedge.window)  #: durations of the last reads
-        self._threshold = hedge.threshold(self._recent)  #: the hedge threshold, as last computed
+        self._max_hedging = policy.hedge.hedges_for(concurrency)
+        self._hedging = 0  #: hedges on the wire now
+        self._reads = 0  #: reads started (the hedge budget is a share of them)
+        self._recent: deque[float] = deque(maxlen=policy.hedge.window)  #: durations of the last reads
+        self._threshold = policy.hedge.threshold(self._recent)  #: the hedge threshold, as last computed
         self._unseen = 0  #: reads finished since then
         self._in_flight = 0
+        self._watched: set[_Read] = set()  #: reads on the wire that may yet be hedged
+        self._timer: asyncio.TimerHandle | None = None  #: the one clock of every watched read
 
     local = False
 
@@ -94,25 +111,15 @@ class RemoteSource:
         return len(data)
 
     # -- requests ----------------------------------------------------------------------
-    async def _send(self, call: Callable[[], Awaitable[T]], *, timed: bool = False) -> T:
-        """One request on the wire, counted (and, for reads, timed)."""
-        loop = asyncio.get_running_loop()
+    async def _send(self, call: Callable[[], Awaitable[T]]) -> T:
+        """One request on the wire, counted."""
         self._in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
         self.stats.requests += 1
-        started = loop.time()
         try:
-            result = await call()
+            return await call()
         finally:
             self._in_flight -= 1
-        if timed:
-            self._recent.append(loop.time() - started)
-            self._unseen += 1
-            # A median of the window per read cost more CPU than the read's own
-            # bookkeeping (py-spy: 2% of a build); every REFRESH reads follows the store as well.
-            if self._unseen >= REFRESH:
-                self._threshold, self._unseen = self.hedge.threshold(self._recent), 0
-        return result
 
     async def _request(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         async def once() -> T:
@@ -126,35 +133,90 @@ class RemoteSource:
 
         async def once() -> T:
             async with self._limit:
-                return await self._first_answer(call)
+                return await self._watch(call)
 
         return await retrying(once, policy=self.policy, stats=self.stats, what=what)
 
-    async def _first_answer(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Send ``call``; if it is slow and a hedge slot is free, send it again and take
-        whichever answers first.  The tasks are awaited here, not left to a TaskGroup:
-        a TaskGroup would turn the loser's cancellation or failure into the winner's."""
-        first = asyncio.ensure_future(self._send(call, timed=True))
-        tasks = [first]
+    async def _watch(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Send ``call`` and await it; if the timer hedges it (:meth:`_check`) and the
+        hedge answers first, this request is cancelled and the hedge's answer returned.
+
+        A read costs no task, future or timer of its own: thousands of reads a second
+        share one timer, and only the few hedged ones make a task (the loser's
+        cancellation is how the winner's answer reaches the reader).
+        """
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        read = _Read(task, call, loop.time())
+        self._reads += 1
+        if self.hedge.enabled:
+            self._watched.add(read)
+            if self._timer is None:
+                self._timer = loop.call_at(read.started + self._threshold, self._check)
+        self._in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+        self.stats.requests += 1
         try:
-            done, _ = await asyncio.wait(tasks, timeout=self._threshold)
-            if done or not self.hedge.enabled or self._hedges.locked():
-                return await first
-            async with self._hedges:
-                self.stats.hedges += 1
-                tasks.append(asyncio.ensure_future(self._send(call)))
-                pending = set(tasks)
-                while True:
-                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        if not task.cancelled() and task.exception() is None:
-                            return task.result()
-                    if not pending:  # both failed: the retry policy decides on the last error
-                        return await done.pop()
+            try:
+                result = await call()
+            except BaseException:
+                read.waiting = False
+                # Cancelled by its hedge's answer (a CancelledError, or whatever the client
+                # made of it), and by nothing else: uncancel() counts the cancellations.
+                if read.answer is None or task.uncancel() > 0:
+                    raise
+                return read.answer[0]  # type: ignore[no-any-return]
+            read.waiting = False
+            self._recent.append(loop.time() - read.started)
+            self._unseen += 1
+            # A quantile of the window per read would cost more CPU than the read's own
+            # bookkeeping; every REFRESH reads follows the store as well.
+            if self._unseen >= REFRESH:
+                self._threshold, self._unseen = self.hedge.threshold(self._recent), 0
+            return result
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            read.waiting = False
+            self._in_flight -= 1
+            self._watched.discard(read)
+            hedge = read.hedge
+            if hedge is not None and not hedge.done():
+                hedge.cancel()
+                await asyncio.wait([hedge])  # its buffer is the reader's again only once it stopped
+
+    def _check(self) -> None:
+        """The timer: hedge every watched read that has run past the threshold, within
+        the budget, then wake again when the next one would be due."""
+        loop = asyncio.get_running_loop()
+        now, threshold, due = loop.time(), self._threshold, None
+        for read in self._watched:
+            if read.hedge is not None:
+                continue
+            if now - read.started < threshold:
+                due = read.started if due is None else min(due, read.started)
+            elif self._hedging < self._max_hedging and self.stats.hedges < self.hedge.allowed(self._reads):
+                self.stats.hedges += 1
+                self._hedging += 1
+                read.hedge = loop.create_task(self._send_hedge(read))
+        # Reads left unhedged for want of budget are looked at again a threshold later.
+        self._timer = None
+        if self._watched:
+            self._timer = loop.call_at(max(now + threshold / 8, (due if due is not None else now) + threshold),
+                                       self._check)
+
+    async def _send_hedge(self, read: _Read) -> None:
+        """Send ``read``'s request again; if it answers while the first still waits, the
+        first is cancelled and its reader takes this answer.  A failed hedge is
+        forgotten: the first request's own outcome decides."""
+        try:
+            result = await self._send(read.call)
+        except Exception:
+            return
+        finally:
+            self._hedging -= 1
+        if read.waiting and read.answer is None:
+            read.answer = (result,)
+            read.task.cancel()
 
     # -- ByteSource --------------------------------------------------------------------
     async def size(self, path: str) -> int:
