@@ -1,7 +1,8 @@
-"""S3 benchmark: S3 -> S3 builds through a proxy that models a distant store.
+"""S3 benchmark: builds from S3 through a proxy that models a distant store.
 
     python benchmarks/bench_s3.py --n 48 --rows 512 --memory 256MB --repeat 2
     python benchmarks/bench_s3.py --scenarios model --concurrency 8,16,32,64   # choose the default
+    python benchmarks/bench_s3.py --to local --memory 16MB,64MB,256MB --scenarios model,tail  # the slow tail
 
 Uploads ``--n`` synthetic SPOC FFIs (``--rows`` x 2136) to moto's S3 server on
 127.0.0.1, then builds their cube from ``s3://`` into ``s3://`` through the test proxy
@@ -14,6 +15,11 @@ Uploads ``--n`` synthetic SPOC FFIs (``--rows`` x 2136) to moto's S3 server on
   (S3's slow tail: a request sent again, a hedge, is as likely to be fast as any other);
 * ``slowserver``: the same, but 1% of ranges held 2 s at every attempt (a hedge cannot
   win, so only the pipeline's overlap hides them; not in the default run).
+
+The cube goes to S3 (``--to s3``, S3 -> S3) or to a local file (``--to local``), at
+each budget of ``--memory``.  The proxy counts what went over the wire: ranged GETs,
+those it held (``slowed``), and the GET bytes sent beyond one answer to each distinct
+request (hedges and retries: "extra bytes", as a share of the input's).
 
 Every build runs in a child process, so its CPU time (user and sys, from
 ``os.wait4``) is fficube's alone: moto and the proxy run in this process.  A local
@@ -75,7 +81,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=48)
     parser.add_argument("--rows", type=int, default=512)
-    parser.add_argument("--memory", default="256MB")
+    parser.add_argument("--memory", default="256MB", help="comma-separated budgets")
+    parser.add_argument("--to", choices=("s3", "local"), default="s3", help="where the cube goes")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--scenarios", default="none,model,tail")
     parser.add_argument("--concurrency", default="", help="comma-separated; empty: fficube's default")
@@ -97,73 +104,81 @@ def main() -> None:
     client.create_bucket(Bucket="bench")
     scenarios = args.scenarios.split(",")
     levels: list[int | None] = [int(c) for c in args.concurrency.split(",") if c] or [None]
+    budgets = args.memory.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_sector(Path(tmp) / "ffis", SectorSpec(n_ffis=args.n, shape=(args.rows, 2136), no_wcs=()))
         for path in paths:
             client.upload_file(path, "bench", f"ffi/{Path(path).name}")
         input_bytes = sum(os.path.getsize(p) for p in paths)
-        cases = [(s, c) for s in scenarios for c in levels]
-        results: dict[tuple[str, int | None], list[dict]] = {case: [] for case in cases}
+        cases = [(s, c, b) for b in budgets for s in scenarios for c in levels]
+        results: dict[tuple[str, int | None, str], list[dict]] = {case: [] for case in cases}
         local: list[dict] = []
         reads: list[dict] = []
         for round_ in range(args.repeat):
             if not args.no_local:
-                local.append(child([paths, str(Path(tmp) / "local.fits"), args.memory, None, {}]))
+                local.append(child([paths, str(Path(tmp) / "local.fits"), budgets[-1], None, {}]))
                 proxy = S3Proxy((host, port))
                 try:
-                    reads.append(child(["s3://bench/ffi/", str(Path(tmp) / "from-s3.fits"), args.memory, None,
+                    reads.append(child(["s3://bench/ffi/", str(Path(tmp) / "from-s3.fits"), budgets[-1], None,
                                         {"endpoint_url": proxy.url}]))
                 finally:
                     proxy.close()
-            for scenario, concurrency in cases:
+            for scenario, concurrency, budget in cases:
                 proxy = S3Proxy((host, port), **SCENARIOS[scenario])
+                out = f"s3://bench/cube-{scenario}.fits" if args.to == "s3" else str(Path(tmp) / "cube.fits")
                 try:
-                    run = child(["s3://bench/ffi/", f"s3://bench/cube-{scenario}.fits", args.memory, concurrency,
-                                 {"endpoint_url": proxy.url}])
+                    run = child(["s3://bench/ffi/", out, budget, concurrency, {"endpoint_url": proxy.url}])
                 finally:
                     proxy.close()
                 state = proxy.state
                 run.update(wire_gets=state.max_in_flight_by.get("GET", 0),
                            wire_parts=state.max_in_flight_by.get("UploadPart", 0),
-                           wire_requests=state.requests, slowed=state.slowed)
-                results[(scenario, concurrency)].append(run)
-                print(f"round {round_ + 1} {scenario} c={concurrency}: {run['wall']:.2f} s, "
+                           wire_requests=state.requests, slowed=state.slowed, wire_ranged=state.ranged_gets,
+                           extra_bytes=state.extra_get_bytes)
+                results[(scenario, concurrency, budget)].append(run)
+                print(f"round {round_ + 1} {scenario} c={concurrency} {budget}: {run['wall']:.2f} s, "
                       f"{run['user']:.1f}+{run['sys']:.1f} s CPU, {run['requests']} GETs, {run['hedges']} hedged, "
-                      f"{run['wire_gets']} GETs / {run['wire_parts']} parts in flight", file=sys.stderr)
+                      f"{run['wire_gets']} GETs / {run['wire_parts']} parts in flight, {run['slowed']} slowed, "
+                      f"{run['extra_bytes'] / input_bytes:.1%} extra bytes", file=sys.stderr)
     server.stop()
 
     def med(runs: list[dict], key: str) -> float:
         return statistics.median(r[key] for r in runs)
 
     gb = input_bytes / 1e9
-    moved = 2 * gb  # read once, written once
-    print(f"\n{args.n} FFIs of {args.rows} x 2136 ({gb:.2f} GB) S3 -> S3 through the proxy, "
-          f"max_memory {args.memory}, {os.cpu_count()} cores, medians of {args.repeat}\n")
-    print("| network model | concurrency | wall s | MB/s | vs no delay | GETs | mean GET | hedged "
-          "| GETs in flight | parts in flight | user+sys s | CPU s per GB moved |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    base = {c: med(results[("none", c)], "wall") for c in levels if ("none", c) in results}
-    for (scenario, concurrency), runs in results.items():
+    moved = (2 if args.to == "s3" else 1) * gb  # read once (and written once, to S3)
+    print(f"\n{args.n} FFIs of {args.rows} x 2136 ({gb:.2f} GB) S3 -> {args.to} through the proxy, "
+          f"{os.cpu_count()} cores, medians of {args.repeat}\n")
+    print("| max_memory | network model | concurrency | wall s | MB/s | vs no delay | vs model | GETs | mean GET "
+          "| slowed | hedged | extra GET bytes | GETs in flight | parts in flight | user+sys s | CPU s per GB moved |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (scenario, concurrency, budget), runs in results.items():
         wall, user, sys_ = med(runs, "wall"), med(runs, "user"), med(runs, "sys")
-        ratio = f"{base[concurrency] / wall:.0%}" if concurrency in base else "-"
+        base = results.get(("none", concurrency, budget))
+        model = results.get(("model", concurrency, budget))
+        ratio = f"{med(base, 'wall') / wall:.0%}" if base else "-"
+        vs_model = f"{wall / med(model, 'wall') - 1:+.1%}" if model and scenario != "model" else "-"
         mean_get = med(runs, "bytes_read") / med(runs, "requests") / 1e3
-        print(f"| {LABELS[scenario]} | {concurrency or 'default'} | {wall:.2f} | {input_bytes / wall / 1e6:.0f} | "
-              f"{ratio} | {med(runs, 'requests'):.0f} | {mean_get:.0f} kB | {med(runs, 'hedges'):.0f} | "
-              f"{max(r['wire_gets'] for r in runs)} | {max(r['wire_parts'] for r in runs)} | "
-              f"{user:.1f}+{sys_:.1f} | {(user + sys_) / moved:.2f} |")
+        print(f"| {budget} | {LABELS[scenario]} | {concurrency or 'default'} | {wall:.2f} | "
+              f"{input_bytes / wall / 1e6:.0f} | {ratio} | {vs_model} | {med(runs, 'wire_ranged'):.0f} | "
+              f"{mean_get:.0f} kB | {med(runs, 'slowed'):.0f} | {med(runs, 'hedges'):.0f} | "
+              f"{med(runs, 'extra_bytes') / input_bytes:.1%} | {max(r['wire_gets'] for r in runs)} | "
+              f"{max(r['wire_parts'] for r in runs)} | {user:.1f}+{sys_:.1f} | {(user + sys_) / moved:.2f} |")
     if local:
         user, sys_ = med(local, "user"), med(local, "sys")
-        print(f"| local files -> local file | - | {med(local, 'wall'):.2f} | {input_bytes / med(local, 'wall') / 1e6:.0f}"
-              f" | - | {med(local, 'requests'):.0f} | - | - | - | - | {user:.1f}+{sys_:.1f} | "
-              f"{(user + sys_) / moved:.2f} |")
         user_r, sys_r = med(reads, "user"), med(reads, "sys")
-        print(f"| S3 -> local file (no delay) | default | {med(reads, 'wall'):.2f} | "
-              f"{input_bytes / med(reads, 'wall') / 1e6:.0f} | - | {med(reads, 'requests'):.0f} | "
-              f"{med(reads, 'bytes_read') / med(reads, 'requests') / 1e3:.0f} kB | {med(reads, 'hedges'):.0f} | - | - | "
-              f"{user_r:.1f}+{sys_r:.1f} | {(user_r + sys_r) / moved:.2f} |")
+        for label, runs, u, s_ in (("local files -> local file", local, user, sys_),
+                                   ("S3 -> local file (no delay)", reads, user_r, sys_r)):
+            print(f"| {budgets[-1]} | {label} | - | {med(runs, 'wall'):.2f} | "
+                  f"{input_bytes / med(runs, 'wall') / 1e6:.0f} | - | - | {med(runs, 'requests'):.0f} | "
+                  f"{med(runs, 'bytes_read') / med(runs, 'requests') / 1e3:.0f} kB | - | {med(runs, 'hedges'):.0f} | "
+                  f"- | - | - | {u:.1f}+{s_:.1f} | {(u + s_) / gb:.2f} |")
         extra = user_r + sys_r - user - sys_
         print(f"\nfficube CPU per GET (S3 -> local file minus local -> local, no delay): {extra:.2f} s / "
-              f"{med(reads, 'requests'):.0f} GETs = {1000 * extra / med(reads, 'requests'):.2f} ms")
+              f"{med(reads, 'requests'):.0f} GETs = {1000 * extra / med(reads, 'requests'):.2f} ms; "
+              f"CPU per GB read: S3 {(user_r + sys_r) / gb:.2f} s, local {(user + sys_) / gb:.2f} s "
+              f"({(user_r + sys_r) / (user + sys_):.2f}x)")
+
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -167,10 +168,11 @@ def test_the_kernel_refuses_indices_outside_its_buffers() -> None:
 
 class HeldSource:
     """A real LocalSource whose first read waits for ``release``, and which notes the
-    block of every read it is asked for (``blocks``: file offset -> block index)."""
+    block of every read it is asked for (``blocks``: file offset -> block index);
+    ``started`` is set at the first read of block ``signal``."""
 
-    def __init__(self, blocks: dict[tuple[str, int], int]) -> None:
-        self.inner, self.blocks = LocalSource(2), blocks
+    def __init__(self, blocks: dict[tuple[str, int], int], signal: int = 2) -> None:
+        self.inner, self.blocks, self.signal = LocalSource(2), blocks, signal
         self.release, self.started = asyncio.Event(), asyncio.Event()
         self.seen: list[int] = []
         self.stats = self.inner.stats
@@ -184,7 +186,7 @@ class HeldSource:
     async def readinto(self, path: str, start: int, buf: memoryview) -> None:
         first = not self.seen
         self.seen.append(self.blocks[path, start])
-        if self.seen[-1] == 2:
+        if self.seen[-1] == self.signal:
             self.started.set()
         if first:
             await self.release.wait()
@@ -246,3 +248,67 @@ async def _assemble_holding_the_first_read(plan, offsets, cube: np.ndarray, orde
             tg.create_task(hold_until_block_2_is_read())
     finally:
         await source.aclose()
+
+
+def test_while_a_remote_read_is_held_reads_go_on_until_the_read_ahead_budget_is_spent(sector) -> None:
+    """A remote build's pool holds several blocks of reads (bought with budget the
+    blocks leave over).  Block 0's first read is held: block 1 is assembled beside it,
+    and the fetcher reads blocks 2, 3 and 4 into the rest of the pool, then stops, its
+    buffers spent: ahead by the bytes the plan gave it, no more.  Released, the blocks
+    reach the writer in order, every byte in place."""
+    paths = sector(n_ffis=4, shape=(80, 30), no_wcs=())
+    ffis = scan_paths(paths)
+    limits = replace(Limits.for_build(10**9, 32, local=False), max_read=10 * 30 * 4, max_lookahead=4)
+    plan = make_plan(ffis, limits)
+    assert len(plan.blocks) == 8 and plan.memory.group == 4
+    assert plan.memory.slabs == 4 * 4 and plan.memory.block_buffers == 2  # four blocks of reads
+    offsets = {(f.path, layout.row_range(start, stop)[0]): index for f in plan.files for layout in f.layers
+               for index, (start, stop) in enumerate(plan.blocks)}
+    cube = np.zeros(plan.shape, dtype=np.float32)
+    order: list[int] = []
+    reached = asyncio.run(_assemble_holding_the_first_read_until_reads_stop(plan, offsets, cube, order))
+    assert reached == 4  # blocks 0 (held), 1 (assembled, its buffers back), 2, 3 and 4 (waiting)
+    assert order == list(range(len(plan.blocks)))
+    for index, ffi in enumerate(plan.files):
+        with fits.open(ffi.path) as hdul:
+            np.testing.assert_array_equal(cube[:, :, plan.slot(index), 0], hdul[1].data)
+
+
+async def _assemble_holding_the_first_read_until_reads_stop(plan, offsets, cube: np.ndarray,
+                                                             order: list[int]) -> int:
+    source = HeldSource(offsets, signal=4)
+    free_blocks: asyncio.Queue[np.ndarray] = asyncio.Queue()
+    for _ in range(plan.memory.block_buffers):
+        free_blocks.put_nowait(aligned_buffer(plan.memory.block_bytes))
+    full_blocks: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=1)
+    ready: asyncio.Queue[list[Slab]] = asyncio.Queue()
+    reached = -1
+
+    async def writer() -> None:
+        while (item := await full_blocks.get()) is not None:
+            order.append(item.number)
+            cube[item.start : item.stop] = item.data[: item.stop - item.start]
+            free_blocks.put_nowait(item.buffer)
+
+    async def hold_until_reads_stop() -> None:
+        nonlocal reached
+        # Block 4's reads come once block 1 is assembled; then the pool is spent, and
+        # however long the loop turns no read of block 5 may start.
+        await asyncio.wait_for(source.started.wait(), timeout=30)
+        for _ in range(20):
+            for _ in range(20):
+                await asyncio.sleep(0)
+            await asyncio.to_thread(lambda: None)
+        assert not order  # block 0 is still waiting for its first read
+        reached = max(source.seen)
+        source.release.set()
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(fetch_slabs(plan, source, new_slab_pool(plan), ready))
+            tg.create_task(assemble_blocks(plan, ready, free_blocks, full_blocks))
+            tg.create_task(writer())
+            tg.create_task(hold_until_reads_stop())
+    finally:
+        await source.aclose()
+    return reached

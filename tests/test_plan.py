@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import math
@@ -9,6 +10,8 @@ import math
 import pytest
 from astropy.io import fits
 from helpers import scan_cube_at, scan_paths
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fficube
 from fficube.cubeinfo import Provenance
@@ -167,3 +170,44 @@ def test_remote_reads_run_a_block_ahead_so_one_slow_get_does_not_stop_them(ffis)
     assert local.memory.slabs == len(ffis)  # one block's reads at most
     assert remote.memory.slabs == 2 * len(ffis)  # this block's and the next one's
     assert remote.memory.total <= 10**8
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.integers(1, 2100), cols=st.integers(1, 2200), n=st.integers(1, 3000), layers=st.sampled_from([1, 2]),
+       budget=st.integers(10**5, 10**10), remote=st.booleans(), concurrency=st.integers(1, 64),
+       extras=st.sampled_from(["", "quality", "pixel_stats"]))
+def test_read_ahead_is_bought_with_budget_left_over_and_never_exceeds_it(
+    ffis, rows, cols, n, layers, budget, remote, concurrency, extras
+) -> None:
+    """Whatever the cube and budget: the plan's buffers, reads ahead included, fit the
+    budget; a remote build reads at least this block and the next ahead, at most
+    REMOTE_MAX_LOOKAHEAD blocks, each read at most REMOTE_MAX_READ
+    unless one row is more."""
+    from fficube.plan import GROUP, REMOTE_MAX_LOOKAHEAD, REMOTE_MAX_READ, plan_memory
+
+    limits = Limits.for_build(budget, concurrency, local=not remote, quality=extras == "quality",
+                              pixel_stats=extras == "pixel_stats")
+    files = [f for f in ffis if len(f.layers) >= layers][:1] * n
+    try:
+        block_rows, memory = plan_memory((rows, cols, n, layers), files, 0, limits, group=GROUP)
+    except MemoryBudgetError:
+        return
+    assert memory.total <= budget
+    assert memory.read_ahead_bytes == memory.slabs * memory.slab_bytes
+    n_blocks = math.ceil(rows / block_rows)
+    if remote and n_blocks > 1:
+        assert block_rows * cols * 4 <= max(REMOTE_MAX_READ, cols * 4)  # one read of a layer
+        assert min(2 * n, limits.read_ahead) <= memory.slabs <= REMOTE_MAX_LOOKAHEAD * n
+
+
+def test_a_small_remote_cube_with_a_large_budget_reads_several_blocks_ahead(sector) -> None:
+    from fficube.plan import REMOTE_MAX_READ
+
+    ffis = scan_paths(sector(n_ffis=4, shape=(400, 300), no_wcs=()))
+    # GETs of 100 rows (120 kB here): small enough that four blocks fit many times over
+    limits = dataclasses.replace(Limits.for_build(10**9, 32, local=False), max_read=100 * 300 * 4)
+    plan = make_plan(ffis, limits)
+    assert plan.block_rows == 100 and len(plan.blocks) == 4
+    assert plan.memory.slabs == 4 * 4  # every block's reads: the budget holds them all
+    default = make_plan(ffis, Limits.for_build(10**9, 32, local=False))
+    assert default.block_rows * 300 * 4 <= REMOTE_MAX_READ

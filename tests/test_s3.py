@@ -375,6 +375,22 @@ def test_a_get_that_never_answers_is_hedged(s3, ffis, local_cube, proxy, tmp_pat
     assert "hedged" in result.summary()
 
 
+def test_a_store_slow_for_every_get_is_asked_twice_only_within_the_hedge_budget(
+    s3, ffis, local_cube, proxy, tmp_path: Path
+) -> None:
+    """Every GET held 1.5 s: the first reads outlast the initial threshold (1 s), and
+    every one of them would be sent again; the budget lets a few go.  Counted at the
+    proxy, the GETs beyond one per distinct request stay within the budget's share."""
+    urls = s3.upload(ffis, "budget")
+    p = proxy(slow=1.0, slow_seconds=1.5)
+    result = fficube.make_cube(urls, tmp_path / "c.fits", sector=1, max_memory=budget_for_rows(ffis, 30),
+                               storage_options={"endpoint_url": p.url})
+    distinct = len(p.state.ranged_get_sizes)
+    assert p.state.slowed == p.state.ranged_gets and result.hedges >= 1 and result.retries == 0
+    assert p.state.ranged_gets - distinct <= HedgePolicy().allowed(distinct) < distinct // 2
+    assert without_build_stamps((tmp_path / "c.fits").read_bytes()) == local_cube
+
+
 def test_reads_pin_the_version_with_a_quoted_entity_tag(s3, ffis, local_cube, proxy, tmp_path: Path) -> None:
     """If-Match carries the listed ETag as an entity tag, quotes included: a server that
     holds to RFC 9110 (nginx serving a bucket's files does) answers 412 otherwise."""

@@ -14,7 +14,7 @@ import math
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from astropy.io import fits
@@ -70,6 +70,15 @@ LOCAL_MAX_BLOCK_BYTES = 128 * 10**6
 #: (3 runs) 15.2 s, 10.1 + 7.0 s, 0.8 GB: the reads' own cost then wins.  Where fresh
 #: memory is cheap (an earlier session's runs) 16 kB cost about 1 s more than 32 kB.
 LOCAL_MIN_READ = 16 * 1024
+#: Largest read (one FFI layer's rows of a block) from a remote store.  A GET costs
+#: about a millisecond of client CPU whatever its size, so reads are made as large as
+#: the budget allows, up to this: beyond a few MB the per-GET cost is paid back, and
+#: larger blocks would only lengthen the pipeline's fill and drain (and what one slow
+#: GET holds up).  The budget left over goes to reading further ahead.
+REMOTE_MAX_READ = 4 * 2**20
+#: Blocks of reads a remote build may hold ahead of assembly, when the budget has room:
+#: a slow GET then holds up only its own block's assembly while reads go on.
+REMOTE_MAX_LOOKAHEAD = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,11 @@ class Limits:
     #: Smallest read per FFI layer per block that ``max_block_bytes`` may cause (with
     #: thousands of FFIs, a block cap would otherwise mean tiny reads).
     min_read: int = 0
+    #: Largest read per FFI layer per block (None: as large as the budget allows).
+    max_read: int | None = None
+    #: Blocks of reads the pool may hold once the blocks are sized, if the budget has
+    #: room beyond ``lookahead`` blocks (read-ahead measured in bytes, not in blocks).
+    max_lookahead: int = 0
     #: The build runs the quality gate (:mod:`fficube.quality`): its statistics are held too.
     quality: bool = False
     #: The build makes per-pixel statistics (:mod:`fficube.pixelstats`): their images and scratch are held too.
@@ -104,7 +118,8 @@ class Limits:
 
         Slab buffers cover the reads in flight plus room for the assembler to gather
         whole groups (a group uses at most half the pool); local inputs get the
-        block cap.
+        block cap.  Remote reads are at most :data:`REMOTE_MAX_READ` each, and what
+        the budget holds beyond two blocks of reads goes to reading further ahead.
         """
         return cls(
             max_memory=max_memory,
@@ -114,6 +129,8 @@ class Limits:
             reserved=reserved,
             max_block_bytes=LOCAL_MAX_BLOCK_BYTES if local else None,
             min_read=LOCAL_MIN_READ if local else 0,
+            max_read=None if local else REMOTE_MAX_READ,
+            max_lookahead=0 if local else REMOTE_MAX_LOOKAHEAD,
             quality=quality,
             pixel_stats=pixel_stats,
         )
@@ -135,6 +152,11 @@ class MemoryUse:
     group: int = 1  #: FFIs placed together (see GROUP); slabs then come in arenas of a group
     quality_bytes: int = 0  #: the quality gate's per-FFI statistics and scratch
     stats_bytes: int = 0  #: the per-pixel statistics' images and scratch
+
+    @property
+    def read_ahead_bytes(self) -> int:
+        """Bytes of reads the pool may hold ahead of assembly."""
+        return self.slab_bytes * self.slabs
 
     @property
     def total(self) -> int:
@@ -444,6 +466,8 @@ def plan_memory(
     cap_rows = rows
     if max_block_bytes is not None:
         cap_rows = max(1, max_block_bytes // row, -(-limits.min_read // (cols * VALUE_BYTES)))
+    if limits.max_read is not None:
+        cap_rows = min(cap_rows, max(1, limits.max_read // (cols * VALUE_BYTES)))
     if rows <= cap_rows and rows * per_row_single <= available:
         return rows, use(rows, 1)  # one block: nothing to overlap with
     per_row_double = use(1, 2).total - fixed - reserved - gate - pixel
@@ -452,7 +476,17 @@ def plan_memory(
     # Even out the blocks, so that the last one is not a sliver.
     n_blocks = math.ceil(rows / block_rows)
     block_rows = math.ceil(rows / n_blocks)
-    return block_rows, use(block_rows, buffers)
+    memory = use(block_rows, buffers)
+    if limits.max_lookahead > limits.lookahead and n_blocks > limits.lookahead:
+        # Blocks capped by the read size leave budget over: it buys reads further ahead,
+        # in whole groups (the pool's buffers are arenas of ``group`` slabs).
+        spare = budget - memory.total
+        room = min(limits.max_lookahead, n_blocks) * len(files)
+        more = min(room, slabs + spare // memory.slab_bytes)
+        more -= more % group
+        if more > slabs:
+            memory = replace(memory, slabs=more)
+    return block_rows, memory
 
 
 # ----------------------------------------------------------------------------------
