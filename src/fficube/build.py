@@ -138,7 +138,8 @@ async def build_cube(
         patterns, or fsspec URLs (``s3://bucket/key``, prefixes, globs, ``https://``
         objects), or a list of them; all local, or all of one protocol.
     output
-        The cube: a local path or an ``s3://`` URL (streamed as a multipart upload).
+        The cube: a local path, an ``s3://`` URL (streamed as a multipart upload) or a
+        ``mem://`` name (held in this process's memory, :mod:`fficube.sinks.memory`).
     product
         ``"spoc"``, ``"tica"`` or ``"auto"`` (detected from each file's headers).
     sector

@@ -6,7 +6,9 @@
 * :mod:`~fficube.sinks.local`: a local file, through ``<output>.partial`` and a rename
   (or one window of a file that several workers share);
 * :mod:`~fficube.sinks.s3`: an S3 object, as one multipart upload (or one window of an
-  upload shared by several workers).
+  upload shared by several workers);
+* :mod:`~fficube.sinks.memory`: a cube held in this process's memory (``mem://name``),
+  read back by :mod:`fficube.sources.memory`.
 
 :data:`KINDS` is the one place that tells the kinds apart: a new kind of output is a
 module here and its line there.  Everything else asks this package: :func:`open_output`
@@ -29,6 +31,7 @@ from ..sources.locations import S3_PROTOCOLS, protocol_or_local
 from ..verify import check_cube
 from .base import CubeSink, Output, OutputKind, Shards, Span, kept_message
 from .local import LocalOutput
+from .memory import MemoryOutput
 from .s3 import S3Output
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
 KINDS: dict[str | None, OutputKind] = {
     None: LocalOutput,
     **dict.fromkeys(S3_PROTOCOLS, S3Output),
+    "mem": MemoryOutput,
 }
 
 

@@ -3,7 +3,7 @@
 The :class:`~fficube.sources.base.ByteSource` protocol and its capabilities are in
 :mod:`~fficube.sources.base`; each kind is a module (:mod:`~fficube.sources.local`,
 :mod:`~fficube.sources.fsspec`, :mod:`~fficube.sources.obstore`, the last two on
-:mod:`~fficube.sources.remote`); how storage is used and
+:mod:`~fficube.sources.remote`; :mod:`~fficube.sources.memory`); how storage is used and
 what its failures mean is :mod:`~fficube.sources.policy`; S3's settings
 :mod:`~fficube.sources.s3settings`.  :func:`open_source` turns any location into its
 source: the kinds that need no fsspec filesystem are in :data:`KINDS`, every other
@@ -18,6 +18,8 @@ from .base import ByteSource
 from .fsspec import Filesystems, FsspecSource
 from .local import LocalSource
 from .locations import S3_PROTOCOLS, is_url, protocol_of, protocol_or_local
+from .memory import PROTOCOL as MEMORY
+from .memory import MemorySource
 from .obstore import ObstoreSource
 from .policy import IOPolicy
 
@@ -28,6 +30,7 @@ __all__ = ["open_source", "open_location", "Filesystems", "IOPolicy", "is_url", 
 #: made of the filesystems' policy and the requests in flight asked for.
 KINDS: dict[str | None, Callable[[Filesystems, int | None], ByteSource]] = {
     None: lambda filesystems, given: LocalSource(filesystems.policy.concurrency(local=True, given=given)),
+    MEMORY: lambda filesystems, given: MemorySource(filesystems.policy.concurrency(local=True, given=given)),
 }
 
 
