@@ -571,7 +571,7 @@ def _sector_left_behind(args: argparse.Namespace) -> str:
     kept = {f"{j.camera}-{j.ccd}": kept_after_interruption(j.output) for j in _sector_jobs(args)}
     if None in kept.values():
         return "see above for what was kept; run the same command again to continue"
-    saved = [cube for cube, saved in kept.items() if saved]
+    saved = [cube for cube, answer in kept.items() if answer]
     if not saved:
         return "no partial cube was left"
     return (f"the work done on {len(saved)} cube(s) ({', '.join(saved)}) is saved: run the same command again "

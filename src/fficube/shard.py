@@ -153,7 +153,8 @@ async def build_shard(
 ) -> ShardResult:
     """Build worker ``shard``'s window (1-based, of ``shards``) of the cube at ``output``.
 
-    ``output`` is an ``s3://`` URL or a path (on a filesystem all workers share).  Run
+    ``output`` is an ``s3://`` URL, a path (on a filesystem all workers share) or a
+    ``mem://`` name (workers in this process).  Run
     it once per worker, in any order or all at once; a worker that fails is run again
     and continues.  Exactly one worker finishes the cube: the first to claim it once
     every window is written.
@@ -161,7 +162,7 @@ async def build_shard(
     Raises
     ------
     InputError
-        If ``output`` is neither a path nor an ``s3://`` URL, or the inputs are bad.
+        If ``output`` is of no output kind (``fficube.sinks.KINDS``), or the inputs are bad.
     ResumeError
         If the workers do not agree (other inputs, another number of shards).
     """
