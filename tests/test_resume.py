@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from cube_compare import assert_verifies
 from helpers import budget_for_rows, cancel_after_blocks, without_build_stamps
 
 import fficube
-from fficube.journal import Identity, Journal, Part
+from fficube.journal import Identity, Journal
+from fficube.sinks.local import FileProgress
+from fficube.sinks.s3 import Part, UploadProgress
 
 SHAPE = (40, 48)
 
@@ -153,21 +156,53 @@ async def test_partial_file_and_journal_are_never_world_writable(paths, tmp_path
         assert mode == 0o664, (path, oct(mode))
 
 
-@pytest.mark.parametrize("progress", [
-    {"offset": 5760, "datasum": 12345},  # a local build
-    {"upload_id": "u-1", "part_size": 5 * 2**20, "parts": {2: Part(etag='"e2"', size=5 * 2**20, datasum=7)}},  # S3
-    {"shard": 3, "done": True, "offset": 10},  # one worker of a sharded build
+IDENTITY = Identity(product="spoc", shape=(4, 5, 2, 2), files=(("/a/x.fits", 10, "mtime:1"),), base=None,
+                    headers="f" * 64)
+
+
+@pytest.mark.parametrize(("fields", "reader"), [
+    ({"progress": FileProgress(5760, 12345)}, FileProgress.from_json),  # a local build
+    ({"progress": UploadProgress("u-1", 5 * 2**20, {2: Part(etag='"e2"', size=5 * 2**20, datasum=7)})},
+     UploadProgress.from_json),  # S3
+    ({"progress": FileProgress(10), "shard": 3, "done": True}, FileProgress.from_json),  # a worker of a sharded build
 ])
-def test_a_journal_reads_back_as_it_was_written(progress: dict) -> None:
+def test_a_journal_reads_back_as_it_was_written(fields: dict, reader) -> None:
     """Journals are encoded with their identity cached once per build: the text is still
     the JSON of ``to_json`` and decodes to the same journal."""
-    identity = Identity(product="spoc", shape=(4, 5, 2, 2), files=(("/a/x.fits", 10, "mtime:1"),), base=None,
-                        headers="f" * 64)
-    journal = Journal(identity, dt.datetime(2026, 12, 2, 6, 0), **progress)
+    journal = Journal(IDENTITY, dt.datetime(2026, 12, 2, 6, 0), **fields)
     raw = journal.encode()
     assert json.loads(raw) == journal.to_json()
-    assert Journal.decode(raw, "journal") == journal
+    assert Journal.decode(raw, "journal", reader) == journal
     # More progress, the same identity (its cached text).
-    again = (journal.advanced(parts={**journal.parts, 3: Part(etag='"e3"', size=1, datasum=1)}) if journal.upload_id
-             else journal.advanced(offset=journal.offset + 2880))
-    assert Journal.decode(again.encode(), "journal") == again
+    progress = journal.progress
+    if isinstance(progress, UploadProgress):
+        more = replace(progress, parts={**progress.parts, 3: Part(etag='"e3"', size=1, datasum=1)})
+    else:
+        assert isinstance(progress, FileProgress)
+        more = replace(progress, offset=progress.offset + 2880)
+    again = journal.advanced(progress=more)
+    assert Journal.decode(again.encode(), "journal", reader) == again
+
+
+IDENTITY_JSON = (' "identity": {\n "product": "spoc",\n "shape": [\n  4,\n  5,\n  2,\n  2\n ],\n "files": [\n  [\n'
+                 '   "/a/x.fits",\n   10,\n   "mtime:1"\n  ]\n ],\n "base": null,\n "headers": "' + "f" * 64 + '"\n},\n')
+
+
+@pytest.mark.parametrize(("text", "reader", "expected"), [
+    (' "now": "2026-12-02T06:00:00",\n "offset": 5760,\n "datasum": 12345\n}', FileProgress.from_json,
+     Journal(IDENTITY, dt.datetime(2026, 12, 2, 6), FileProgress(5760, 12345))),
+    (' "now": "2026-12-02T06:00:00",\n "upload_id": "u-1",\n "part_size": 5242880,\n "parts": {\n  "2": {\n'
+     '   "ETag": "\\"e2\\"",\n   "datasum": 7,\n   "size": 5242880\n  }\n }\n}', UploadProgress.from_json,
+     Journal(IDENTITY, dt.datetime(2026, 12, 2, 6), UploadProgress("u-1", 5 * 2**20, {2: Part('"e2"', 7, 5 * 2**20)}))),
+    # An upload's journal written before the upload started: it recorded a local build's fields.
+    (' "now": "2026-12-02T06:00:00",\n "offset": 0,\n "datasum": 0\n}', UploadProgress.from_json,
+     Journal(IDENTITY, dt.datetime(2026, 12, 2, 6), UploadProgress())),
+    (' "now": "2026-12-02T06:00:00",\n "offset": 10,\n "datasum": 0,\n "shard": 3,\n "done": true\n}',
+     FileProgress.from_json, Journal(IDENTITY, dt.datetime(2026, 12, 2, 6), FileProgress(10), shard=3, done=True)),
+])
+def test_journals_written_before_kinds_owned_their_progress_still_resume(text: str, reader, expected) -> None:
+    """The journal text of an interrupted build, as the version before this one wrote it."""
+    raw = ('{\n "format": "fficube-journal/1",\n' + IDENTITY_JSON + text).encode()
+    assert Journal.decode(raw, "journal", reader) == expected
+    if expected.progress != UploadProgress():  # and such a journal is written now as it was then
+        assert expected.encode() == raw

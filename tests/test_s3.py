@@ -14,7 +14,7 @@ from s3_proxy import nth_ranged_get, part, upload_part
 
 import fficube
 from fficube.journal import Journal
-from fficube.sinks.s3 import MAX_PARTS, MIN_PART, PART_BUFFERS, part_size_for
+from fficube.sinks.s3 import MAX_PARTS, MIN_PART, PART_BUFFERS, UploadProgress, part_size_for
 from fficube.sources.policy import HedgePolicy
 
 SHAPE = (60, 70)
@@ -50,7 +50,7 @@ def journal_parts(s3, key: str) -> list[int]:
         raw = object_bytes(s3, key)
     except s3.client.exceptions.NoSuchKey:
         return []
-    return sorted(Journal.decode(raw, key).parts)
+    return sorted(UploadProgress.of(Journal.decode(raw, key, UploadProgress.from_json)).parts)
 
 
 def no_uploads_left(s3) -> bool:

@@ -22,6 +22,8 @@ import fficube
 from fficube import shard as shard_module
 from fficube.journal import FinishClaim
 from fficube.shard import LEASE, Finish, build_shard, finish_cube
+from fficube.sinks.local import FILE_UNIT, FileShards
+from fficube.sinks.s3 import UploadShards
 
 CUBE = "tess-s0001-1-1-cube.fits"
 
@@ -142,7 +144,7 @@ def test_three_local_workers_one_killed_then_run_again(file_archive, tmp_path: P
     assert run_cli(*command, "--finish")[:2] == (1, f"{dest / CUBE}: waiting for shard(s) 2\n")
     record = json.loads((shards / "2.json").read_text())
     total = json.loads((shards / "plan.json").read_text())["total_bytes"]
-    window = shard_module.shard_window(total, shard_module.FILE_UNIT, 2, 3)
+    window = shard_module.shard_window(total, FILE_UNIT, 2, 3)
     assert window[0] < record["offset"] < window[1] and not record["done"]  # killed mid-window, one block recorded
     assert not (dest / CUBE).exists()
 
@@ -193,7 +195,7 @@ async def _two_finishers(output: str, **options) -> list[Finish]:
 def test_two_finishers_of_a_file_at_once_one_finishes(small_archive, monkeypatch, tmp_path: Path) -> None:
     output = str(tmp_path / "cubes" / CUBE)
     _all_done_but_not_finished(monkeypatch, str(Path(small_archive[0]).parent / "*ffic.fits"), output, 3)
-    claims = _race_the_claims(monkeypatch, shard_module._FileShards)
+    claims = _race_the_claims(monkeypatch, FileShards)
     results = asyncio.run(_two_finishers(output))
     assert sorted(r.status for r in results) == ["complete", "finished"]
     assert sorted(claims[:2]) == [(1, False), (1, True)]  # both claimed; one won
@@ -271,7 +273,7 @@ def test_two_finishers_of_an_upload_at_once_one_finishes(s3, proxy, s3_small_arc
     options = {"storage_options": {"endpoint_url": proxy().url}}  # atomic conditional writes, as on S3
     output = f"s3://{s3.bucket}/cubes/{CUBE}"
     _all_done_but_not_finished(monkeypatch, f"s3://{s3.bucket}/ffi/s0001/*/*/1-1/*ffic.fits", output, 3, **options)
-    claims = _race_the_claims(monkeypatch, shard_module._S3Shards)
+    claims = _race_the_claims(monkeypatch, UploadShards)
     results = asyncio.run(_two_finishers(output, **options))
     assert sorted(r.status for r in results) == ["complete", "finished"]
     assert sorted(claims[:2]) == [(1, False), (1, True)]

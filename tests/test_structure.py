@@ -89,3 +89,50 @@ def test_sync_twins_have_their_originals_signatures() -> None:
     parameters = inspect.signature(fficube.make_cube).parameters
     assert list(parameters)[:2] == ["inputs", "output"] and "max_memory" in parameters
     assert "Synchronous twin" in (fficube.make_cube.__doc__ or "")
+
+
+#: The modules of output kinds: only their package, :mod:`fficube.sinks`, imports them.
+SINK_KINDS = {"fficube.sinks.local", "fficube.sinks.s3", "fficube.sinks.memory"}
+#: The modules of byte source kinds: only their package, :mod:`fficube.sources`, imports them.
+SOURCE_KINDS = {"fficube.sources.local", "fficube.sources.fsspec", "fficube.sources.obstore",
+                "fficube.sources.remote", "fficube.sources.memory"}
+#: What other modules may take from a source kind's module: not a source, but the fsspec
+#: session every build holds (and its two calls), and the memory store that the memory
+#: output kind writes into.
+SHARED_FROM_SOURCE_KINDS = {"Filesystems", "fs_request", "fs_call", "STORE"}
+
+
+def kind_imports() -> list[tuple[str, str, str]]:
+    """(module, kind module, name) for every name a module outside a kind's package takes
+    from a kind module ("*" for a whole module, ``import x`` or ``from package import x``)."""
+    found = []
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            taken: list[tuple[str, str]] = []
+            if isinstance(node, ast.ImportFrom):
+                base = package
+                for _ in range(max(0, node.level - 1)):
+                    base = base.rpartition(".")[0]
+                target = (f"{base}.{node.module}" if node.module else base) if node.level else str(node.module)
+                taken = [(target, alias.name) for alias in node.names]
+                taken += [(f"{target}.{alias.name}", "*") for alias in node.names]
+            elif isinstance(node, ast.Import):
+                taken = [(alias.name, "*") for alias in node.names]
+            for module, what in taken:
+                kind_package = module.rpartition(".")[0]
+                if module in SINK_KINDS | SOURCE_KINDS and not (name == kind_package or name.startswith(kind_package + ".")):
+                    found.append((name, module, what))
+    return found
+
+
+def test_only_sinks_and_sources_import_their_kinds() -> None:
+    """Only :mod:`fficube.sinks` tells the output kinds apart, and only :mod:`fficube.sources`
+    the kinds of source: no other module imports a kind's module, but for the names that
+    are not a source (:data:`SHARED_FROM_SOURCE_KINDS`)."""
+    outside = [(module, kind, what) for module, kind, what in kind_imports()
+               if kind in SINK_KINDS or what not in SHARED_FROM_SOURCE_KINDS]
+    assert outside == []
+    # The walk sees such imports where they are.
+    assert ("fficube.shard", "fficube.sources.fsspec", "Filesystems") in kind_imports()

@@ -46,7 +46,7 @@ from .quality import QualityGate
 from .redact import file_name
 from .results import BuildResult, Progress, Reporter
 from .scan import FfiInfo, scan
-from .sinks import Output, interrupted_build, open_output
+from .sinks import Output, complete_cube, interrupted_build, open_output
 from .sources import open_location, open_source
 from .sources.base import ByteSource, IOStats
 from .sources.fsspec import Filesystems
@@ -54,7 +54,6 @@ from .sources.locations import protocol_or_local
 from .sources.policy import IOPolicy
 from .stage import Staged, remove_staged, stage_inputs
 from .units import format_bytes, parse_size
-from .verify import check_cube
 
 __all__ = ["build_cube", "update_cube", "BuildOptions", "cube_size_estimate"]
 
@@ -139,7 +138,8 @@ async def build_cube(
         patterns, or fsspec URLs (``s3://bucket/key``, prefixes, globs, ``https://``
         objects), or a list of them; all local, or all of one protocol.
     output
-        The cube: a local path or an ``s3://`` URL (streamed as a multipart upload).
+        The cube: a local path, an ``s3://`` URL (streamed as a multipart upload) or a
+        ``mem://`` name (held in this process's memory, :mod:`fficube.sinks.memory`).
     product
         ``"spoc"``, ``"tica"`` or ``"auto"`` (detected from each file's headers).
     sector
@@ -377,13 +377,11 @@ async def _already_complete(out: Output, paths: Sequence[str], filesystems: File
         If the cube there is not complete, not of these inputs, or of another sector
         than ``sector`` (when given).
     """
-    source = await open_location(out.location, filesystems, 4, output=True)
-    async with closing(source):
-        checks, cube = await check_cube(source, out.location, read_data=False)
-    failed = [f"{c.name}: {c.detail}" for c in checks if c.failed]
-    if failed or cube is None:
-        raise OutputExistsError("already exists but is not a complete cube (" + "; ".join(failed)
-                                + "); use overwrite=True to replace it", path=out.location)
+    there = await complete_cube(out.location, filesystems)
+    cube = there.cube
+    if cube is None:
+        raise OutputExistsError(f"already exists but is not a complete cube ({there.problem}); "
+                                "use overwrite=True to replace it", path=out.location)
     given, built = sorted(file_name(p) for p in paths), sorted(cube.names)
     if given != built:
         raise OutputExistsError(f"already exists, a cube of other FFIs ({len(built)} FFIs, {len(given)} given); "
@@ -397,8 +395,8 @@ async def _already_complete(out: Output, paths: Sequence[str], filesystems: File
     rows = cube.shape[0]
     return BuildResult(
         output=out.location, shape=cube.shape, n_ffis=cube.shape[2], blocks=0, block_rows=rows,
-        bytes_read=source.stats.bytes_read, bytes_written=0, requests=source.stats.requests,
-        retries=source.stats.retries + filesystems.stats.retries, seconds=time.monotonic() - started,
+        bytes_read=there.stats.bytes_read, bytes_written=0, requests=there.stats.requests,
+        retries=there.stats.retries + filesystems.stats.retries, seconds=time.monotonic() - started,
         product=cube.product.name, cube_bytes=cube.size, already_complete=True,
     )
 

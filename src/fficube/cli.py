@@ -28,7 +28,6 @@ from .cli_view import add_commands as add_view_commands
 from .cli_view import add_inspect_plot, plot_after_inspect
 from .cubeinfo import CubeDescription, describe_cube
 from .errors import FficubeError, FficubeWarning
-from .journal import journal_path
 from .layout import cube_data_bytes
 from .pixelstats import FFI_CHOICES, cube_stats
 from .products import CHOICES, PRODUCTS
@@ -50,7 +49,7 @@ from .sector import (
     sector_jobs,
 )
 from .shard import build_shard, finish_cube, parse_shard
-from .sources.locations import is_url
+from .sinks import kept_after_interruption
 from .sources.policy import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY
 from .units import format_bytes
 from .verify import verify_cube
@@ -558,9 +557,10 @@ def _left_behind(args: argparse.Namespace) -> str:
     output = getattr(args, "output", None) or getattr(args, "cube", None)
     if not output:
         return "nothing was written"
-    if is_url(output):
+    kept = kept_after_interruption(output)
+    if kept is None:
         return "see above for what was kept"
-    if os.path.exists(journal_path(output)):
+    if kept:
         return "the work done is saved: run the same command with --resume to continue"
     return "no partial output was left"
 
@@ -568,9 +568,10 @@ def _left_behind(args: argparse.Namespace) -> str:
 def _sector_left_behind(args: argparse.Namespace) -> str:
     if args.shard or args.finish:
         return "a shard keeps its recorded work: run the same command again to continue"
-    if is_url(args.dest):
+    kept = {f"{j.camera}-{j.ccd}": kept_after_interruption(j.output) for j in _sector_jobs(args)}
+    if None in kept.values():
         return "see above for what was kept; run the same command again to continue"
-    saved = [f"{j.camera}-{j.ccd}" for j in _sector_jobs(args) if os.path.exists(journal_path(j.output))]
+    saved = [cube for cube, answer in kept.items() if answer]
     if not saved:
         return "no partial cube was left"
     return (f"the work done on {len(saved)} cube(s) ({', '.join(saved)}) is saved: run the same command again "

@@ -4,13 +4,12 @@ A build writes a small JSON *journal* beside its output: ``<output>.journal`` (a
 local file next to ``<output>.partial``, or an S3 object next to the output).  A
 :class:`Journal` records the plan's :class:`Identity`, the build time (so that a
 resumed build writes the same headers, time stamps included) and how far the output
-is durably written:
-
-* locally, the number of bytes of ``<output>.partial`` that were written and
-  flushed to disk before the journal was updated, with their data checksum;
-* on S3, the multipart upload's id and, for each uploaded part, its ETag and data
-  checksum (:class:`Part`).  On resume the parts are listed from S3; only parts that
-  S3 has, with the recorded ETag, are trusted.
+is durably written.  That progress record belongs to the output kind that writes it
+(a :class:`Progress`, defined and read back in the kind's module in
+:mod:`fficube.sinks`: the bytes of ``<output>.partial`` flushed to disk and their data
+checksum for a local file; the multipart upload's id and each part's ETag and data
+checksum for S3); the journal holds it without looking inside, and its fields sit at
+the top level of the journal's JSON, beside the common ones.
 
 A cube built by several workers (:mod:`fficube.shard`) has one journal per worker
 and one :class:`SharedPlan` that all of them follow; the one worker that finishes it
@@ -31,12 +30,10 @@ import datetime as dt
 import functools
 import hashlib
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .durable import replace_file
 from .inputs import Version
 from .redact import redact
 
@@ -44,8 +41,8 @@ if TYPE_CHECKING:
     from .plan import CubePlan
 
 __all__ = [
-    "FORMAT", "SHARED_FORMAT", "CLAIM_FORMAT", "STAGE_FORMAT", "journal_path", "Identity", "Part",
-    "Journal", "SharedPlan", "FinishClaim", "StagedFile", "LocalJournal",
+    "FORMAT", "SHARED_FORMAT", "CLAIM_FORMAT", "STAGE_FORMAT", "journal_path", "Identity", "Progress",
+    "ProgressReader", "progress_of", "Journal", "SharedPlan", "FinishClaim", "StagedFile",
 ]
 
 FORMAT = "fficube-journal/1"
@@ -142,22 +139,6 @@ class Identity:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
-    """One uploaded part of an S3 multipart upload."""
-
-    etag: str
-    datasum: int  #: ones' complement sum of the part's bytes inside the cube's data
-    size: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"ETag": self.etag, "datasum": self.datasum, "size": self.size}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Part:
-        return cls(str(data["ETag"]), int(data["datasum"]), int(data["size"]))
-
-
 def _time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
@@ -168,19 +149,44 @@ def _identity_text(identity: Identity) -> str:
     return json.dumps(identity.to_json(), indent=1)
 
 
+class Progress(Protocol):
+    """How far an output kind's sink got: its part of a journal, written as JSON fields."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The record's fields, set beside the journal's own (so none may be named like them)."""
+        ...
+
+
+#: Reads a kind's :class:`Progress` from a journal's JSON (all of it: it picks its fields).
+ProgressReader = Callable[[Mapping[str, Any]], Progress]
+P = TypeVar("P", bound=Progress)
+
+
+def progress_of(journal: Journal | None, kind: type[P]) -> P:
+    """The progress that ``journal`` records, a ``kind``; ``kind()`` (none yet) without one.
+
+    Raises
+    ------
+    TypeError
+        If the journal holds another kind's progress (a sink given another output's journal).
+    """
+    progress = journal.progress if journal is not None else None
+    if progress is None:
+        return kind()
+    if not isinstance(progress, kind):
+        raise TypeError(f"a journal of {type(progress).__name__}, not {kind.__name__}")
+    return progress
+
+
 @dataclass(frozen=True, slots=True)
 class Journal:
     """The durable progress of one build (or of one worker of a sharded build)."""
 
     identity: Identity
     now: dt.datetime  #: the build time written into the headers
-    offset: int = 0  #: local: bytes of the partial file durably written
-    datasum: int = 0  #: local: data sum of those bytes
-    upload_id: str | None = None  #: S3: the multipart upload
-    part_size: int = 0  #: S3: bytes per part (the last may be shorter)
-    parts: Mapping[int, Part] = field(default_factory=dict)  #: S3: parts uploaded (2 and up)
+    progress: Progress | None = None  #: the output kind's record; None until the sink records some
     shard: int | None = None  #: the worker of a sharded build that keeps this journal
-    done: bool = False  #: a shard's parts are all uploaded
+    done: bool = False  #: a shard's window is all written
 
     def advanced(self, **changes: Any) -> Journal:
         """This journal with more progress recorded."""
@@ -192,11 +198,8 @@ class Journal:
     def _progress(self) -> dict[str, Any]:
         """Everything but the format and the identity."""
         data: dict[str, Any] = {"now": self.now.isoformat()}
-        if self.upload_id is None:
-            data.update(offset=self.offset, datasum=self.datasum)
-        else:
-            data.update(upload_id=self.upload_id, part_size=self.part_size,
-                        parts={str(n): p.to_json() for n, p in sorted(self.parts.items())})
+        if self.progress is not None:
+            data.update(self.progress.to_json())
         if self.shard is not None:
             data.update(shard=self.shard, done=self.done)
         return data
@@ -213,20 +216,17 @@ class Journal:
         return (head + progress[1:]).encode()
 
     @classmethod
-    def decode(cls, raw: bytes, where: str) -> Journal:
-        """The journal in ``raw``; ValueError naming ``where`` if it is not one of ours."""
-        return _decode(raw, where, FORMAT, cls.from_json)
+    def decode(cls, raw: bytes, where: str, progress: ProgressReader) -> Journal:
+        """The journal in ``raw``, its progress read by ``progress`` (the output kind's
+        reader); ValueError naming ``where`` if it is not one of ours."""
+        return _decode(raw, where, FORMAT, lambda data: cls.from_json(data, progress))
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Journal:
+    def from_json(cls, data: Mapping[str, Any], progress: ProgressReader) -> Journal:
         return cls(
             identity=Identity.from_json(data["identity"]),
             now=_time(str(data["now"])),
-            offset=int(data.get("offset", 0)),
-            datasum=int(data.get("datasum", 0)),
-            upload_id=str(data["upload_id"]) if data.get("upload_id") else None,
-            part_size=int(data.get("part_size", 0)),
-            parts={int(n): Part.from_json(p) for n, p in dict(data.get("parts", {})).items()},
+            progress=progress(data),
             shard=int(data["shard"]) if data.get("shard") is not None else None,
             done=bool(data.get("done", False)),
         )
@@ -359,36 +359,3 @@ def _decode(raw: bytes, where: str, fmt: str, build: Callable[[dict[str, Any]], 
         return build(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{where}: a damaged fficube journal ({type(exc).__name__}: {exc})") from exc
-
-
-class LocalJournal:
-    """A local journal, replaced atomically (write, flush, rename, sync the directory)."""
-
-    def __init__(self, output: str, *, path: str | None = None) -> None:
-        #: ``<output>.journal``, or ``path`` (a shard's journal, in the shards' directory)
-        self.path = path or journal_path(output)
-
-    def exists(self) -> bool:
-        return os.path.exists(self.path)
-
-    def load(self) -> Journal:
-        """The journal on disk.
-
-        Raises
-        ------
-        ValueError
-            If it is not a journal of ours.
-        """
-        with open(self.path, "rb") as f:
-            return Journal.decode(f.read(), self.path)
-
-    def save(self, record: Journal) -> None:
-        """Replace the journal; on return it is on disk (blocking: call from a thread)."""
-        replace_file(self.path, record.encode())
-
-    def remove(self) -> None:
-        for path in (self.path, self.path + ".tmp"):
-            try:
-                os.unlink(path)
-            except (FileNotFoundError, NotADirectoryError):
-                pass

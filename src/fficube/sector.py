@@ -23,19 +23,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._aio import closing
 from .build import build_cube
 from .cubeinfo import CubeInfo
 from .errors import FficubeError, NoInputsError, OptionError
 from .inputs import resolve_inputs
 from .products import get_product
 from .results import BuildResult, Progress
-from .sinks import open_output
-from .sources import open_location
+from .sinks import complete_cube, open_output
 from .sources.fsspec import Filesystems
 from .sources.locations import is_url
 from .units import format_bytes, parse_size
-from .verify import check_cube
 
 __all__ = [
     "CubeJob", "CubeOutcome", "sector_jobs", "sector_inventory", "array_index", "array_target", "build_sector",
@@ -170,13 +167,10 @@ async def _complete_at(job: CubeJob, filesystems: Filesystems) -> tuple[CubeInfo
     checksum; no data read (:func:`~fficube.verify.check_cube`)."""
     if not await (await open_output(job.output, filesystems)).exists():
         return None, ""
-    source = await open_location(job.output, filesystems, 4, output=True)
-    async with closing(source):
-        checks, cube = await check_cube(source, job.output, read_data=False)
-    failed = [f"{c.name}: {c.detail}" for c in checks if c.failed]
-    if failed or cube is None:
-        return None, "the cube there was not complete (" + "; ".join(failed) + ")"
-    return cube, ""
+    there = await complete_cube(job.output, filesystems)
+    if there.cube is None:
+        return None, f"the cube there was not complete ({there.problem})"
+    return there.cube, ""
 
 
 async def build_sector(

@@ -25,6 +25,9 @@ files in a directory), through atomic creation only (a conditional put with
   worker whose window holds it.
 * ``finishing.N``: the claim of the one worker that finishes the cube.
 
+Each output kind coordinates its own shards (:meth:`~fficube.sinks.base.Output.shards`,
+a :class:`~fficube.sinks.base.Shards`); this module is the protocol between the workers.
+
 When a worker's window is done and every journal says done, it claims the finish:
 only the worker that creates ``finishing.1`` finishes (sums the windows' data sums,
 seals the cube header, completes the upload or renames the file); the others wait
@@ -39,40 +42,30 @@ import asyncio
 import datetime as dt
 import logging
 import os
-import shutil
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from ._aio import closing
 from .build import BuildOptions, cube_size_estimate
-from .checksum import add, seal_header
-from .durable import create_file, sync_directory, write_synced
-from .errors import InputError, OutputError, OutputExistsError, ResumeError, os_reason
+from .errors import InputError, ResumeError
 from .inputs import InputsLike, Version, resolve_inputs
-from .journal import FinishClaim, Identity, Journal, Part, SharedPlan
+from .journal import FinishClaim, Identity, Journal, SharedPlan
 from .pipeline import execute
 from .plan import CubePlan, Limits, make_plan
 from .results import Progress, Reporter
 from .scan import scan
-from .sinks import open_output
-from .sinks.base import CubeSink, Span
-from .sinks.local import LocalSink, SharedFile
-from .sinks.s3 import Bucket, S3Output, S3Sink, SharedUpload, error_code, part_size_for
-from .sources.base import IOStats
+from .sinks import Shards, open_shards
 from .sources.fsspec import Filesystems
-from .sources.locations import S3_PROTOCOLS, protocol_or_local
 
-__all__ = ["ShardResult", "Finish", "build_shard", "finish_cube", "shard_window", "parse_shard", "LEASE", "FILE_UNIT"]
+__all__ = ["ShardResult", "Finish", "build_shard", "finish_cube", "shard_window", "parse_shard", "LEASE"]
 
 log = logging.getLogger("fficube")
 
 #: Seconds a finisher may take before its claim is taken to be a dead worker's.
 LEASE = 30 * 60
-#: Windows of a cube file are whole multiples of this (S3 windows are whole parts).
-FILE_UNIT = 2**20
 #: How often a worker waiting for another's finish looks for the cube (doubling up to the second).
 POLL = (0.1, 5.0)
 
@@ -144,269 +137,6 @@ class ShardResult:
                 f"wrote {self.bytes_written:,} in {self.seconds:.1f} s; {self.finish.summary()}")
 
 
-class _Shards(Protocol):
-    """The shared target of a sharded build and its coordination objects (``<output>.shards/``)."""
-
-    output: str
-
-    def unit_for(self, cube_bytes: int) -> int:
-        """Windows are whole multiples of this."""
-        ...
-
-    def reserve(self, cube_bytes: int, max_memory: int) -> int:
-        """Memory a worker's sink holds."""
-        ...
-
-    async def plan(self) -> SharedPlan | None: ...
-
-    async def journal(self, shard: int) -> Journal | None: ...
-
-    async def exists(self) -> bool:
-        """Whether the finished cube is at the output."""
-        ...
-
-    async def start(self, proposal: SharedPlan) -> SharedPlan:
-        """Create a target for ``proposal`` and propose it; return the plan all follow
-        (this one, or the one of a worker that came first, whose target is then joined)."""
-        ...
-
-    async def claim(self, number: int, claim: FinishClaim) -> bool:
-        """Create claim ``number``; False if it exists."""
-        ...
-
-    async def read_claim(self, number: int) -> FinishClaim | None: ...
-
-    def sink(self, agreed: SharedPlan, plan: CubePlan, shard: int, window: tuple[int, int],
-             journal: Journal) -> CubeSink:
-        """The sink that writes worker ``shard``'s window into the shared target."""
-        ...
-
-    async def complete(self, agreed: SharedPlan, records: Sequence[Journal]) -> bool:
-        """Seal the cube header and make the cube visible; False if it already was."""
-        ...
-
-    async def remove(self) -> None:
-        """Remove the coordination objects (the cube is complete): the plan first."""
-        ...
-
-
-class _S3Shards:
-    """Objects under ``<output>.shards/`` and one multipart upload."""
-
-    def __init__(self, out: S3Output, stats: IOStats) -> None:
-        self.out, self.output = out, out.location
-        self.bucket = Bucket(out.fs, self.output, stats=stats)
-        self.prefix = f"{self.bucket.key}.shards/"
-
-    def key(self, name: str) -> str:
-        return self.prefix + name
-
-    def unit_for(self, cube_bytes: int) -> int:
-        return part_size_for(cube_bytes)
-
-    def reserve(self, cube_bytes: int, max_memory: int) -> int:
-        return self.out.reserve(cube_bytes, max_memory)
-
-    async def plan(self) -> SharedPlan | None:
-        raw = await self.bucket.get(self.key("plan.json"))
-        return None if raw is None else SharedPlan.decode(raw, self.bucket.url_of(self.key("plan.json")))
-
-    async def journal(self, shard: int) -> Journal | None:
-        raw = await self.bucket.get(self.key(f"{shard}.json"))
-        return None if raw is None else Journal.decode(raw, self.bucket.url_of(self.key(f"{shard}.json")))
-
-    async def exists(self) -> bool:
-        return await self.bucket.exists()
-
-    async def start(self, proposal: SharedPlan) -> SharedPlan:
-        response = await self.bucket.call("starting the upload", "create_multipart_upload")
-        mine = replace(proposal, upload_id=response["UploadId"])
-        if await self.bucket.put(self.key("plan.json"), mine.encode(), only_new=True):
-            return mine
-        # Another worker came first: use its upload.
-        await self.bucket.call("aborting a duplicate upload", "abort_multipart_upload", UploadId=mine.upload_id)
-        agreed = await self.plan()
-        assert agreed is not None
-        return agreed
-
-    async def claim(self, number: int, claim: FinishClaim) -> bool:
-        return await self.bucket.put(self.key(f"finishing.{number}"), claim.encode(), only_new=True)
-
-    async def read_claim(self, number: int) -> FinishClaim | None:
-        raw = await self.bucket.get(self.key(f"finishing.{number}"))
-        return None if raw is None else FinishClaim.decode(raw, self.bucket.url_of(self.key(f"finishing.{number}")))
-
-    async def _save_head(self, head: bytes) -> None:
-        await self.bucket.put(self.key("head"), head)
-
-    def sink(self, agreed: SharedPlan, plan: CubePlan, shard: int, window: tuple[int, int],
-             journal: Journal) -> CubeSink:
-        assert agreed.upload_id is not None
-        upload = SharedUpload(agreed.upload_id, window, self.key(f"{shard}.json"), self._save_head)
-        return S3Sink(self.out.fs, self.output, total_bytes=plan.total_bytes, span=Span.of(plan), journal=journal,
-                      stats=IOStats(), shared=upload, max_memory=plan.memory.budget)
-
-    async def complete(self, agreed: SharedPlan, records: Sequence[Journal]) -> bool:
-        assert agreed.upload_id is not None
-        if await self.exists():
-            return False  # a finisher before us completed it (and is cleaning up, or died doing so)
-        head = await self.bucket.get(self.key("head"))
-        if head is None:
-            if await self.exists():
-                return False  # a finisher before us completed it, and died before cleaning up
-            raise OutputError("every shard is done but part 1 was never saved (the shards' "
-                              f"{self.key('head')} object): run the shard holding byte 0 again", path=self.output)
-        parts: dict[int, Part] = {n: p for r in records for n, p in r.parts.items()}
-        span = Span(*agreed.span)
-        datasum = add(span.sum(0, head), *(p.datasum for p in parts.values()))
-        sealed = seal_header(agreed.cube_header, datasum)
-        offset = agreed.header_offset
-        head = head[:offset] + sealed + head[offset + len(sealed):]
-        try:
-            await self.bucket.complete(agreed.upload_id, head, parts)
-        except OutputError as exc:
-            if error_code(exc) == "NoSuchUpload" and await self.exists():
-                return False  # completed by a finisher before us
-            raise
-        return True
-
-    async def remove(self) -> None:
-        # The plan first: without it nobody takes the objects left (if this stops half way)
-        # for a build under way, and the cube is complete.
-        await self.bucket.delete(self.key("plan.json"))
-        for key in await self.bucket.keys(self.prefix):
-            await self.bucket.delete(key)
-
-
-class _FileShards:
-    """Files in the directory ``<output>.shards/``, and one pre-sized partial file in it."""
-
-    def __init__(self, output: str) -> None:
-        self.output = output
-        self.directory = output + ".shards"
-
-    def path(self, name: str) -> str:
-        return os.path.join(self.directory, name)
-
-    def unit_for(self, cube_bytes: int) -> int:
-        return FILE_UNIT
-
-    def reserve(self, cube_bytes: int, max_memory: int) -> int:
-        return 0
-
-    async def _read(self, name: str) -> bytes | None:
-        def read() -> bytes | None:
-            try:
-                with open(self.path(name), "rb") as f:
-                    return f.read()
-            except FileNotFoundError:
-                return None
-
-        return await asyncio.to_thread(read)
-
-    async def plan(self) -> SharedPlan | None:
-        raw = await self._read("plan.json")
-        return None if raw is None else SharedPlan.decode(raw, self.path("plan.json"))
-
-    async def journal(self, shard: int) -> Journal | None:
-        raw = await self._read(f"{shard}.json")
-        return None if raw is None else Journal.decode(raw, self.path(f"{shard}.json"))
-
-    async def exists(self) -> bool:
-        return os.path.isfile(self.output)
-
-    def _create_target(self, size: int) -> str:
-        """A new file of ``size`` bytes (zeros, sparse) in the directory; its name."""
-        os.makedirs(self.directory, exist_ok=True)
-        name = f"{os.urandom(8).hex()}.partial"
-        write_synced(self.path(name), os.O_EXCL, size=size)
-        return name
-
-    async def start(self, proposal: SharedPlan) -> SharedPlan:
-        try:
-            name = await asyncio.to_thread(self._create_target, proposal.total_bytes)
-            mine = replace(proposal, partial=name)
-            if await asyncio.to_thread(create_file, self.path("plan.json"), mine.encode()):
-                return mine
-            os.unlink(self.path(name))  # another worker came first: use its file
-        except OSError as exc:
-            raise OutputError(f"cannot start the shared build: {os_reason(exc)}", path=self.output) from exc
-        agreed = await self.plan()
-        assert agreed is not None
-        return agreed
-
-    async def claim(self, number: int, claim: FinishClaim) -> bool:
-        try:
-            return await asyncio.to_thread(create_file, self.path(f"finishing.{number}"), claim.encode())
-        except FileNotFoundError:
-            return False  # the directory is gone: a finisher completed the cube and cleaned up
-
-    async def read_claim(self, number: int) -> FinishClaim | None:
-        raw = await self._read(f"finishing.{number}")
-        return None if raw is None else FinishClaim.decode(raw, self.path(f"finishing.{number}"))
-
-    def sink(self, agreed: SharedPlan, plan: CubePlan, shard: int, window: tuple[int, int],
-             journal: Journal) -> CubeSink:
-        assert agreed.partial is not None
-        shared = SharedFile(self.path(agreed.partial), window, self.path(f"{shard}.json"))
-        return LocalSink(self.output, span=Span.of(plan), total_bytes=plan.total_bytes, journal=journal,
-                         shared=shared)
-
-    def _complete(self, agreed: SharedPlan, datasum: int) -> bool:
-        assert agreed.partial is not None
-        partial = self.path(agreed.partial)
-        if not os.path.exists(partial):
-            if os.path.isfile(self.output):
-                return False  # a finisher before us completed it, and died before cleaning up
-            raise OutputError(f"every shard is done but the shared file {partial} is gone", path=self.output)
-        sealed = seal_header(agreed.cube_header, datasum)
-        fd = os.open(partial, os.O_WRONLY)
-        try:
-            os.pwrite(fd, sealed, agreed.header_offset)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(partial, self.output)  # unlike a rename, never replaces a file that is there
-        except FileExistsError:
-            if not os.path.samefile(partial, self.output):
-                raise OutputExistsError("appeared during the build; not replaced", path=self.output) from None
-        os.unlink(partial)
-        sync_directory(self.output)
-        return True
-
-    async def complete(self, agreed: SharedPlan, records: Sequence[Journal]) -> bool:
-        datasum = add(*(r.datasum for r in records))
-        try:
-            return await asyncio.to_thread(self._complete, agreed, datasum)
-        except OutputError:
-            raise
-        except OSError as exc:
-            raise OutputError(f"finishing the cube failed: {os_reason(exc)}", path=self.output) from exc
-
-    async def remove(self) -> None:
-        def remove() -> None:
-            try:  # the plan first, as on S3
-                os.unlink(self.path("plan.json"))
-            except FileNotFoundError:
-                pass
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-        await asyncio.to_thread(remove)
-
-
-async def _open_shards(output: str, filesystems: Filesystems) -> _Shards:
-    protocol = protocol_or_local(output)
-    if protocol is None:
-        return _FileShards(output)
-    if protocol in S3_PROTOCOLS:
-        out = await open_output(output, filesystems)
-        assert isinstance(out, S3Output)
-        return _S3Shards(out, filesystems.stats)
-    raise InputError("a cube built by several workers goes to a local (shared) filesystem or to s3://",
-                     path=output)
-
-
 async def build_shard(
     inputs: InputsLike,
     output: str,
@@ -423,7 +153,8 @@ async def build_shard(
 ) -> ShardResult:
     """Build worker ``shard``'s window (1-based, of ``shards``) of the cube at ``output``.
 
-    ``output`` is an ``s3://`` URL or a path (on a filesystem all workers share).  Run
+    ``output`` is an ``s3://`` URL, a path (on a filesystem all workers share) or a
+    ``mem://`` name (workers in this process).  Run
     it once per worker, in any order or all at once; a worker that fails is run again
     and continues.  Exactly one worker finishes the cube: the first to claim it once
     every window is written.
@@ -431,7 +162,7 @@ async def build_shard(
     Raises
     ------
     InputError
-        If ``output`` is neither a path nor an ``s3://`` URL, or the inputs are bad.
+        If ``output`` is of no output kind (``fficube.sinks.KINDS``), or the inputs are bad.
     ResumeError
         If the workers do not agree (other inputs, another number of shards).
     """
@@ -440,7 +171,7 @@ async def build_shard(
                                  restart=False)
     async with Filesystems(anon=anon, storage_options=storage_options,
                            concurrency=options.concurrency) as filesystems:
-        store = await _open_shards(output, filesystems)
+        store = await open_shards(output, filesystems)
         if await store.plan() is None and await store.exists():  # finished: a late or repeated worker
             return ShardResult(output, shard, shards, (0, 0), 0, 0, time.monotonic() - started, Finish("complete"))
         found = await resolve_inputs(inputs, options.product, filesystems)
@@ -469,7 +200,7 @@ async def build_shard(
             record = await store.journal(shard)
             written = 0
             if not (record and record.done):
-                fresh = Journal(identity, agreed.now, part_size=agreed.part_size, shard=shard)
+                fresh = Journal(identity, agreed.now, shard=shard)
                 sink = store.sink(agreed, plan, shard, window, record or fresh)
                 report = Reporter(progress, [source], started)
                 report.sink = sink
@@ -482,7 +213,7 @@ async def build_shard(
 
 
 async def _join(
-    store: _Shards, plan_at: Callable[[dt.datetime], CubePlan], shards: int, unit: int,
+    store: Shards, plan_at: Callable[[dt.datetime], CubePlan], shards: int, unit: int,
     versions: Mapping[str, Version],
 ) -> SharedPlan:
     """The shared plan: read it, or start the shared target and the plan if this worker is first."""
@@ -503,7 +234,7 @@ async def _join(
     ))
 
 
-async def _finish(store: _Shards, who: str) -> Finish:
+async def _finish(store: Shards, who: str) -> Finish:
     """Finish the cube if every shard is done and this worker wins the claim; else say why not."""
     agreed = await store.plan()
     if agreed is None:
@@ -555,4 +286,4 @@ async def finish_cube(
     if filesystems is None:
         async with Filesystems(anon=anon, storage_options=storage_options) as own:
             return await finish_cube(output, filesystems=own)
-    return await _finish(await _open_shards(output, filesystems), "finish")
+    return await _finish(await open_shards(output, filesystems), "finish")

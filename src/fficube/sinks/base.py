@@ -1,10 +1,12 @@
-"""What every output kind provides: an :class:`Output` (its lifecycle) and a :class:`CubeSink`.
+"""What every output kind provides: an :class:`OutputKind`, its :class:`Output` and :class:`CubeSink`.
 
 An output kind (a local file, an S3 object) owns everything about where a cube goes:
 checking that it can be written there, finding, resuming or discarding an
-interrupted build (its journal), the memory its sink holds, the version of a cube
-stored there (for updates), and the sink that the writer streams into.  The build
-only talks to these two protocols, so a new kind of output is one new module.
+interrupted build (its journal and the journal's progress record), what it keeps
+after an interruption, the memory its sink holds, the sink that the writer streams
+into, and the coordination of a cube that several workers build together
+(:class:`Shards`).  The build and the sharded build only talk to these protocols, so
+a new kind of output is one new module (registered in :mod:`fficube.sinks`).
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol
 
 from ..checksum import ZERO, data_sum
-from ..journal import Journal
+from ..journal import FinishClaim, Journal, SharedPlan
 from ..units import format_bytes
 
 if TYPE_CHECKING:
     from ..plan import CubePlan
     from ..sources.base import IOStats
+    from ..sources.fsspec import Filesystems
 
-__all__ = ["Span", "CubeSink", "Output", "kept_message", "Buffer"]
+__all__ = ["Span", "CubeSink", "Output", "OutputKind", "Shards", "kept_message", "Buffer"]
 
 #: What sinks accept as bytes.
 Buffer = bytes | bytearray | memoryview
@@ -134,6 +137,88 @@ class Output(Protocol):
 
     def sink(self, plan: CubePlan, journal: Journal, *, overwrite: bool, stats: IOStats) -> CubeSink:
         """The sink that writes ``plan``'s cube, recording progress on top of ``journal``."""
+        ...
+
+    def shards(self) -> Shards:
+        """The coordination of a build of this output by several workers (:mod:`fficube.shard`).
+
+        Raises InputError if cubes of this kind cannot be built by several workers.
+        """
+        ...
+
+
+class OutputKind(Protocol):
+    """One kind of output: what :func:`~fficube.sinks.open_output` finds by a location's protocol.
+
+    The kind's :class:`Output` class is its kind, through two class methods.
+    """
+
+    async def open(self, location: str, filesystems: Filesystems) -> Output:
+        """The output at ``location``."""
+        ...
+
+    def kept(self, location: str) -> bool | None:
+        """Whether an interrupted build of ``location`` kept its work for a resumed one.
+
+        Answered without a request (after an interruption, on the way out): None when
+        only the store could tell (the build's log says what it kept).
+        """
+        ...
+
+
+class Shards(Protocol):
+    """The shared target of a sharded build and its coordination objects (``<output>.shards/``).
+
+    Coordination goes through atomic creation only: :meth:`start` and :meth:`claim`
+    create an object only if it does not exist, so that exactly one worker wins.
+    """
+
+    output: str  #: the cube's location
+
+    def unit_for(self, cube_bytes: int) -> int:
+        """Windows are whole multiples of this (for a cube of about ``cube_bytes``)."""
+        ...
+
+    def reserve(self, cube_bytes: int, max_memory: int) -> int:
+        """Memory a worker's sink holds."""
+        ...
+
+    async def plan(self) -> SharedPlan | None:
+        """The plan the workers share, if one was proposed."""
+        ...
+
+    async def journal(self, shard: int) -> Journal | None:
+        """Worker ``shard``'s journal, if it wrote one."""
+        ...
+
+    async def exists(self) -> bool:
+        """Whether the finished cube is at the output."""
+        ...
+
+    async def start(self, proposal: SharedPlan) -> SharedPlan:
+        """Create a target for ``proposal`` and propose it; return the plan all follow
+        (this one, or the one of a worker that came first, whose target is then joined)."""
+        ...
+
+    async def claim(self, number: int, claim: FinishClaim) -> bool:
+        """Create claim ``number``; False if it exists."""
+        ...
+
+    async def read_claim(self, number: int) -> FinishClaim | None:
+        """Claim ``number``, if it was made."""
+        ...
+
+    def sink(self, agreed: SharedPlan, plan: CubePlan, shard: int, window: tuple[int, int],
+             journal: Journal) -> CubeSink:
+        """The sink that writes worker ``shard``'s window into the shared target."""
+        ...
+
+    async def complete(self, agreed: SharedPlan, records: Sequence[Journal]) -> bool:
+        """Seal the cube header and make the cube visible; False if it already was."""
+        ...
+
+    async def remove(self) -> None:
+        """Remove the coordination objects (the cube is complete): the plan first."""
         ...
 
 

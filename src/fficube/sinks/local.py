@@ -29,24 +29,32 @@ import errno
 import fcntl
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+import shutil
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from .._buffers import ALIGN, address
-from ..checksum import ZERO, add
-from ..durable import FILE_MODE
+from ..checksum import ZERO, add, seal_header
+from ..durable import FILE_MODE, create_file, replace_file, sync_directory, write_synced
 from ..errors import InputError, OutputError, OutputExistsError, ResumeError, os_reason
-from ..journal import Journal, LocalJournal
+from ..journal import FinishClaim, Journal, ProgressReader, SharedPlan, journal_path, progress_of
 from ..plan import CubePlan
 from ..sources.base import IOStats
+from ..sources.fsspec import Filesystems
 from ..units import format_bytes
 from .base import Buffer, Span, kept_message
 
-__all__ = ["LocalOutput", "LocalSink", "SharedFile", "partial_path", "lock_path", "direct_run"]
+__all__ = [
+    "LocalOutput", "LocalSink", "SharedFile", "FileShards", "FileProgress", "LocalJournal", "FILE_UNIT",
+    "partial_path", "lock_path", "direct_run",
+]
 
 log = logging.getLogger("fficube")
 
+#: Windows of a cube file that several workers share are whole multiples of this.
+FILE_UNIT = 2**20
 #: Direct writes only for runs of whole pages at least this long: below it, the page
 #: cache's copy costs less than a second system call.
 DIRECT_MIN = 1 << 20
@@ -77,13 +85,67 @@ def direct_run(offset: int, length: int, addr: int, *, align: int = ALIGN, minim
     return (first, last) if last - first >= max(minimum, align) else (0, 0)
 
 
+@dataclass(frozen=True, slots=True)
+class FileProgress:
+    """How far a local build got: the bytes of its partial file flushed to disk, and their data sum."""
+
+    offset: int = 0  #: bytes of the partial file (a shared file: of the cube) durably written
+    datasum: int = ZERO  #: data sum of those bytes (a shared file: of this worker's window)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"offset": self.offset, "datasum": self.datasum}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FileProgress:
+        return cls(int(data.get("offset", 0)), int(data.get("datasum", ZERO)))
+
+    @classmethod
+    def of(cls, journal: Journal | None) -> FileProgress:
+        """What ``journal`` records (nothing written yet, without one)."""
+        return progress_of(journal, cls)
+
+
+class LocalJournal:
+    """A local journal, replaced atomically (write, flush, rename, sync the directory)."""
+
+    def __init__(self, output: str, progress: ProgressReader, *, path: str | None = None) -> None:
+        #: ``<output>.journal``, or ``path`` (a shard's journal, in the shards' directory)
+        self.path = path or journal_path(output)
+        self.progress = progress
+
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def load(self) -> Journal:
+        """The journal on disk.
+
+        Raises
+        ------
+        ValueError
+            If it is not a journal of ours.
+        """
+        with open(self.path, "rb") as f:
+            return Journal.decode(f.read(), self.path, self.progress)
+
+    def save(self, record: Journal) -> None:
+        """Replace the journal; on return it is on disk (blocking: call from a thread)."""
+        replace_file(self.path, record.encode())
+
+    def remove(self) -> None:
+        for path in (self.path, self.path + ".tmp"):
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+
+
 class LocalOutput:
     """A cube file on a local (or shared) filesystem."""
 
     def __init__(self, path: str) -> None:
         self.location = path
         self.partial = partial_path(path)
-        self.journal = LocalJournal(path)
+        self.journal = LocalJournal(path, FileProgress.from_json)
 
     async def check(self, inputs: Sequence[str], *, overwrite: bool) -> None:
         output = self.location
@@ -164,7 +226,7 @@ class LocalOutput:
         self.journal.remove()
 
     async def check_resumable(self, journal: Journal) -> None:
-        if not os.path.isfile(self.partial) or os.path.getsize(self.partial) < journal.offset:
+        if not os.path.isfile(self.partial) or os.path.getsize(self.partial) < FileProgress.of(journal).offset:
             raise ResumeError(f"cannot resume: {self.partial} is missing or shorter than its journal says; "
                               "use restart=True to start over", path=self.location)
 
@@ -174,6 +236,19 @@ class LocalOutput:
     def sink(self, plan: CubePlan, journal: Journal, *, overwrite: bool, stats: IOStats) -> LocalSink:
         return LocalSink(self.location, span=Span.of(plan), total_bytes=plan.total_bytes, journal=journal,
                          overwrite=overwrite)
+
+    def shards(self) -> FileShards:
+        return FileShards(self.location)
+
+    @classmethod
+    async def open(cls, location: str, filesystems: Filesystems) -> LocalOutput:
+        """The file at the path ``location``."""
+        return cls(location)
+
+    @staticmethod
+    def kept(location: str) -> bool | None:
+        """Whether the journal of an interrupted build of ``location`` is there."""
+        return os.path.exists(journal_path(location))
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +277,7 @@ class LocalSink:
         self.window = shared.window if shared else (0, total_bytes)  #: the bytes this sink writes
         self.span, self.total_bytes, self.overwrite = span, total_bytes, overwrite
         self.record = journal  #: identity and build time; progress is added as it is made
-        self.journal = LocalJournal(output, path=shared.journal if shared else None)
+        self.journal = LocalJournal(output, FileProgress.from_json, path=shared.journal if shared else None)
         self.bytes_written = 0
         self.position = 0  #: the file is written up to here (from the window's start)
         self.saved = 0  #: written up to here durably, and recorded in the journal
@@ -216,19 +291,20 @@ class LocalSink:
         """Create the partial file, or reopen it at the journal's offset; return what is
         left to write."""
         lo, hi = self.window
+        recorded = FileProgress.of(resume)
         try:
             if self.shared is not None:  # never created, truncated or removed here
                 self._fd = os.open(self.partial, os.O_WRONLY)
-                self.position = self.saved = max(lo, resume.offset) if resume else lo
-                self._sum = resume.datasum if resume else ZERO
+                self.position = self.saved = max(lo, recorded.offset)
+                self._sum = recorded.datasum
                 return [(self.position, hi)] if self.position < hi else []
             await asyncio.to_thread(os.makedirs, os.path.dirname(os.path.abspath(self.output)), exist_ok=True)
             if resume is None:
                 self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
             else:
                 self._fd = os.open(self.partial, os.O_WRONLY)
-                self.position = self.saved = resume.offset
-                self._sum = resume.datasum
+                self.position = self.saved = recorded.offset
+                self._sum = recorded.datasum
                 await asyncio.to_thread(os.ftruncate, self._fd, self.position)  # drop what was not recorded
         except OSError as exc:
             raise OutputError(f"cannot write here: {os_reason(exc)}", path=self.output) from exc
@@ -293,7 +369,7 @@ class LocalSink:
     def _record(self, position: int, datasum: int) -> int:
         assert self._fd is not None
         os.fdatasync(self._fd)  # the data first: the journal must never run ahead of it
-        self.journal.save(self.record.advanced(offset=position, datasum=datasum))
+        self.journal.save(self.record.advanced(progress=FileProgress(position, datasum)))
         return position
 
     async def checkpoint(self) -> None:
@@ -359,7 +435,7 @@ class LocalSink:
             raise AssertionError(f"window {self.window} written up to {self.position}")
         try:
             await asyncio.to_thread(os.fdatasync, self._fd)
-            self.record = self.record.advanced(offset=self.position, datasum=self._sum, done=True)
+            self.record = self.record.advanced(progress=FileProgress(self.position, self._sum), done=True)
             await asyncio.to_thread(self.journal.save, self.record)
         except OSError as exc:
             raise OutputError(f"saving progress failed: {os_reason(exc)}", path=self.journal.path) from exc
@@ -396,3 +472,120 @@ class LocalSink:
         except OSError:  # never created (or cannot be: the error being raised says why)
             pass
         self.journal.remove()
+
+
+class FileShards:
+    """A sharded build's files in the directory ``<output>.shards/``, and one pre-sized partial file in it."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+        self.directory = output + ".shards"
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def unit_for(self, cube_bytes: int) -> int:
+        return FILE_UNIT
+
+    def reserve(self, cube_bytes: int, max_memory: int) -> int:
+        return 0
+
+    async def _read(self, name: str) -> bytes | None:
+        def read() -> bytes | None:
+            try:
+                with open(self.path(name), "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                return None
+
+        return await asyncio.to_thread(read)
+
+    async def plan(self) -> SharedPlan | None:
+        raw = await self._read("plan.json")
+        return None if raw is None else SharedPlan.decode(raw, self.path("plan.json"))
+
+    async def journal(self, shard: int) -> Journal | None:
+        raw = await self._read(f"{shard}.json")
+        return None if raw is None else Journal.decode(raw, self.path(f"{shard}.json"), FileProgress.from_json)
+
+    async def exists(self) -> bool:
+        return os.path.isfile(self.output)
+
+    def _create_target(self, size: int) -> str:
+        """A new file of ``size`` bytes (zeros, sparse) in the directory; its name."""
+        os.makedirs(self.directory, exist_ok=True)
+        name = f"{os.urandom(8).hex()}.partial"
+        write_synced(self.path(name), os.O_EXCL, size=size)
+        return name
+
+    async def start(self, proposal: SharedPlan) -> SharedPlan:
+        try:
+            name = await asyncio.to_thread(self._create_target, proposal.total_bytes)
+            mine = replace(proposal, partial=name)
+            if await asyncio.to_thread(create_file, self.path("plan.json"), mine.encode()):
+                return mine
+            os.unlink(self.path(name))  # another worker came first: use its file
+        except OSError as exc:
+            raise OutputError(f"cannot start the shared build: {os_reason(exc)}", path=self.output) from exc
+        agreed = await self.plan()
+        assert agreed is not None
+        return agreed
+
+    async def claim(self, number: int, claim: FinishClaim) -> bool:
+        try:
+            return await asyncio.to_thread(create_file, self.path(f"finishing.{number}"), claim.encode())
+        except FileNotFoundError:
+            return False  # the directory is gone: a finisher completed the cube and cleaned up
+
+    async def read_claim(self, number: int) -> FinishClaim | None:
+        raw = await self._read(f"finishing.{number}")
+        return None if raw is None else FinishClaim.decode(raw, self.path(f"finishing.{number}"))
+
+    def sink(self, agreed: SharedPlan, plan: CubePlan, shard: int, window: tuple[int, int],
+             journal: Journal) -> LocalSink:
+        assert agreed.partial is not None
+        shared = SharedFile(self.path(agreed.partial), window, self.path(f"{shard}.json"))
+        return LocalSink(self.output, span=Span.of(plan), total_bytes=plan.total_bytes, journal=journal,
+                         shared=shared)
+
+    def _complete(self, agreed: SharedPlan, datasum: int) -> bool:
+        assert agreed.partial is not None
+        partial = self.path(agreed.partial)
+        if not os.path.exists(partial):
+            if os.path.isfile(self.output):
+                return False  # a finisher before us completed it, and died before cleaning up
+            raise OutputError(f"every shard is done but the shared file {partial} is gone", path=self.output)
+        sealed = seal_header(agreed.cube_header, datasum)
+        fd = os.open(partial, os.O_WRONLY)
+        try:
+            os.pwrite(fd, sealed, agreed.header_offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(partial, self.output)  # unlike a rename, never replaces a file that is there
+        except FileExistsError:
+            if not os.path.samefile(partial, self.output):
+                raise OutputExistsError("appeared during the build; not replaced", path=self.output) from None
+        os.unlink(partial)
+        sync_directory(self.output)
+        return True
+
+    async def complete(self, agreed: SharedPlan, records: Sequence[Journal]) -> bool:
+        datasum = add(*(FileProgress.of(r).datasum for r in records))
+        try:
+            return await asyncio.to_thread(self._complete, agreed, datasum)
+        except OutputError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"finishing the cube failed: {os_reason(exc)}", path=self.output) from exc
+
+    async def remove(self) -> None:
+        def remove() -> None:
+            try:  # the plan first, as on S3
+                os.unlink(self.path("plan.json"))
+            except FileNotFoundError:
+                pass
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+        await asyncio.to_thread(remove)

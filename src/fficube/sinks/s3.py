@@ -24,21 +24,22 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..checksum import add
+from ..checksum import add, seal_header
 from ..errors import InputError, OutputError, OutputExistsError
-from ..journal import Journal, Part, journal_path
+from ..journal import FinishClaim, Journal, SharedPlan, journal_path, progress_of
 from ..plan import CubePlan
 from ..sources.base import IOStats
-from ..sources.fsspec import fs_request
-from ..sources.policy import RetryPolicy, retrying
+from ..sources.fsspec import Filesystems, fs_request
+from ..sources.locations import protocol_of
+from ..sources.policy import RetryPolicy, http_status, is_not_found, retrying
 from .base import Buffer, Span, kept_message
 
 __all__ = [
-    "S3Output", "S3Sink", "SharedUpload", "Bucket", "part_size_for", "parts_in_flight", "error_code", "MIN_PART",
-    "MAX_PARTS", "PARTS_IN_FLIGHT",
+    "S3Output", "S3Sink", "SharedUpload", "UploadShards", "Bucket", "Part", "UploadProgress", "part_size_for",
+    "parts_in_flight", "MIN_PART", "MAX_PARTS", "PARTS_IN_FLIGHT",
 ]
 
 log = logging.getLogger("fficube")
@@ -65,13 +66,6 @@ def part_size_for(total_bytes: int) -> int:
     return max(MIN_PART, -(-needed // MIB) * MIB)
 
 
-def error_code(exc: BaseException) -> str:
-    """The S3 error code behind an OutputError from :meth:`Bucket.call` (``""`` if none)."""
-    cause = exc.__cause__ if exc.__cause__ is not None else exc
-    response = getattr(cause, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
 def parts_in_flight(part_size: int, max_memory: int) -> int:
     """Parts an upload sends at once: :data:`PARTS_IN_FLIGHT`, fewer if their buffers (with
     part 1 and the part filling) would take more than a quarter of ``max_memory``; at least 1."""
@@ -79,7 +73,52 @@ def parts_in_flight(part_size: int, max_memory: int) -> int:
     return max(1, min(PARTS_IN_FLIGHT, fits))
 
 
-NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One uploaded part of an S3 multipart upload."""
+
+    etag: str
+    datasum: int  #: ones' complement sum of the part's bytes inside the cube's data
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ETag": self.etag, "datasum": self.datasum, "size": self.size}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Part:
+        return cls(str(data["ETag"]), int(data["datasum"]), int(data["size"]))
+
+
+@dataclass(frozen=True, slots=True)
+class UploadProgress:
+    """How far an upload got: its id, and the parts S3 acknowledged (2 and up; part 1 is sent last).
+
+    A journal written just before the upload starts has no upload id: it is the trace
+    by which the next run finds (and aborts) an upload started but never recorded.
+    """
+
+    upload_id: str | None = None
+    part_size: int = 0  #: bytes per part (the last may be shorter); 0: not chosen yet
+    parts: Mapping[int, Part] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        parts = {str(n): p.to_json() for n, p in sorted(self.parts.items())}
+        if self.upload_id is None:
+            return {"part_size": self.part_size, "parts": parts}
+        return {"upload_id": self.upload_id, "part_size": self.part_size, "parts": parts}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UploadProgress:
+        return cls(
+            upload_id=str(data["upload_id"]) if data.get("upload_id") else None,
+            part_size=int(data.get("part_size", 0)),
+            parts={int(n): Part.from_json(p) for n, p in dict(data.get("parts", {})).items()},
+        )
+
+    @classmethod
+    def of(cls, journal: Journal | None) -> UploadProgress:
+        """What ``journal`` records (no upload yet, without one)."""
+        return progress_of(journal, cls)
 
 
 class Bucket:
@@ -87,7 +126,8 @@ class Bucket:
 
     Each call is retried if its failure is transient; what still fails is an
     :class:`~fficube.errors.OutputError` naming ``url``, with the botocore error as its
-    cause (see :func:`error_code`).
+    cause (classified by :mod:`fficube.sources.policy`: :func:`~fficube.sources.policy.http_status`,
+    :func:`~fficube.sources.policy.is_not_found`).
     """
 
     def __init__(self, fs: Any, url: str, *, policy: RetryPolicy = RetryPolicy(), stats: IOStats | None = None):
@@ -122,7 +162,7 @@ class Bucket:
         try:
             response = await self.call(f"reading {key}", "get_object", Key=key)
         except OutputError as exc:
-            if error_code(exc) in NOT_FOUND:
+            if is_not_found(exc):
                 return None
             raise
         async with response["Body"] as body:
@@ -135,7 +175,9 @@ class Bucket:
         try:
             await self.call(f"writing {key}", "put_object", Key=key, Body=body, **extra)
         except OutputError as exc:
-            if only_new and error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            status, code = http_status(exc)
+            # 412: the object exists; 409 ConditionalRequestConflict: a concurrent write of it won.
+            if only_new and (status == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict")):
                 return False
             raise
         return True
@@ -159,7 +201,7 @@ class Bucket:
         try:
             await self.call("checking the cube", "head_object", Key=key or self.key)
         except OutputError as exc:
-            if error_code(exc) in NOT_FOUND:
+            if is_not_found(exc):
                 return False
             raise
         return True
@@ -222,6 +264,7 @@ class SharedUpload:
     upload_id: str
     window: tuple[int, int]  #: bytes ``lo:hi`` of the cube this worker uploads (whole parts)
     journal_key: str  #: this worker's journal object
+    part_size: int  #: the upload's part size, agreed by the workers
     #: Where part 1 goes, unsealed, if the window starts the cube: the finisher seals it.
     save_head: Callable[[bytes], Awaitable[None]]
 
@@ -249,10 +292,11 @@ class S3Output:
         try:
             await self.bucket.call("checking the bucket", "head_bucket", Key=None)
         except OutputError as exc:
-            if error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+            status, _ = http_status(exc)
+            if is_not_found(exc):
                 raise OutputError(f"no such bucket: {self.bucket.bucket} (check the URL, or create the bucket "
                                   "first)", path=self.location) from exc.__cause__
-            if error_code(exc) not in ("403", "AccessDenied", "Forbidden"):
+            if status != 403:
                 raise
             # HeadBucket needs s3:ListBucket, which a role allowed to write need not have.
             log.debug("%s: cannot check the bucket (%s); going on", self.location, exc)
@@ -270,11 +314,11 @@ class S3Output:
             raw = await fs_request(self.fs, "cat_file", self.journal_url, stats=self.stats)
         except FileNotFoundError:
             return None
-        return Journal.decode(raw, self.journal_url)
+        return Journal.decode(raw, self.journal_url, UploadProgress.from_json)
 
     async def discard(self, journal: Journal | None) -> None:
         log.info("discarding the interrupted build of %s", self.location)
-        await self.bucket.abort(journal.upload_id if journal else None, journal_path(self.bucket.key))
+        await self.bucket.abort(UploadProgress.of(journal).upload_id, journal_path(self.bucket.key))
 
     async def check_resumable(self, journal: Journal) -> None:
         """Nothing to check here: the sink trusts only the parts S3 lists with their ETags."""
@@ -286,6 +330,109 @@ class S3Output:
     def sink(self, plan: CubePlan, journal: Journal, *, overwrite: bool, stats: IOStats) -> S3Sink:
         return S3Sink(self.fs, self.location, total_bytes=plan.total_bytes, span=Span.of(plan), journal=journal,
                       overwrite=overwrite, policy=self.policy, stats=stats, max_memory=plan.memory.budget)
+
+    def shards(self) -> UploadShards:
+        return UploadShards(self)
+
+    @classmethod
+    async def open(cls, location: str, filesystems: Filesystems) -> S3Output:
+        """The object at ``location`` (``s3://bucket/key``), written with the output's credentials."""
+        fs = await filesystems.get(protocol_of(location), output=True)
+        return cls(location, fs, filesystems.stats, filesystems.policy.retry)
+
+    @staticmethod
+    def kept(location: str) -> bool | None:
+        """Unknown without a request: an interrupted upload logs what it kept."""
+        return None
+
+
+class UploadShards:
+    """A sharded build's objects under ``<output>.shards/``, and one multipart upload."""
+
+    def __init__(self, out: S3Output) -> None:
+        self.out, self.output = out, out.location
+        self.bucket = out.bucket
+        self.prefix = f"{self.bucket.key}.shards/"
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    def unit_for(self, cube_bytes: int) -> int:
+        return part_size_for(cube_bytes)
+
+    def reserve(self, cube_bytes: int, max_memory: int) -> int:
+        return self.out.reserve(cube_bytes, max_memory)
+
+    async def plan(self) -> SharedPlan | None:
+        raw = await self.bucket.get(self.key("plan.json"))
+        return None if raw is None else SharedPlan.decode(raw, self.bucket.url_of(self.key("plan.json")))
+
+    async def journal(self, shard: int) -> Journal | None:
+        raw = await self.bucket.get(self.key(f"{shard}.json"))
+        where = self.bucket.url_of(self.key(f"{shard}.json"))
+        return None if raw is None else Journal.decode(raw, where, UploadProgress.from_json)
+
+    async def exists(self) -> bool:
+        return await self.bucket.exists()
+
+    async def start(self, proposal: SharedPlan) -> SharedPlan:
+        response = await self.bucket.call("starting the upload", "create_multipart_upload")
+        mine = replace(proposal, upload_id=response["UploadId"])
+        if await self.bucket.put(self.key("plan.json"), mine.encode(), only_new=True):
+            return mine
+        # Another worker came first: use its upload.
+        await self.bucket.call("aborting a duplicate upload", "abort_multipart_upload", UploadId=mine.upload_id)
+        agreed = await self.plan()
+        assert agreed is not None
+        return agreed
+
+    async def claim(self, number: int, claim: FinishClaim) -> bool:
+        return await self.bucket.put(self.key(f"finishing.{number}"), claim.encode(), only_new=True)
+
+    async def read_claim(self, number: int) -> FinishClaim | None:
+        raw = await self.bucket.get(self.key(f"finishing.{number}"))
+        return None if raw is None else FinishClaim.decode(raw, self.bucket.url_of(self.key(f"finishing.{number}")))
+
+    async def _save_head(self, head: bytes) -> None:
+        await self.bucket.put(self.key("head"), head)
+
+    def sink(self, agreed: SharedPlan, plan: CubePlan, shard: int, window: tuple[int, int],
+             journal: Journal) -> S3Sink:
+        assert agreed.upload_id is not None
+        upload = SharedUpload(agreed.upload_id, window, self.key(f"{shard}.json"), agreed.part_size, self._save_head)
+        return S3Sink(self.out.fs, self.output, total_bytes=plan.total_bytes, span=Span.of(plan), journal=journal,
+                      stats=IOStats(), shared=upload, max_memory=plan.memory.budget)
+
+    async def complete(self, agreed: SharedPlan, records: Sequence[Journal]) -> bool:
+        assert agreed.upload_id is not None
+        if await self.exists():
+            return False  # a finisher before us completed it (and is cleaning up, or died doing so)
+        head = await self.bucket.get(self.key("head"))
+        if head is None:
+            if await self.exists():
+                return False  # a finisher before us completed it, and died before cleaning up
+            raise OutputError("every shard is done but part 1 was never saved (the shards' "
+                              f"{self.key('head')} object): run the shard holding byte 0 again", path=self.output)
+        parts: dict[int, Part] = {n: p for r in records for n, p in UploadProgress.of(r).parts.items()}
+        span = Span(*agreed.span)
+        datasum = add(span.sum(0, head), *(p.datasum for p in parts.values()))
+        sealed = seal_header(agreed.cube_header, datasum)
+        offset = agreed.header_offset
+        head = head[:offset] + sealed + head[offset + len(sealed):]
+        try:
+            await self.bucket.complete(agreed.upload_id, head, parts)
+        except OutputError as exc:
+            if http_status(exc)[1] == "NoSuchUpload" and await self.exists():
+                return False  # completed by a finisher before us
+            raise
+        return True
+
+    async def remove(self) -> None:
+        # The plan first: without it nobody takes the objects left (if this stops half way)
+        # for a build under way, and the cube is complete.
+        await self.bucket.delete(self.key("plan.json"))
+        for key in await self.bucket.keys(self.prefix):
+            await self.bucket.delete(key)
 
 
 class _PartUploads:
@@ -404,8 +551,9 @@ class S3Sink:
         self.bucket = Bucket(fs, url, policy=policy, stats=stats)
         self.journal_key = shared.journal_key if shared else journal_path(self.bucket.key)
         self.window = shared.window if shared else (0, total_bytes)  #: the bytes this sink uploads
-        self.part_size = journal.part_size or part_size_for(total_bytes)
-        self.record = journal.advanced(part_size=self.part_size)
+        recorded = UploadProgress.of(journal)
+        self.part_size = recorded.part_size or (shared.part_size if shared else part_size_for(total_bytes))
+        self.record = journal.advanced(progress=UploadProgress(recorded.upload_id, self.part_size, recorded.parts))
         self.bytes_written = 0
         self.upload_id: str | None = shared.upload_id if shared else None
         self.parts: dict[int, Part] = {}  #: parts 2.. that S3 has acknowledged
@@ -420,7 +568,7 @@ class S3Sink:
     async def _save_journal(self) -> Mapping[int, Part]:
         """Write the journal with the parts done now; return them."""
         parts = dict(self.parts)
-        self.record = self.record.advanced(upload_id=self.upload_id, parts=parts)
+        self.record = self.record.advanced(progress=UploadProgress(self.upload_id, self.part_size, parts))
         await self.bucket.call("saving progress", "put_object", Key=self.journal_key, Body=self.record.encode())
         return parts
 
@@ -440,9 +588,10 @@ class S3Sink:
     async def open(self, resume: Journal | None) -> list[tuple[int, int]]:
         """Start the upload, or continue the journal's; return what is left to write
         (part 1, never sent before the end, and what follows the parts S3 has)."""
-        if resume is not None and (resume.upload_id is not None or self.shared is not None):
-            self.upload_id = resume.upload_id or self.upload_id
-            return await self._resume_parts(resume.parts)
+        recorded = UploadProgress.of(resume)
+        if resume is not None and (recorded.upload_id is not None or self.shared is not None):
+            self.upload_id = recorded.upload_id or self.upload_id
+            return await self._resume_parts(recorded.parts)
         if self.shared is None:
             if resume is not None:
                 # The interrupted build died while starting its upload: nothing of it is

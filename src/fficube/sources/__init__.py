@@ -3,24 +3,35 @@
 The :class:`~fficube.sources.base.ByteSource` protocol and its capabilities are in
 :mod:`~fficube.sources.base`; each kind is a module (:mod:`~fficube.sources.local`,
 :mod:`~fficube.sources.fsspec`, :mod:`~fficube.sources.obstore`, the last two on
-:mod:`~fficube.sources.remote`); how storage is used and what its failures mean is
-:mod:`~fficube.sources.policy`; S3's settings :mod:`~fficube.sources.s3settings`.
-:func:`open_source` turns any location into its source.
+:mod:`~fficube.sources.remote`; :mod:`~fficube.sources.memory`); how storage is used and
+what its failures mean is :mod:`~fficube.sources.policy`; S3's settings
+:mod:`~fficube.sources.s3settings`.  :func:`open_source` turns any location into its
+source: the kinds that need no fsspec filesystem are in :data:`KINDS`, every other
+protocol is fsspec's (S3 through obstore where it can).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from .base import ByteSource
 from .fsspec import Filesystems, FsspecSource
 from .local import LocalSource
 from .locations import S3_PROTOCOLS, is_url, protocol_of, protocol_or_local
+from .memory import PROTOCOL as MEMORY
+from .memory import MemorySource
 from .obstore import ObstoreSource
 from .policy import IOPolicy
 
 __all__ = ["open_source", "open_location", "Filesystems", "IOPolicy", "is_url", "protocol_of", "protocol_or_local",
-           "S3_PROTOCOLS"]
+           "S3_PROTOCOLS", "KINDS"]
+
+#: The sources of kinds that need no fsspec filesystem, by protocol (None: local files),
+#: made of the filesystems' policy and the requests in flight asked for.
+KINDS: dict[str | None, Callable[[Filesystems, int | None], ByteSource]] = {
+    None: lambda filesystems, given: LocalSource(filesystems.policy.concurrency(local=True, given=given)),
+    MEMORY: lambda filesystems, given: MemorySource(filesystems.policy.concurrency(local=True, given=given)),
+}
 
 
 async def open_source(
@@ -53,8 +64,8 @@ async def open_source(
         replaces, which lives where the user writes.
     """
     policy = filesystems.policy
-    if protocol is None:
-        return LocalSource(policy.concurrency(local=True, given=concurrency))
+    if protocol is None or protocol in KINDS:
+        return KINDS[protocol](filesystems, concurrency)
     fs = await filesystems.get(protocol, output=output)
     requests = policy.concurrency(local=False, given=concurrency)
     known = {"sizes": dict(sizes or {}), "etags": dict(etags or {}), "policy": policy}
