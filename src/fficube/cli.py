@@ -22,11 +22,12 @@ from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from ._version import __version__
+from .access import describe_cube
 from .build import build_cube, update_cube
 from .cli_view import COMMANDS as VIEW_COMMANDS
 from .cli_view import add_commands as add_view_commands
 from .cli_view import add_inspect_plot, plot_after_inspect
-from .cubeinfo import CubeDescription, describe_cube
+from .cubeinfo import CubeDescription
 from .errors import FficubeError, FficubeWarning
 from .journal import journal_path
 from .layout import cube_data_bytes

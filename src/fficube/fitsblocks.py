@@ -16,13 +16,15 @@ import re
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 from astropy.io import fits
 
 from .errors import FitsFormatError
-from .sources.base import ByteSource
+
+if TYPE_CHECKING:  # annotations only: the FITS rules import no storage code
+    from .sources.base import ByteSource
 
 __all__ = [
     "BLOCK", "CARD", "header_end", "padded", "parse_header", "int_card", "data_bytes", "HeaderReader", "Cards",
