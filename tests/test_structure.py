@@ -1,9 +1,13 @@
-"""The package's shape: no import cycle, documented modules, typed sync twins."""
+"""The package's shape: no import cycle, layers that import downward only, documented modules,
+cross-references that resolve, typed sync twins."""
 
 from __future__ import annotations
 
 import ast
 import inspect
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import fficube
@@ -89,3 +93,21 @@ def test_sync_twins_have_their_originals_signatures() -> None:
     parameters = inspect.signature(fficube.make_cube).parameters
     assert list(parameters)[:2] == ["inputs", "output"] and "max_memory" in parameters
     assert "Synchronous twin" in (fficube.make_cube.__doc__ or "")
+
+
+#: Modules that do I/O: storage clients and fficube's sources and sinks.
+IO_MODULES = ("fsspec", "s3fs", "obstore", "aiobotocore", "botocore", "fficube.sources", "fficube.sinks")
+
+
+def test_the_planner_imports_no_io_module() -> None:
+    # A fresh interpreter: what importing the planner loads, third-party imports included.
+    code = "import sys, fficube.plan; print('\\n'.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)}).stdout.split()
+    assert "fficube.plan" in loaded and "fficube.cubeinfo" in loaded
+    assert [m for m in loaded if m.partition(".")[0] in IO_MODULES or m.startswith(IO_MODULES)] == []
+
+
+def test_the_journal_records_versions_without_importing_the_inputs() -> None:
+    # The journal sits below the inputs stage: the record it shares with it lives lower still.
+    assert "fficube.inputs" not in imports_within_the_package()["fficube.journal"]

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .durable import replace_file
-from .inputs import Version
 from .redact import redact
+from .versions import Version
 
 if TYPE_CHECKING:
     from .plan import CubePlan
