@@ -1,7 +1,7 @@
 """Read access to one finished cube, local or behind an fsspec URL, for the views.
 
 The views (:mod:`fficube.refs`, :mod:`fficube.dataset`, :mod:`fficube.overview`) read a
-cube's headers and table with :func:`fficube.scan.scan_cube` and a few of its rows by
+cube's headers and table with :func:`fficube.cubeinfo.scan_cube` and a few of its rows by
 byte range.  :func:`cube_source` gives them a :class:`~fficube.sources.base.ByteSource` with
 the same credentials handling as a build (``anon`` and ``storage_options`` through
 :class:`~fficube.sources.fsspec.Filesystems`), closed afterwards.  Their synchronous functions

@@ -434,7 +434,7 @@ async def drive(steps: Steps[T], read: Callable[[int, int], Awaitable[bytes]]) -
 class HeaderWalk:
     """Reads header text at given offsets of one file, sans I/O: its methods are
     generators of :data:`Read` requests, driven by :func:`drive` (any
-    :class:`ByteSource`) or by blocking reads (a local file, in a worker thread).
+    :class:`~fficube.sources.base.ByteSource`) or by blocking reads (a local file, in a worker thread).
 
     The last window read is kept, so that neighbouring headers cost no second read.
     """
@@ -507,7 +507,7 @@ class HeaderWalk:
 
 
 class HeaderReader:
-    """:class:`HeaderWalk` driven by a :class:`ByteSource`: awaitable header reads."""
+    """:class:`HeaderWalk` driven by a :class:`~fficube.sources.base.ByteSource`: awaitable header reads."""
 
     def __init__(self, source: ByteSource, walk: HeaderWalk) -> None:
         self.source, self.walk = source, walk
