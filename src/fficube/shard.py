@@ -50,7 +50,7 @@ from ._aio import closing
 from .build import BuildOptions, cube_size_estimate
 from .checksum import add, seal_header
 from .durable import create_file, sync_directory, write_synced
-from .errors import InputError, OutputError, OutputExistsError, ResumeError, os_reason
+from .errors import InputError, OptionError, OutputError, OutputExistsError, ResumeError, os_reason
 from .inputs import InputsLike, Version, resolve_inputs
 from .journal import FinishClaim, Identity, Journal, Part, SharedPlan
 from .pipeline import execute
@@ -78,15 +78,21 @@ POLL = (0.1, 5.0)
 
 
 def parse_shard(text: str, array_index: str | None = None) -> tuple[int, int]:
-    """``"K/N"`` -> (K, N), 1 <= K <= N; ``"index/N"`` takes K from an array job's index (+ 1)."""
+    """``"K/N"`` -> (K, N), 1 <= K <= N; ``"index/N"`` takes K from an array job's index (+ 1).
+
+    Raises
+    ------
+    OptionError
+        For text that is not such a shard (``option`` is ``"shard"``).
+    """
     k, sep, n = text.partition("/")
     try:
         shards = int(n)
         shard = int(array_index) + 1 if k == "index" and array_index is not None else int(k)
     except (TypeError, ValueError):
-        raise ValueError(f"--shard wants K/N with 1 <= K <= N (or index/N in an array job), not {text!r}") from None
+        raise OptionError("shard", f"{text!r} is not K/N with 1 <= K <= N (or index/N in an array job)") from None
     if not sep or not 1 <= shard <= shards:
-        raise ValueError(f"--shard wants K/N with 1 <= K <= N, not {text!r} (K = {shard})")
+        raise OptionError("shard", f"{text!r} is not K/N with 1 <= K <= N (K = {shard})")
     return shard, shards
 
 

@@ -9,6 +9,7 @@ only talks to these two protocols, so a new kind of output is one new module.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from ..plan import CubePlan
     from ..sources.base import IOStats
 
-__all__ = ["Span", "CubeSink", "Output", "kept_message", "Buffer"]
+__all__ = ["Span", "CubeSink", "Output", "kept_message", "log_kept", "Buffer"]
 
 #: What sinks accept as bytes.
 Buffer = bytes | bytearray | memoryview
@@ -143,3 +144,9 @@ def kept_message(kept: str, saved: int, total: int) -> str:
         f"kept {kept} ({format_bytes(saved)} of {format_bytes(total)} written): "
         "run the same build again with resume=True to continue, or restart=True to start over"
     )
+
+
+def log_kept(log: logging.Logger, kept: str, saved: int, total: int) -> None:
+    """Warn what an interrupted build kept (:func:`kept_message`); the record's ``options``
+    names the options the advice speaks of, for the command line to show as flags."""
+    log.warning("%s", kept_message(kept, saved, total), extra={"options": ("resume", "restart")})

@@ -41,7 +41,7 @@ from ..journal import Journal, LocalJournal
 from ..plan import CubePlan
 from ..sources.base import IOStats
 from ..units import format_bytes
-from .base import Buffer, Span, kept_message
+from .base import Buffer, Span, log_kept
 
 __all__ = ["LocalOutput", "LocalSink", "SharedFile", "partial_path", "lock_path", "direct_run"]
 
@@ -389,7 +389,7 @@ class LocalSink:
                             format_bytes(self.saved - lo), format_bytes(hi - lo))
             return
         if self.saved:
-            log.warning("%s", kept_message(self.partial, self.saved, self.total_bytes))
+            log_kept(log, self.partial, self.saved, self.total_bytes)
             return
         try:
             os.unlink(self.partial)

@@ -34,7 +34,7 @@ from ..plan import CubePlan
 from ..sources.base import IOStats
 from ..sources.fsspec import fs_request
 from ..sources.policy import RetryPolicy, retrying
-from .base import Buffer, Span, kept_message
+from .base import Buffer, Span, log_kept
 
 __all__ = [
     "S3Output", "S3Sink", "SharedUpload", "Bucket", "part_size_for", "parts_in_flight", "error_code", "MIN_PART",
@@ -590,7 +590,7 @@ class S3Sink:
             return
         if recorded:
             saved = sum(p.size for p in recorded.values())
-            log.warning("%s", kept_message(f"the upload of {self.url}", saved, self.total_bytes))
+            log_kept(log, f"the upload of {self.url}", saved, self.total_bytes)
             return
         await self.bucket.abort(self.upload_id, self.journal_key)
         self.upload_id = None
