@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -12,7 +13,9 @@ from astropy.io import fits
 from cube_compare import assert_verifies
 from helpers import run_cli as run
 
-from fficube.cli import main
+import fficube
+from fficube.cli import error_text, flag, in_cli_words, main
+from fficube.errors import InputError, MemoryBudgetError, OptionError, OutputExistsError
 
 
 @pytest.fixture
@@ -159,3 +162,40 @@ def test_signals_stop_a_build_cleanly(sector, tmp_path: Path, sig: str, code: in
     assert ("resumed with" in done.stdout) == (point == "mid-build")
     assert not journal.exists() and not partial.exists()
     assert_verifies(out)
+
+
+def test_an_option_error_is_told_by_its_flag(tmp_path: Path) -> None:
+    # The library names the option by its keyword; the command line by its flag.
+    from fficube.shard import parse_shard
+
+    with pytest.raises(OptionError) as refused:
+        parse_shard("3/2")
+    assert refused.value.option == "shard" and "--" not in str(refused.value)
+    code, out, err = run("sector", "7", "--source", str(tmp_path / "ffis"), "--dest", str(tmp_path / "cubes"),
+                         "--camera", "1", "--ccd", "1", "--shard", "3/2")
+    assert (code, out, err) == (1, "", "fficube: error: --shard: '3/2' is not K/N with 1 <= K <= N (K = 3)\n")
+    assert error_text(OptionError("storage_options", "no such profile")) == "--storage-option: no such profile"
+    assert error_text(OptionError("coordinates", "not a position")) == "coordinates: not a position"  # Python only
+
+
+def test_every_option_error_of_the_library_has_a_flag_or_is_python_only() -> None:
+    named = {node.args[0].value
+             for path in Path(fficube.__file__).parent.rglob("*.py")
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "OptionError"
+             and node.args and isinstance(node.args[0], ast.Constant)}
+    assert {"max_memory", "storage_options", "stage", "size"} <= named
+    assert {option for option in named if flag(option) is None} == {"coordinates", "names", "file_names"}
+
+
+def test_an_error_names_the_options_the_command_line_translates() -> None:
+    exists = OutputExistsError("already exists; use overwrite=True to replace it", path="c.fits")
+    assert exists.options == ("overwrite",)
+    assert error_text(exists) == "c.fits: already exists; use --overwrite to replace it"
+    assert error_text(MemoryBudgetError("max_memory = 1.0 kB cannot hold one row")) == \
+        "--max-memory 1.0 kB cannot hold one row"
+    # Text the error does not name as an option is the user's or the file's: left as it is.
+    assert error_text(InputError("resume=True is part of this file name", path="x")) == \
+        "x: resume=True is part of this file name"
+    assert in_cli_words("kept it: run again with resume=True, or restart=True", ("resume", "restart")) == \
+        "kept it: run again with --resume, or --restart"

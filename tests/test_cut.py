@@ -39,10 +39,19 @@ def position(cube: str, x: float, y: float) -> SkyCoord:
     return wcs_of(cube).pixel_to_world(x, y)
 
 
+def read_tpf(path: str | Path) -> fits.HDUList:
+    """A TPF's HDUs with their data read, its file closed again."""
+    hdus = fits.open(path, memmap=False)
+    with hdus:
+        for hdu in hdus:
+            _ = hdu.data
+    return hdus
+
+
 def astrocut_tpf(cube: str, coord: SkyCoord, size, out: Path) -> fits.HDUList:
     from astrocut import cube_cut
 
-    return fits.open(cube_cut(cube, coord, size, output_path=str(out), verbose=False))
+    return read_tpf(cube_cut(cube, coord, size, output_path=str(out), verbose=False))
 
 
 def quiet_wcs(header: fits.Header, **kwargs) -> WCS:
@@ -189,6 +198,7 @@ def test_lightkurve_reads_the_tpf_and_its_light_curve_is_the_sum_of_flux(cube_fi
     np.testing.assert_allclose(curve.flux.value, np.nansum(flux, axis=(1, 2)), rtol=1e-6)
     assert tpf.wcs.pixel_to_world(0, 0).separation(quiet_wcs(fits.getheader(path, 2)).pixel_to_world(0, 0)).arcsec \
         < 1e-6
+    tpf.hdu.close()  # lightkurve keeps the file open for the TPF's lifetime
 
 
 def test_an_s3_cutout_costs_the_headers_the_table_and_a_get_per_row(s3, proxy, spoc_cube: str) -> None:
@@ -279,7 +289,7 @@ def test_cutout_factory_is_a_drop_in_for_astrocuts(spoc_cube: str, tmp_path: Pat
     path = fficube.CutoutFactory().cube_cut(spoc_cube, coord, 5, output_path=str(tmp_path / "ours"))
     theirs = astrocut_tpf(spoc_cube, coord, 5, tmp_path / "theirs")
     assert Path(path).name == Path(theirs.filename()).name  # astrocut's file name
-    assert_equals_astrocut(fits.open(path), theirs)
+    assert_equals_astrocut(read_tpf(path), theirs)
     named = fficube.CutoutFactory().cube_cut(spoc_cube, coord, 5, target_pixel_file="x.fits", output_path=tmp_path)
     assert named == str(tmp_path / "x.fits")
     memory = fficube.CutoutFactory().cube_cut(spoc_cube, coord, 5, memory_only=True)

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 from astropy.io import fits
@@ -159,7 +160,7 @@ def test_plan_update_refuses_a_start_time_already_in_the_cube(sector, tmp_path) 
     fficube.make_cube(paths, tmp_path / "old.fits")
     again = tmp_path / "copy" / "again_ffic.fits"
     again.parent.mkdir()
-    again.write_bytes(open(paths[1], "rb").read())
+    again.write_bytes(Path(paths[1]).read_bytes())
     with pytest.raises(InputError, match="share a start time"):
         plan_update(scan_cube_at(tmp_path / "old.fits"), scan_paths([str(again)]), Limits(max_memory=10**9))
 

@@ -225,18 +225,19 @@ def test_a_shard_that_dies_is_run_again_alone(s3, big_archive, tmp_path: Path) -
     assert code == 1 and "waiting for shard(s) 2" in out
 
     record = "cubes/tess-s0001-1-1-cube.fits.shards/2.json"
-    proc = subprocess.Popen(cli(*command, "--shard", "2/3"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            state = json.loads(s3.client.get_object(Bucket=s3.bucket, Key=record)["Body"].read())
-        except s3.client.exceptions.NoSuchKey:
-            state = {"parts": {}}
-        if state["parts"]:
-            proc.send_signal(signal.SIGKILL)  # one part up, others not yet
-            break
-        time.sleep(0.005)
-    proc.wait(timeout=60)
+    with subprocess.Popen(cli(*command, "--shard", "2/3"), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL) as proc:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                state = json.loads(s3.client.get_object(Bucket=s3.bucket, Key=record)["Body"].read())
+            except s3.client.exceptions.NoSuchKey:
+                state = {"parts": {}}
+            if state["parts"]:
+                proc.send_signal(signal.SIGKILL)  # one part up, others not yet
+                break
+            time.sleep(0.005)
+        proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "shard 2 finished before it could be killed"
     assert "cubes/tess-s0001-1-1-cube.fits" not in shared_objects(s3)
 

@@ -136,6 +136,7 @@ def forbidden() -> Iterator[str]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"127.0.0.1:{server.server_port}"
     server.shutdown()
+    server.server_close()
 
 
 def test_access_denied_is_not_reported_as_not_found(forbidden: str, tmp_path: Path) -> None:
@@ -212,16 +213,17 @@ LOCK_HOLDER = textwrap.dedent(
 
 def test_a_second_build_of_one_output_is_refused_while_the_first_runs(paths, tmp_path: Path) -> None:
     out = tmp_path / "c.fits"
-    first = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, *paths, str(out)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert first.stdout is not None and first.stdout.readline().strip() == "holding"
-        for extra in ([], ["--resume"], ["--restart"]):
-            code, _, err = run_cli("build", *paths, "-o", str(out), *extra)
-            assert code == 1 and f"another fficube process (pid {first.pid}) is building this cube" in err, err
-        assert Path(f"{out}.partial").exists()  # the first build's work is untouched
-    finally:
-        first.kill()  # SIGKILL: the lock dies with the process
-        first.wait()
+    with subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, *paths, str(out)], stdout=subprocess.PIPE,
+                          text=True) as first:
+        try:
+            assert first.stdout is not None and first.stdout.readline().strip() == "holding"
+            for extra in ([], ["--resume"], ["--restart"]):
+                code, _, err = run_cli("build", *paths, "-o", str(out), *extra)
+                assert code == 1 and f"another fficube process (pid {first.pid}) is building this cube" in err, err
+            assert Path(f"{out}.partial").exists()  # the first build's work is untouched
+        finally:
+            first.kill()  # SIGKILL: the lock dies with the process
+            first.wait()
     code, _, err = run_cli("build", *paths, "-o", str(out), "--resume", "-q")
     assert code == 0, err
     assert_verifies(out)

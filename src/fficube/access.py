@@ -1,7 +1,7 @@
 """Read access to one finished cube, local or behind an fsspec URL, for the views.
 
 The views (:mod:`fficube.refs`, :mod:`fficube.dataset`, :mod:`fficube.overview`) read a
-cube's headers and table with :func:`fficube.scan.scan_cube` and a few of its rows by
+cube's headers and table with :func:`fficube.cubeinfo.scan_cube` and a few of its rows by
 byte range.  :func:`cube_source` gives them a :class:`~fficube.sources.base.ByteSource` with
 the same credentials handling as a build (``anon`` and ``storage_options`` through
 :class:`~fficube.sources.fsspec.Filesystems`), closed afterwards.  Their synchronous functions
@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from ._aio import closing
-from .cubeinfo import CubeInfo, scan_cube
+from .cubeinfo import CubeDescription, CubeInfo, scan_cube
 from .errors import MissingExtraError
 from .sources import open_location
 from .sources.base import ByteSource
@@ -24,7 +24,7 @@ from .sources.fsspec import Filesystems
 from .sources.locations import S3_PROTOCOLS, is_url
 
 __all__ = ["cube_source", "read_cube", "cube_path", "cube_location", "reading_options", "require", "CubeInfo",
-           "scan_cube"]
+           "scan_cube", "describe_cube"]
 
 T = TypeVar("T")
 
@@ -97,3 +97,18 @@ async def read_cube(
     async with cube_source(cube, anon=anon, storage_options=storage_options) as source:
         info = await scan_cube(source, cube)
         return info, source.stats.requests
+
+
+async def describe_cube(
+    path: str | os.PathLike[str], *, anon: bool | None = None, storage_options: Mapping[str, Any] | None = None
+) -> CubeDescription:
+    """Describe the cube at ``path`` (local or any ranged fsspec URL), reading only its
+    headers and info table by byte range.
+
+    Raises
+    ------
+    FitsFormatError
+        If the file is not a cube in fficube's (astrocut's) format.
+    """
+    cube, _ = await read_cube(os.fspath(path), anon=anon, storage_options=storage_options)
+    return CubeDescription.of(cube)

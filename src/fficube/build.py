@@ -223,16 +223,14 @@ async def build_cube(
         check_stats_target(options.pixel_stats, output, found.paths)
         async with out.lock():
             report = Reporter(progress, [], started)
-            staged = None
-            if stage is not None:
-                staged = await _stage(found, os.fspath(stage), out, filesystems, options, report)
-            paths = staged.paths if staged else found.paths
-            source = await (open_source(None, filesystems) if staged else found.source(filesystems,
-                                                                                      options.concurrency))
-            async with closing(source):
+            # The one place where a staged build differs from a direct one.
+            reading: _Direct | _Copies = (
+                _Direct(found) if stage is None
+                else _Copies(await _stage(found, os.fspath(stage), out, filesystems, options, report)))
+            async with closing(await reading.source(filesystems, options.concurrency)) as source:
                 report.sources = [source]
-                ffis = await _scan(paths, source, options.product, report)
-                versions = staged.versions if staged else {path: found.version(path) for path in paths}
+                ffis = await _scan(reading.paths, source, options.product, report)
+                versions = reading.versions()
 
                 def planner(limits: Limits, now: dt.datetime) -> CubePlan:
                     return make_plan(ffis, limits, sector=sector, now=now)
@@ -240,13 +238,60 @@ async def build_cube(
                 layers = len(ffis[0].layers) if ffis else 0
                 cube_bytes = cube_size_estimate(ffis[0].shape if ffis else (0, 0), len(ffis), layers)
                 result = await _build(out, planner, cube_bytes, source, versions, report, filesystems, options,
-                                      overwrite=overwrite, origins=staged.origins if staged else None)
-            if staged is None:
-                return result
-            if not keep_stage:
-                await asyncio.to_thread(remove_staged, staged)
-            return replace(result, staged=staged.fetched, staged_reused=staged.reused,
-                           stage_requests=staged.stats.requests, stage_bytes=staged.stats.bytes_read)
+                                      overwrite=overwrite, origins=reading.origins)
+            return await reading.done(result, keep=keep_stage)
+
+
+@dataclass(frozen=True, slots=True)
+class _Direct:
+    """A build that reads its inputs where they are."""
+
+    found: Inputs
+    origins: None = None  #: the paths are the inputs themselves
+
+    @property
+    def paths(self) -> list[str]:
+        return self.found.paths
+
+    async def source(self, filesystems: Filesystems, concurrency: int | None) -> ByteSource:
+        return await self.found.source(filesystems, concurrency)
+
+    def versions(self) -> dict[str, Version]:
+        """Each input's version, taken after the scan (a local file's mtime as the build saw it)."""
+        return {path: self.found.version(path) for path in self.found.paths}
+
+    async def done(self, result: BuildResult, *, keep: bool) -> BuildResult:
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Copies:
+    """A staged build: it reads local copies of its remote inputs, and says how the staging went."""
+
+    staged: Staged
+
+    @property
+    def paths(self) -> list[str]:
+        return self.staged.paths
+
+    @property
+    def origins(self) -> dict[str, str]:
+        """copy -> the URL it was fetched from."""
+        return self.staged.origins
+
+    async def source(self, filesystems: Filesystems, concurrency: int | None) -> ByteSource:
+        return await open_source(None, filesystems)
+
+    def versions(self) -> dict[str, Version]:
+        """copy -> the remote version it holds."""
+        return self.staged.versions
+
+    async def done(self, result: BuildResult, *, keep: bool) -> BuildResult:
+        """``result`` with the staging's counts; the copies removed unless ``keep``."""
+        if not keep:
+            await asyncio.to_thread(remove_staged, self.staged)
+        return replace(result, staged=self.staged.fetched, staged_reused=self.staged.reused,
+                       stage_requests=self.staged.stats.requests, stage_bytes=self.staged.stats.bytes_read)
 
 
 async def _stage(found: Inputs, directory: str, out: Output, filesystems: Filesystems, options: BuildOptions,

@@ -8,26 +8,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
-import re
 import select
 import signal
 import sys
 import time
 import traceback
 import warnings
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from ._version import __version__
+from .access import describe_cube
 from .build import build_cube, update_cube
 from .cli_view import COMMANDS as VIEW_COMMANDS
 from .cli_view import add_commands as add_view_commands
 from .cli_view import add_inspect_plot, plot_after_inspect
-from .cubeinfo import CubeDescription, describe_cube
-from .errors import FficubeError, FficubeWarning
+from .cubeinfo import CubeDescription
+from .errors import FficubeError, FficubeWarning, OptionError
 from .layout import cube_data_bytes
 from .pixelstats import FFI_CHOICES, cube_stats
 from .products import CHOICES, PRODUCTS
@@ -50,7 +51,7 @@ from .sector import (
 )
 from .shard import build_shard, finish_cube, parse_shard
 from .sinks import kept_after_interruption
-from .sources.policy import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY
+from .sources.policy import ACCESS_DENIED, ANONYMOUS_DENIED, DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY
 from .units import format_bytes
 from .verify import verify_cube
 
@@ -472,7 +473,7 @@ def _cmd_sector(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     def done(outcome: CubeOutcome) -> None:
         if not args.quiet:
             err.write(f"fficube: {outcome.job.camera}-{outcome.job.ccd}: {outcome.status}"
-                      f"{': ' + for_command_line(outcome.error) if outcome.status == 'failed' else ''}\n")
+                      f"{': ' + in_cli_words(outcome.error, outcome.options) if outcome.status == 'failed' else ''}\n")
 
     outcomes = _run(build_sector(
         jobs, max_memory=args.max_memory, parallel=args.parallel, concurrency=args.concurrency, anon=anon,
@@ -481,9 +482,9 @@ def _cmd_sector(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     header = ("cube", "status", "FFIs", "size", "seconds", "requests", "output / reason")
     rows = [header, *(o.row() for o in outcomes)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    for row in rows:
-        out.write(for_command_line("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
-                                   + "  " + row[-1]) + "\n")
+    for row, options in zip(rows, [(), *(o.options for o in outcomes)], strict=True):
+        out.write(in_cli_words("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+                               + "  " + row[-1], options) + "\n")
     failed = sum(o.status == "failed" for o in outcomes)
     empty = sum(o.status == "no FFIs" for o in outcomes)
     complete = sum(o.status in DONE for o in outcomes)
@@ -578,29 +579,71 @@ def _sector_left_behind(args: argparse.Namespace) -> str:
             "to continue (sector resumes interrupted cubes; --resume may be given)")
 
 
-#: The library's words for options (Python keywords), and the command line's.
-_OPTION_WORDS = [
-    (re.compile(r"\b(overwrite|resume|restart|anon)=True\b"), lambda m: "--" + m[1]),
-    (re.compile(r"\brequester_pays=True in the storage options"), lambda m: "--storage-option requester_pays=true"),
-    (re.compile(r"\b(max_memory|concurrency|product|stage|pixel_stats|stats_ffis)(?=: | = )"),
-     lambda m: "--" + m[1].replace("_", "-")),
-    (re.compile(r"(--max-memory) = "), lambda m: m[1] + " "),
-    (re.compile(r"\bsector=(\d+)"), lambda m: "--sector " + m[1]),
-]
+#: Library keywords whose command-line option has another name (its argparse ``dest``).
+_DESTS = {"storage_options": "storage_option"}
+#: The library's advice that names options, as the command line gives it.
+_ADVICE = {
+    ACCESS_DENIED: (
+        "access denied (HTTP 403): the server refused this request. For a public bucket read anonymously "
+        "(--anon); otherwise check your credentials (environment, AWS profile, instance role); "
+        "a requester-pays bucket needs --storage-option requester_pays=true"
+    ),
+    ANONYMOUS_DENIED: (
+        "access denied (HTTP 403) to an anonymous request: this object is not public. Read it with "
+        "credentials (without --anon); a requester-pays bucket also needs --storage-option requester_pays=true"
+    ),
+}
 
 
-def for_command_line(text: str) -> str:
-    """A library message as the command line says it: options by their flags, secrets masked."""
-    for pattern, flag in _OPTION_WORDS:
-        text = pattern.sub(flag, text)
+@functools.cache
+def _flags() -> dict[str, str]:
+    """Each command-line option's flag by its argparse ``dest`` (``max_memory`` -> ``--max-memory``)."""
+    subparsers = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags: dict[str, str] = {}
+    for parser in subparsers.choices.values():
+        for action in parser._actions:
+            if action.option_strings:
+                names = [o for o in action.option_strings if o.startswith("--")] or action.option_strings
+                flags.setdefault(action.dest, names[0])
+    return flags
+
+
+def flag(option: str) -> str | None:
+    """The command line's flag for the library's keyword ``option``; None if it has none
+    (an option of the Python API only)."""
+    return _flags().get(_DESTS.get(option, option))
+
+
+def in_cli_words(text: str, options: Iterable[str] = ()) -> str:
+    """A library message as the command line says it, secrets masked.
+
+    ``options`` are the keywords the message names (an error's ``options``): each is
+    shown as its flag (``overwrite=True`` -> ``--overwrite``, ``max_memory = 1 kB`` ->
+    ``--max-memory 1 kB``), and the library's advice (:data:`_ADVICE`) in command-line words.
+    """
+    for option in options:
+        name = flag(option)
+        if name is not None:
+            for said, told in ((f"{option}=True", name), (f"{option} = ", f"{name} "), (f"{option}=", f"{name} "),
+                               (f"{option}: ", f"{name}: ")):
+                text = text.replace(said, told)
+    for said, told in _ADVICE.items():
+        text = text.replace(said, told)
     return redact(text)
+
+
+def error_text(exc: BaseException) -> str:
+    """An error's message as the command line says it: an option error names the flag."""
+    if isinstance(exc, OptionError):
+        return redact(f"{flag(exc.option) or exc.option}: {exc.detail}")
+    return in_cli_words(str(exc), getattr(exc, "options", ()))
 
 
 class _Formatter(logging.Formatter):
     """Log lines (any logger's: fsspec's too) and their tracebacks, in command-line words, secrets masked."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return for_command_line(super().format(record))
+        return in_cli_words(super().format(record), getattr(record, "options", ()))
 
 
 def _configure_output(err: TextIO, debug: bool, quiet: bool) -> None:
@@ -613,7 +656,8 @@ def _configure_output(err: TextIO, debug: bool, quiet: bool) -> None:
     handler.setFormatter(_Formatter("fficube: %(levelname)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
-    warnings.formatwarning = lambda message, category, *a, **k: f"fficube: warning: {for_command_line(str(message))}\n"
+    warnings.formatwarning = lambda message, category, *a, **k: (
+        f"fficube: warning: {in_cli_words(str(message), getattr(message, 'options', ()))}\n")
     warnings.simplefilter("ignore" if quiet else "default", FficubeWarning)
 
 
@@ -660,8 +704,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
 def _report(exc: BaseException, args: argparse.Namespace, err: TextIO) -> int:
     """Print an error for people (and with ``--debug`` its traceback, secrets masked)."""
     if args.debug:  # the traceback, but with no secret in it either
-            err.write(for_command_line("".join(traceback.format_exception(exc))))
-    err.write(f"fficube: error: {for_command_line(str(exc))}\n")
+            err.write(in_cli_words("".join(traceback.format_exception(exc)), getattr(exc, "options", ())))
+    err.write(f"fficube: error: {error_text(exc)}\n")
     return EXIT_ERROR
 
 

@@ -1,33 +1,33 @@
 """Existing cubes: what a cube says about itself (headers and info table, not the data).
 
-:func:`scan_cube` reads a cube's headers and table by byte range, for updates,
-``verify`` and ``inspect``; :func:`describe_cube` turns them into what people want
-to see.
+:func:`scan_cube` reads a cube's headers and table by byte range from a byte source
+it is given, for updates, ``verify`` and ``inspect``; :meth:`CubeDescription.of` turns
+them into what people want to see.  Nothing here opens storage (that is
+:mod:`fficube.access`, whose :func:`~fficube.access.describe_cube` opens a cube and
+describes it), so the planner can use :class:`CubeInfo` and :class:`Provenance`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
 
-from ._aio import closing
 from ._version import __version__
 from .errors import FitsFormatError
+from .ffiinfo import FfiInfo
 from .fitsblocks import BLOCK, HeaderReader, data_bytes, padded
 from .layout import cube_data_bytes, row_bytes
 from .products import Product, product_of_cube
-from .scan import FfiInfo
-from .sources import open_location
-from .sources.base import ByteSource
-from .sources.fsspec import Filesystems
 
-__all__ = ["CubeInfo", "scan_cube", "Provenance", "PROVENANCE_KEYWORDS", "CubeDescription", "describe_cube"]
+if TYPE_CHECKING:  # annotations only: the source is given, never opened here
+    from .sources.base import ByteSource
+
+__all__ = ["CubeInfo", "scan_cube", "Provenance", "PROVENANCE_KEYWORDS", "CubeDescription"]
 
 #: First read of a cube: its primary and cube headers are one block each in most cubes.
 FIRST_READ = 2 * BLOCK
@@ -217,52 +217,38 @@ class CubeDescription:
                 ("updates", str(p.n_updates) + (f" (last {len(p.updates)} shown)" if p.updates else ""))]
         return rows + [("", line) for line in p.updates]
 
-
-async def describe_cube(
-    path: str | os.PathLike[str], *, anon: bool | None = None, storage_options: Mapping[str, Any] | None = None
-) -> CubeDescription:
-    """Describe the cube at ``path`` (local or any ranged fsspec URL), reading only its
-    headers and info table by byte range.
-
-    Raises
-    ------
-    FitsFormatError
-        If the file is not a cube in fficube's (astrocut's) format.
-    """
-    path = os.fspath(path)
-    async with Filesystems(anon=anon, storage_options=storage_options) as filesystems:
-        source = await open_location(path, filesystems, 4)
-        async with closing(source):
-            cube = await scan_cube(source, path)
-    primary = fits.Header.fromstring(cube.primary_header)
-    product = cube.product
-    table = cube.table.data
-    columns = cube.table.columns.names
-    stop_key = product.stop_keyword
-    start = float(np.nanmin(table[product.time_keyword])) if product.time_keyword in columns else float("nan")
-    stop = float(np.nanmax(table[stop_key])) if stop_key in columns else float("nan")
-    files = cube.names
-    provenance = Provenance.of(fits.Header.fromstring(cube.cube_header))
-    template = provenance.template if provenance else None
-    for key, value in product.template_requirements.items() if template is None else ():
-        if key in columns:  # no record: the earliest FFI meeting the rule is the best guess
-            hits = np.flatnonzero(table[key] == value)
-            template = files[hits[0]] if hits.size else None
-    cam_key, ccd_key = product.camera_keywords
-    return CubeDescription(
-        path=path,
-        size=cube.size,
-        product=product.name,
-        shape=cube.shape,
-        start=start,
-        stop=stop,
-        sector=primary.get("SECTOR"),
-        camera=primary.get(cam_key),
-        ccd=primary.get(ccd_key),
-        first_file=files[0] if files else "",
-        last_file=files[-1] if files else "",
-        template=template,
-        template_rule=product.template_rule,
-        date=str(primary.get("DATE", "")),
-        provenance=provenance,
-    )
+    @classmethod
+    def of(cls, cube: CubeInfo) -> CubeDescription:
+        """The description of ``cube``, from its headers and info table."""
+        primary = fits.Header.fromstring(cube.primary_header)
+        product = cube.product
+        table = cube.table.data
+        columns = cube.table.columns.names
+        stop_key = product.stop_keyword
+        start = float(np.nanmin(table[product.time_keyword])) if product.time_keyword in columns else float("nan")
+        stop = float(np.nanmax(table[stop_key])) if stop_key in columns else float("nan")
+        files = cube.names
+        provenance = Provenance.of(fits.Header.fromstring(cube.cube_header))
+        template = provenance.template if provenance else None
+        for key, value in product.template_requirements.items() if template is None else ():
+            if key in columns:  # no record: the earliest FFI meeting the rule is the best guess
+                hits = np.flatnonzero(table[key] == value)
+                template = files[hits[0]] if hits.size else None
+        cam_key, ccd_key = product.camera_keywords
+        return cls(
+            path=cube.path,
+            size=cube.size,
+            product=product.name,
+            shape=cube.shape,
+            start=start,
+            stop=stop,
+            sector=primary.get("SECTOR"),
+            camera=primary.get(cam_key),
+            ccd=primary.get(ccd_key),
+            first_file=files[0] if files else "",
+            last_file=files[-1] if files else "",
+            template=template,
+            template_rule=product.template_rule,
+            date=str(primary.get("DATE", "")),
+            provenance=provenance,
+        )

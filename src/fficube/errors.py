@@ -25,7 +25,10 @@ I/O, ``FileExistsError`` for an output that is already there), so both
     └── TemplateWarning                    no FFI of a TICA batch has a celestial WCS
 
 Errors that concern one input file carry its ``path`` and, where known, the byte
-``range`` that was being read, and put both in the message.
+``range`` that was being read, and put both in the message.  Every error's ``options``
+names the options (the Python API's keywords) its message speaks of, so that the
+command line can name them by their flags instead (``--overwrite`` for
+``overwrite=True``).
 """
 
 from __future__ import annotations
@@ -71,6 +74,11 @@ class FficubeError(Exception):
     presigned URLs) are masked (:func:`fficube.redact.redact`).
     """
 
+    #: The options (the Python API's keywords) that the message names, spelled
+    #: ``keyword=True``, ``keyword=value``, ``keyword = value`` or ``keyword: ...``:
+    #: the cause or the remedy.  The command line shows each as its flag.
+    options: tuple[str, ...] = ()
+
     def __init__(self, *args: object) -> None:
         super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
@@ -101,6 +109,8 @@ class FitsFormatError(InputError):
 class MixedInputError(InputError):
     """The inputs do not belong to one cube (products, cameras, CCDs or shapes differ)."""
 
+    options = ("sector",)  #: a sector given that the FFIs contradict
+
 
 class OutsideFootprintError(InputError):
     """A cutout target is off the cube's footprint: its window misses the CCD, or the
@@ -127,16 +137,20 @@ class OutsideFootprintError(InputError):
 class OptionError(FficubeError, ValueError):
     """An option has a value fficube cannot use (``max_memory="lots"``, ``concurrency=0``...).
 
-    ``option`` is the option's name, as the Python API spells it.
+    ``option`` is the option's name, as the Python API spells it, and ``detail`` what
+    is wrong with its value (the message is ``"option: detail"``).
     """
 
     def __init__(self, option: str, message: str) -> None:
         self.option, self.detail = option, message
+        self.options = (option,)
         super().__init__(f"{option}: {message}")
 
 
 class MemoryBudgetError(FficubeError, ValueError):
     """``max_memory`` is too small to hold even one row of the cube."""
+
+    options = ("max_memory",)
 
 
 class ReadError(FficubeError, OSError):
@@ -160,6 +174,8 @@ class OutputError(FficubeError, OSError):
 class OutputExistsError(OutputError, FileExistsError):
     """The output exists and ``overwrite`` was not given."""
 
+    options = ("overwrite",)  #: the remedy
+
 
 class EventLoopError(FficubeError, RuntimeError):
     """A synchronous function was called from a running event loop."""
@@ -171,6 +187,8 @@ class ResumeError(FficubeError, ValueError):
     Raised when the output has an interrupted build and neither ``resume`` nor
     ``restart`` was given, or when ``resume`` finds that the plan changed.
     """
+
+    options = ("resume", "restart")  #: the remedies
 
     def __init__(self, message: str, *, path: str) -> None:
         self.path = path

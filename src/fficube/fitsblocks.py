@@ -16,13 +16,15 @@ import re
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 from astropy.io import fits
 
 from .errors import FitsFormatError
-from .sources.base import ByteSource
+
+if TYPE_CHECKING:  # annotations only: the FITS rules import no storage code
+    from .sources.base import ByteSource
 
 __all__ = [
     "BLOCK", "CARD", "header_end", "padded", "parse_header", "int_card", "data_bytes", "HeaderReader", "Cards",
@@ -432,7 +434,7 @@ async def drive(steps: Steps[T], read: Callable[[int, int], Awaitable[bytes]]) -
 class HeaderWalk:
     """Reads header text at given offsets of one file, sans I/O: its methods are
     generators of :data:`Read` requests, driven by :func:`drive` (any
-    :class:`ByteSource`) or by blocking reads (a local file, in a worker thread).
+    :class:`~fficube.sources.base.ByteSource`) or by blocking reads (a local file, in a worker thread).
 
     The last window read is kept, so that neighbouring headers cost no second read.
     """
@@ -505,7 +507,7 @@ class HeaderWalk:
 
 
 class HeaderReader:
-    """:class:`HeaderWalk` driven by a :class:`ByteSource`: awaitable header reads."""
+    """:class:`HeaderWalk` driven by a :class:`~fficube.sources.base.ByteSource`: awaitable header reads."""
 
     def __init__(self, source: ByteSource, walk: HeaderWalk) -> None:
         self.source, self.walk = source, walk

@@ -11,7 +11,7 @@ import glob
 import os
 import posixpath
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -22,37 +22,11 @@ from .sources.base import ByteSource, IOStats
 from .sources.fsspec import Filesystems, fs_request
 from .sources.locations import is_url, protocol_of, protocol_or_local
 from .sources.policy import describe_failure, is_not_found
+from .versions import Version, local_version, remote_version
 
 __all__ = ["InputsLike", "Inputs", "resolve_inputs", "Version", "local_version", "remote_version", "version_of"]
 
 InputsLike = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
-
-
-@dataclass(frozen=True, slots=True)
-class Version:
-    """What identifies one version of a file: size, and mtime (local) or ETag (S3)."""
-
-    size: int
-    tag: str
-
-    def as_list(self) -> list[Any]:
-        """``[size, tag]``, as journals record it."""
-        return [self.size, self.tag]
-
-
-def local_version(path: str) -> Version:
-    """A local file's size and modification time (ns)."""
-    stat = os.stat(path)
-    return Version(stat.st_size, f"mtime:{stat.st_mtime_ns}")
-
-
-def remote_version(info: Mapping[str, Any]) -> Version:
-    """A version from an fsspec ``info``/listing entry (ETag for S3, else a date)."""
-    etag = info.get("ETag") or info.get("etag")
-    if etag:
-        return Version(int(info.get("size", 0)), f"etag:{str(etag).strip(chr(34))}")
-    modified = info.get("LastModified") or info.get("last_modified")
-    return Version(int(info.get("size", 0)), f"modified:{modified}" if modified else "")
 
 
 async def version_of(path: str, filesystems: Filesystems, *, output: bool = False) -> Version:

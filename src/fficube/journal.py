@@ -34,8 +34,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .inputs import Version
 from .redact import redact
+from .versions import Version
 
 if TYPE_CHECKING:
     from .plan import CubePlan

@@ -4,7 +4,7 @@ Reading is separate from drawing (:mod:`fficube.plot`), so the numbers behind th
 figure can be checked and used without matplotlib.
 
 **Requests.**  The headers and the info table are read as ``fficube inspect`` reads
-them (a handful of ranged reads: :func:`fficube.scan.scan_cube`).  Pixels come from a
+them (a handful of ranged reads: :func:`fficube.cubeinfo.scan_cube`).  Pixels come from a
 strided sample of cube rows, one request per row: a cube row is contiguous in the file
 and holds every FFI of that row, so one read serves both the thumbnail (the asked
 frame's pixels of that row) and the per-FFI levels (a sample of that row's pixels in

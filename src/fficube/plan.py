@@ -23,6 +23,7 @@ from ._version import __version__
 from .checksum import ZERO, checksum_cards, seal_header
 from .cubeinfo import CubeInfo, Provenance
 from .errors import InputError, MemoryBudgetError, MixedInputError, NoInputsError, TemplateWarning
+from .ffiinfo import FfiInfo
 from .fitsblocks import BLOCK, header_columns, header_end, padded
 from .info_table import (
     COMMENTARY,
@@ -37,7 +38,6 @@ from .layout import VALUE_BYTES, row_bytes
 from .pixelstats import stats_bytes
 from .products import PRODUCTS, Product
 from .quality import gate_bytes
-from .scan import FfiInfo
 from .units import format_bytes
 
 __all__ = [

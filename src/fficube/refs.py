@@ -146,7 +146,7 @@ def cube_references(cube: CubeInfo, url: str, *, chunk_bytes: int = DEFAULT_CHUN
     Parameters
     ----------
     cube
-        The cube's headers and table (:func:`fficube.scan.scan_cube`).
+        The cube's headers and table (:func:`fficube.cubeinfo.scan_cube`).
     url
         Where readers find the cube's bytes: an absolute local path or an fsspec URL.
     chunk_bytes

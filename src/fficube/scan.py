@@ -18,13 +18,11 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from ._aio import task_group
 from .errors import FitsFormatError
+from .ffiinfo import BITPIX_DTYPES, FfiInfo, ImageLayout
 from .fitsblocks import BLOCK, HeaderWalk, Steps, data_bytes, drive, int_card, padded
 from .products import Product, detect_product
 from .redact import file_name
@@ -33,75 +31,13 @@ from .sources.base import BlockingReads, BlockingSource, ByteSource
 __all__ = [
     "FfiInfo", "ImageLayout", "scan", "scan_file", "scan_steps", "scan_blocking", "image_layout", "time_value",
     "sector_of", "has_celestial_wcs",
-    "BITPIX_DTYPES",
+    "BITPIX_DTYPES",  # FfiInfo, ImageLayout and BITPIX_DTYPES live in fficube.ffiinfo; the scan returns them
 ]
 
 #: First read of a file: seven blocks are exactly the primary and image headers of 98 %
 #: of SPOC FFIs (their science data starts at byte 20160; 14400 without WCS), so one
 #: request usually suffices and no data byte is read twice.
 FIRST_READ = 7 * BLOCK
-#: BITPIX values FITS allows for images, and the numpy dtype of each.
-BITPIX_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
-
-
-@dataclass(frozen=True, slots=True)
-class ImageLayout:
-    """Where one image layer's pixels are in its file and how to decode them."""
-
-    hdu: int
-    offset: int  #: byte offset of the first pixel
-    rows: int
-    cols: int
-    bitpix: int
-    bscale: float = 1.0
-    bzero: float = 0.0
-    blank: int | None = None
-
-    @property
-    def itemsize(self) -> int:
-        return abs(self.bitpix) // 8
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(BITPIX_DTYPES[self.bitpix])
-
-    @property
-    def is_raw_float32(self) -> bool:
-        """True when the bytes on disk are already the cube's big-endian float32."""
-        return self.bitpix == -32 and self.bscale == 1.0 and self.bzero == 0.0
-
-    def row_range(self, start: int, stop: int) -> tuple[int, int]:
-        """Byte range of rows ``start:stop`` in the file."""
-        row_bytes = self.cols * self.itemsize
-        return self.offset + start * row_bytes, self.offset + stop * row_bytes
-
-
-@dataclass(frozen=True, slots=True)
-class FfiInfo:
-    """Everything the plan and the fetchers need to know about one FFI."""
-
-    path: str
-    size: int
-    product: str
-    start: float  #: value of the product's time keyword
-    camera: object
-    ccd: object
-    layers: tuple[ImageLayout, ...]
-    primary_header: str  #: raw text of HDU 0's header, up to and including END
-    image_header: str  #: raw text of the image header (the same as primary for TICA)
-    header_bytes: int  #: bytes of the headers the scan needed (for the read budget)
-    is_template: bool  #: meets the product's template requirement
-    celestial_wcs: bool = False  #: the image header has a celestial WCS (RA/DEC axes)
-    sector: int | None = None  #: the FFI's own sector (its SECTOR card, else its file name)
-    cadence: int | None = None  #: the FFI's cadence number (SPOC: FFIINDEX; TICA: CADENCE), if it has one
-
-    @property
-    def name(self) -> str:
-        return file_name(self.path)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.layers[0].rows, self.layers[0].cols
 
 
 # ----------------------------------------------------------------------------------

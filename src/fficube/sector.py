@@ -144,6 +144,7 @@ class CubeOutcome:
     seconds: float = 0.0
     result: BuildResult | None = None
     error: str = ""  #: why it failed, or what was wrong with the cube that was rebuilt
+    options: tuple[str, ...] = ()  #: the options ``error`` names (:attr:`fficube.errors.FficubeError.options`)
     n_ffis: int = 0  #: the cube's FFIs (also for a skipped cube)
     cube_bytes: int = 0  #: the cube's size (also for a skipped cube)
 
@@ -212,7 +213,8 @@ async def build_sector(
             try:
                 outcome = await _one(job, available, started)
             except (FficubeError, OSError, ValueError) as exc:
-                outcome = CubeOutcome(job, "failed", time.monotonic() - started, error=str(exc))
+                outcome = CubeOutcome(job, "failed", time.monotonic() - started, error=str(exc),
+                                      options=getattr(exc, "options", ()))
             if on_done is not None:
                 on_done(outcome)
             return outcome

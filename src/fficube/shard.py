@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 from ._aio import closing
 from .build import BuildOptions, cube_size_estimate
-from .errors import InputError, ResumeError
+from .errors import InputError, OptionError, ResumeError
 from .inputs import InputsLike, Version, resolve_inputs
 from .journal import FinishClaim, Identity, Journal, SharedPlan
 from .pipeline import execute
@@ -71,15 +71,21 @@ POLL = (0.1, 5.0)
 
 
 def parse_shard(text: str, array_index: str | None = None) -> tuple[int, int]:
-    """``"K/N"`` -> (K, N), 1 <= K <= N; ``"index/N"`` takes K from an array job's index (+ 1)."""
+    """``"K/N"`` -> (K, N), 1 <= K <= N; ``"index/N"`` takes K from an array job's index (+ 1).
+
+    Raises
+    ------
+    OptionError
+        For text that is not such a shard (``option`` is ``"shard"``).
+    """
     k, sep, n = text.partition("/")
     try:
         shards = int(n)
         shard = int(array_index) + 1 if k == "index" and array_index is not None else int(k)
     except (TypeError, ValueError):
-        raise ValueError(f"--shard wants K/N with 1 <= K <= N (or index/N in an array job), not {text!r}") from None
+        raise OptionError("shard", f"{text!r} is not K/N with 1 <= K <= N (or index/N in an array job)") from None
     if not sep or not 1 <= shard <= shards:
-        raise ValueError(f"--shard wants K/N with 1 <= K <= N, not {text!r} (K = {shard})")
+        raise OptionError("shard", f"{text!r} is not K/N with 1 <= K <= N (K = {shard})")
     return shard, shards
 
 

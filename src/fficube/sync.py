@@ -21,9 +21,9 @@ import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
+from .access import describe_cube as _describe_cube
 from .build import build_cube as _build_cube
 from .build import update_cube as _update_cube
-from .cubeinfo import describe_cube as _describe_cube
 from .cut import cut_cube as _cut_cube
 from .cut import cut_targets as _cut_targets
 from .errors import EventLoopError

@@ -11,6 +11,7 @@ a new kind of output is one new module (registered in :mod:`fficube.sinks`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from ..sources.base import IOStats
     from ..sources.fsspec import Filesystems
 
-__all__ = ["Span", "CubeSink", "Output", "OutputKind", "Shards", "kept_message", "Buffer"]
+__all__ = ["Span", "CubeSink", "Output", "OutputKind", "Shards", "kept_message", "log_kept", "Buffer"]
 
 #: What sinks accept as bytes.
 Buffer = bytes | bytearray | memoryview
@@ -228,3 +229,9 @@ def kept_message(kept: str, saved: int, total: int) -> str:
         f"kept {kept} ({format_bytes(saved)} of {format_bytes(total)} written): "
         "run the same build again with resume=True to continue, or restart=True to start over"
     )
+
+
+def log_kept(log: logging.Logger, kept: str, saved: int, total: int) -> None:
+    """Warn what an interrupted build kept (:func:`kept_message`); the record's ``options``
+    names the options the advice speaks of, for the command line to show as flags."""
+    log.warning("%s", kept_message(kept, saved, total), extra={"options": ("resume", "restart")})

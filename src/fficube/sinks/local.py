@@ -44,7 +44,7 @@ from ..plan import CubePlan
 from ..sources.base import IOStats
 from ..sources.fsspec import Filesystems
 from ..units import format_bytes
-from .base import Buffer, Span, kept_message
+from .base import Buffer, Span, log_kept
 
 __all__ = [
     "LocalOutput", "LocalSink", "SharedFile", "FileShards", "FileProgress", "LocalJournal", "FILE_UNIT",
@@ -465,7 +465,7 @@ class LocalSink:
                             format_bytes(self.saved - lo), format_bytes(hi - lo))
             return
         if self.saved:
-            log.warning("%s", kept_message(self.partial, self.saved, self.total_bytes))
+            log_kept(log, self.partial, self.saved, self.total_bytes)
             return
         try:
             os.unlink(self.partial)

@@ -35,7 +35,7 @@ from ..sources.base import IOStats
 from ..sources.fsspec import Filesystems, fs_request
 from ..sources.locations import protocol_of
 from ..sources.policy import RetryPolicy, http_status, is_not_found, retrying
-from .base import Buffer, Span, kept_message
+from .base import Buffer, Span, log_kept
 
 __all__ = [
     "S3Output", "S3Sink", "SharedUpload", "UploadShards", "Bucket", "Part", "UploadProgress", "part_size_for",
@@ -739,7 +739,7 @@ class S3Sink:
             return
         if recorded:
             saved = sum(p.size for p in recorded.values())
-            log.warning("%s", kept_message(f"the upload of {self.url}", saved, self.total_bytes))
+            log_kept(log, f"the upload of {self.url}", saved, self.total_bytes)
             return
         await self.bucket.abort(self.upload_id, self.journal_key)
         self.upload_id = None

@@ -88,7 +88,7 @@ class Filesystems:
 
     async def s3_settings(self, *, output: bool = False) -> S3Settings:
         """The S3 settings of the inputs (or of the output: without ``anon``), resolved once
-        from the storage options and the AWS configuration (:mod:`fficube.s3settings`)."""
+        from the storage options and the AWS configuration (:mod:`fficube.sources.s3settings`)."""
         if output not in self._settings:
             options = self.options_for("s3", output=output)
             self._settings[output] = await asyncio.to_thread(resolve_s3_settings, options)

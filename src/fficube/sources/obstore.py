@@ -10,8 +10,8 @@ client CPU and one.
 
 Only the reads of inputs move here: listing, existence checks and the upload of the
 cube stay with s3fs (few, large requests).  Both clients work from one
-:class:`~fficube.s3settings.S3Settings`, resolved from the storage options and the AWS
-configuration (:mod:`fficube.s3settings`): :func:`store_options` gives obstore every
+:class:`~fficube.sources.s3settings.S3Settings`, resolved from the storage options and the AWS
+configuration (:mod:`fficube.sources.s3settings`): :func:`store_options` gives obstore every
 setting outright, so that obstore's own reading of ``AWS_*`` variables cannot differ
 from botocore's.  Options obstore has no word for (:func:`carries_over`), or no
 credentials, keep the reads on s3fs.

@@ -43,7 +43,7 @@ class _Read:
 
 class RemoteSource:
     """What every remote byte source shares: one semaphore for the requests in flight,
-    their counting, retries (:func:`retrying`), hedged reads (:class:`HedgePolicy`),
+    their counting, retries (:func:`retrying`), hedged reads (:class:`~fficube.sources.policy.HedgePolicy`),
     versions pinned by ETag, and errors that name the file and byte range.
 
     A subclass says how one request is made: :meth:`_range` and :meth:`_size`.
