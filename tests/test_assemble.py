@@ -221,8 +221,13 @@ def test_a_slow_read_does_not_stop_the_next_block_from_being_assembled(sector) -
             np.testing.assert_array_equal(cube[:, :, plan.slot(index), 1], hdul[2].data)
 
 
-async def _assemble_holding_the_first_read(plan, offsets, cube: np.ndarray, order: list[int]) -> None:
-    source = HeldSource(offsets)
+async def _assemble_holding_the_first_read(plan, offsets, cube: np.ndarray, order: list[int], *,
+                                           signal: int = 2, settle: bool = False) -> int:
+    """Run fetch and assembly with block 0's first read held until block ``signal`` is
+    read (with ``settle``: and the loop has turned long enough for more reads to start,
+    if any could); return the last block read while the first read was held."""
+    source = HeldSource(offsets, signal)
+    reached = -1
     free_blocks: asyncio.Queue[np.ndarray] = asyncio.Queue()
     for _ in range(plan.memory.block_buffers):
         free_blocks.put_nowait(aligned_buffer(plan.memory.block_bytes))
@@ -235,9 +240,16 @@ async def _assemble_holding_the_first_read(plan, offsets, cube: np.ndarray, orde
             cube[item.start : item.stop] = item.data[: item.stop - item.start]
             free_blocks.put_nowait(item.buffer)
 
-    async def hold_until_block_2_is_read() -> None:
+    async def hold() -> None:
+        nonlocal reached
         await asyncio.wait_for(source.started.wait(), timeout=30)
+        if settle:  # however long the loop turns, no read beyond the pool's may start
+            for _ in range(20):
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                await asyncio.to_thread(lambda: None)
         assert 0 not in order  # block 0 is still waiting for its first read
+        reached = max(source.seen)
         source.release.set()
 
     try:
@@ -245,9 +257,10 @@ async def _assemble_holding_the_first_read(plan, offsets, cube: np.ndarray, orde
             tg.create_task(fetch_slabs(plan, source, new_slab_pool(plan), ready))
             tg.create_task(assemble_blocks(plan, ready, free_blocks, full_blocks))
             tg.create_task(writer())
-            tg.create_task(hold_until_block_2_is_read())
+            tg.create_task(hold())
     finally:
         await source.aclose()
+    return reached
 
 
 def test_while_a_remote_read_is_held_reads_go_on_until_the_read_ahead_budget_is_spent(sector) -> None:
@@ -266,49 +279,9 @@ def test_while_a_remote_read_is_held_reads_go_on_until_the_read_ahead_budget_is_
                for index, (start, stop) in enumerate(plan.blocks)}
     cube = np.zeros(plan.shape, dtype=np.float32)
     order: list[int] = []
-    reached = asyncio.run(_assemble_holding_the_first_read_until_reads_stop(plan, offsets, cube, order))
+    reached = asyncio.run(_assemble_holding_the_first_read(plan, offsets, cube, order, signal=4, settle=True))
     assert reached == 4  # blocks 0 (held), 1 (assembled, its buffers back), 2, 3 and 4 (waiting)
     assert order == list(range(len(plan.blocks)))
     for index, ffi in enumerate(plan.files):
         with fits.open(ffi.path) as hdul:
             np.testing.assert_array_equal(cube[:, :, plan.slot(index), 0], hdul[1].data)
-
-
-async def _assemble_holding_the_first_read_until_reads_stop(plan, offsets, cube: np.ndarray,
-                                                             order: list[int]) -> int:
-    source = HeldSource(offsets, signal=4)
-    free_blocks: asyncio.Queue[np.ndarray] = asyncio.Queue()
-    for _ in range(plan.memory.block_buffers):
-        free_blocks.put_nowait(aligned_buffer(plan.memory.block_bytes))
-    full_blocks: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=1)
-    ready: asyncio.Queue[list[Slab]] = asyncio.Queue()
-    reached = -1
-
-    async def writer() -> None:
-        while (item := await full_blocks.get()) is not None:
-            order.append(item.number)
-            cube[item.start : item.stop] = item.data[: item.stop - item.start]
-            free_blocks.put_nowait(item.buffer)
-
-    async def hold_until_reads_stop() -> None:
-        nonlocal reached
-        # Block 4's reads come once block 1 is assembled; then the pool is spent, and
-        # however long the loop turns no read of block 5 may start.
-        await asyncio.wait_for(source.started.wait(), timeout=30)
-        for _ in range(20):
-            for _ in range(20):
-                await asyncio.sleep(0)
-            await asyncio.to_thread(lambda: None)
-        assert not order  # block 0 is still waiting for its first read
-        reached = max(source.seen)
-        source.release.set()
-
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(fetch_slabs(plan, source, new_slab_pool(plan), ready))
-            tg.create_task(assemble_blocks(plan, ready, free_blocks, full_blocks))
-            tg.create_task(writer())
-            tg.create_task(hold_until_reads_stop())
-    finally:
-        await source.aclose()
-    return reached
