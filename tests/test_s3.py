@@ -73,7 +73,8 @@ def test_s3_reads_each_byte_once(s3, sector, tmp_path: Path) -> None:
     data, header = data_and_header_bytes(paths)
     assert result.blocks == 16
     assert data <= result.bytes_read <= 1.01 * (data + header)
-    assert result.requests <= 2 * 4 * 16 + 3 * 4  # two ranges per FFI per block, a few header reads
+    # two ranges per FFI per block, a few header reads (and a hedge, if one lagged)
+    assert result.requests - result.hedges <= 2 * 4 * 16 + 3 * 4
 
 
 def test_local_to_s3_and_s3_to_s3(s3, ffis, local_cube) -> None:
@@ -361,7 +362,8 @@ def test_get_bodies_cut_mid_transfer_are_read_again(s3, ffis, local_cube, proxy,
     p = proxy(fail_cut=0.3, faults_for=lambda command, path: command == "GET")
     result = fficube.make_cube(urls, tmp_path / "c.fits", sector=1, max_memory=budget_for_rows(ffis, 7),
                                storage_options={"endpoint_url": p.url})
-    assert p.state.cuts >= 5 and result.retries >= p.state.cuts
+    # each cut read is tried again, unless a hedge sent for it answered first
+    assert p.state.cuts >= 5 and result.retries + result.hedges >= p.state.cuts
     assert without_build_stamps((tmp_path / "c.fits").read_bytes()) == local_cube
 
 
@@ -378,11 +380,11 @@ def test_a_get_that_never_answers_is_hedged(s3, ffis, local_cube, proxy, tmp_pat
 def test_a_store_slow_for_every_get_is_asked_twice_only_within_the_hedge_budget(
     s3, ffis, local_cube, proxy, tmp_path: Path
 ) -> None:
-    """Every GET held 1.5 s: the first reads outlast the initial threshold (1 s), and
+    """Every GET held 2.5 s: the first reads outlast the initial threshold (2 s), and
     every one of them would be sent again; the budget lets a few go.  Counted at the
     proxy, the GETs beyond one per distinct request stay within the budget's share."""
     urls = s3.upload(ffis, "budget")
-    p = proxy(slow=1.0, slow_seconds=1.5)
+    p = proxy(slow=1.0, slow_seconds=2.5)
     result = fficube.make_cube(urls, tmp_path / "c.fits", sector=1, max_memory=budget_for_rows(ffis, 30),
                                storage_options={"endpoint_url": p.url})
     distinct = len(p.state.ranged_get_sizes)

@@ -58,7 +58,8 @@ class HedgePolicy:
     a store's latency has a long tail; where it has none (every read about as long as
     the next), a second request sent at the 95th percentile would answer after the first
     one, so the median sets a minimum.  Until ``window // 8`` reads have answered the
-    threshold is ``initial`` seconds.  The store decides, not a constant: at 50 ms per
+    threshold is ``initial`` seconds (AWS's advice for a small GET, before anything
+    is known of the store).  The store decides, not a constant: at 50 ms per
     request a slow GET is sent again after about 0.1 s, not after a second.
 
     Hedges are bounded twice: at most ``budget`` of the reads (plus ``burst``) are ever
@@ -70,7 +71,7 @@ class HedgePolicy:
     enabled: bool = True
     quantile: float = 0.95
     factor: float = 2.0
-    initial: float = 1.0
+    initial: float = 2.0
     window: int = 128
     budget: float = 0.05
     burst: int = 4
