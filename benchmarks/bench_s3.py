@@ -74,7 +74,8 @@ def child(payload: list) -> dict:
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"build failed: {payload[:2]}")
-    return {**json.loads(out), "wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime}
+    return {**json.loads(out), "wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime,
+            "rss": usage.ru_maxrss / 1024}  # MB (Linux reports kB)
 
 
 def main() -> None:
@@ -139,7 +140,7 @@ def main() -> None:
                 print(f"round {round_ + 1} {scenario} c={concurrency} {budget}: {run['wall']:.2f} s, "
                       f"{run['user']:.1f}+{run['sys']:.1f} s CPU, {run['requests']} GETs, {run['hedges']} hedged, "
                       f"{run['wire_gets']} GETs / {run['wire_parts']} parts in flight, {run['slowed']} slowed, "
-                      f"{run['extra_bytes'] / input_bytes:.1%} extra bytes", file=sys.stderr)
+                      f"{run['extra_bytes'] / input_bytes:.1%} extra bytes, {run['rss']:.0f} MB peak RSS", file=sys.stderr)
     server.stop()
 
     def med(runs: list[dict], key: str) -> float:
@@ -150,8 +151,9 @@ def main() -> None:
     print(f"\n{args.n} FFIs of {args.rows} x 2136 ({gb:.2f} GB) S3 -> {args.to} through the proxy, "
           f"{os.cpu_count()} cores, medians of {args.repeat}\n")
     print("| max_memory | network model | concurrency | wall s | MB/s | vs no delay | vs model | GETs | mean GET "
-          "| slowed | hedged | extra GET bytes | GETs in flight | parts in flight | user+sys s | CPU s per GB moved |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| slowed | hedged | extra GET bytes | GETs in flight | parts in flight | user+sys s | CPU s per GB moved "
+          "| peak RSS MB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (scenario, concurrency, budget), runs in results.items():
         wall, user, sys_ = med(runs, "wall"), med(runs, "user"), med(runs, "sys")
         base = results.get(("none", concurrency, budget))
@@ -163,7 +165,8 @@ def main() -> None:
               f"{input_bytes / wall / 1e6:.0f} | {ratio} | {vs_model} | {med(runs, 'wire_ranged'):.0f} | "
               f"{mean_get:.0f} kB | {med(runs, 'slowed'):.0f} | {med(runs, 'hedges'):.0f} | "
               f"{med(runs, 'extra_bytes') / input_bytes:.1%} | {max(r['wire_gets'] for r in runs)} | "
-              f"{max(r['wire_parts'] for r in runs)} | {user:.1f}+{sys_:.1f} | {(user + sys_) / moved:.2f} |")
+              f"{max(r['wire_parts'] for r in runs)} | {user:.1f}+{sys_:.1f} | {(user + sys_) / moved:.2f} | "
+              f"{max(r['rss'] for r in runs):.0f} |")
     if local:
         user, sys_ = med(local, "user"), med(local, "sys")
         user_r, sys_r = med(reads, "user"), med(reads, "sys")
@@ -172,7 +175,7 @@ def main() -> None:
             print(f"| {budgets[-1]} | {label} | - | {med(runs, 'wall'):.2f} | "
                   f"{input_bytes / med(runs, 'wall') / 1e6:.0f} | - | - | {med(runs, 'requests'):.0f} | "
                   f"{med(runs, 'bytes_read') / med(runs, 'requests') / 1e3:.0f} kB | - | {med(runs, 'hedges'):.0f} | "
-                  f"- | - | - | {u:.1f}+{s_:.1f} | {(u + s_) / gb:.2f} |")
+                  f"- | - | - | {u:.1f}+{s_:.1f} | {(u + s_) / gb:.2f} | {max(r['rss'] for r in runs):.0f} |")
         extra = user_r + sys_r - user - sys_
         print(f"\nfficube CPU per GET (S3 -> local file minus local -> local, no delay): {extra:.2f} s / "
               f"{med(reads, 'requests'):.0f} GETs = {1000 * extra / med(reads, 'requests'):.2f} ms; "
