@@ -33,8 +33,8 @@ from astropy.io import fits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import fficube
-from fficube.cut import table_wcs
 from fficube.synthetic import SectorSpec, make_sector
+from fficube.views.cut import table_wcs
 
 
 def cpu() -> float:
@@ -95,7 +95,7 @@ def s3_rate(cube: str, targets: list[tuple[float, float]], size: int, latency: f
         client.upload_file(cube, "cubes", "cube.fits")
         with tempfile.TemporaryDirectory() as out:
             wall = time.perf_counter()
-            report = fficube.sync.cut_targets("s3://cubes/cube.fits", fficube.cut.targets_of(targets), size,
+            report = fficube.sync.cut_targets("s3://cubes/cube.fits", fficube.views.cut.targets_of(targets), size,
                                               out_dir=out, storage_options={"endpoint_url": proxy.url})
             return len(report.paths) / (time.perf_counter() - wall), report.requests
     finally:

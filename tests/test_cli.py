@@ -166,7 +166,7 @@ def test_signals_stop_a_build_cleanly(sector, tmp_path: Path, sig: str, code: in
 
 def test_an_option_error_is_told_by_its_flag(tmp_path: Path) -> None:
     # The library names the option by its keyword; the command line by its flag.
-    from fficube.shard import parse_shard
+    from fficube.sectors.shard import parse_shard
 
     with pytest.raises(OptionError) as refused:
         parse_shard("3/2")

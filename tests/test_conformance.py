@@ -22,7 +22,7 @@ from helpers import budget_for_rows, cancel_after_blocks, without_build_stamps
 
 import fficube
 from fficube.errors import InputError, OutputError, OutputExistsError, ReadError, ResumeError
-from fficube.shard import build_shard, finish_cube
+from fficube.sectors.shard import build_shard, finish_cube
 from fficube.sinks import complete_cube, kept_after_interruption, open_output, open_shards
 from fficube.sinks.s3 import MIN_PART, PART_BUFFERS
 from fficube.sources import Filesystems, open_location

@@ -15,7 +15,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from helpers import run_cli
 
 import fficube
-from fficube.cut import Target, cutout_size, plan_windows, row_reads, table_wcs
+from fficube.views.cut import Target, cutout_size, plan_windows, row_reads, table_wcs
 
 #: Pixel centres (x = column, y = row) and sizes: the middle, the left edge (window partly off
 #: the CCD), the far corner (off two sides), and a window wider than it is high.
@@ -276,12 +276,12 @@ def test_sizes_and_coordinates_as_astrocut_takes_them() -> None:
     for bad in (0, "x", "3x0", (1, 2, 3), -2):
         with pytest.raises(fficube.OptionError, match="size"):
             cutout_size(bad)
-    targets = fficube.cut.targets_of(SkyCoord([1, 2], [3, 4], unit="deg"))
+    targets = fficube.views.cut.targets_of(SkyCoord([1, 2], [3, 4], unit="deg"))
     assert [(round(t.ra, 9), round(t.dec, 9)) for t in targets] == [(1, 3), (2, 4)]
-    assert fficube.cut.targets_of((1.5, -2.5)) == [Target(1.5, -2.5)]
-    assert fficube.cut.targets_of([(1, 2), "3 4"]) == [Target(1, 2), Target(3, 4)]
+    assert fficube.views.cut.targets_of((1.5, -2.5)) == [Target(1.5, -2.5)]
+    assert fficube.views.cut.targets_of([(1, 2), "3 4"]) == [Target(1, 2), Target(3, 4)]
     with pytest.raises(fficube.OptionError, match="coordinates"):
-        fficube.cut.targets_of((1, 95))
+        fficube.views.cut.targets_of((1, 95))
 
 
 def test_cutout_factory_is_a_drop_in_for_astrocuts(spoc_cube: str, tmp_path: Path) -> None:
@@ -327,7 +327,7 @@ def test_cli_cuts_a_target_and_a_list(spoc_cube: str, tmp_path: Path, monkeypatc
 
 
 def test_cards_written_over_in_place_are_astropys_cards() -> None:
-    from fficube.cut import _splice
+    from fficube.views.cut import _splice
 
     header = fits.Header([("RA_OBJ", 1.0, "[deg] right ascension"), ("1CTYP4", "RA---TAN", "type"),
                           ("WCAX4", 2, "axes"), ("FLAG", True, "a flag")])

@@ -18,7 +18,7 @@ from astropy.io import fits
 from helpers import make_public, run_cli
 
 import fficube
-from fficube.refs import chunk_columns
+from fficube.views.refs import chunk_columns
 
 xr = pytest.importorskip("xarray")
 

@@ -19,8 +19,8 @@ from astropy.io import fits
 from helpers import build, run_cli
 
 import fficube
-from fficube.overview import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, plan_sample
 from fficube.synthetic import CADENCE_DAYS
+from fficube.views.overview import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, plan_sample
 
 pytest.importorskip("matplotlib")
 
@@ -308,7 +308,7 @@ def test_an_all_nan_frame_is_marked_on_the_level_curve(sector, tmp_path: Path) -
 def test_plot_with_statistics_draws_their_median_and_mask(sector, tmp_path: Path) -> None:
     from astropy.io import fits
 
-    from fficube.plot import mask_colours
+    from fficube.views.plot import mask_colours
 
     paths = sector(n_ffis=6, shape=(20, 24), no_wcs=())
     for path in paths:  # a dead pixel and a pixel without data

@@ -12,10 +12,10 @@ import numpy as np
 from helpers import budget_for_rows, cancel_after_blocks, rewrite_ffi, run_cli, without_build_stamps
 
 import fficube
-from fficube.overview import read_overview
 from fficube.report import read_report
 from fficube.synthetic import CADENCE_DAYS, spoc_name, tica_name, write_spoc_ffi, write_tica_ffi
 from fficube.verify import verify_cube
+from fficube.views.overview import read_overview
 
 SHAPE = (30, 40)
 START = 1325.3131

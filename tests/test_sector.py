@@ -18,8 +18,8 @@ from cube_compare import assert_verifies
 from helpers import cancel_after_blocks, make_archive, run_cli, without_build_stamps
 
 import fficube
-from fficube.sector import array_index, array_target
-from fficube.shard import parse_shard, shard_window
+from fficube.sectors.sector import array_index, array_target
+from fficube.sectors.shard import parse_shard, shard_window
 
 
 def cli(*args: str) -> list[str]:

@@ -19,9 +19,9 @@ from cube_compare import assert_verifies
 from helpers import make_archive, run_cli, without_build_stamps
 
 import fficube
-from fficube import shard as shard_module
 from fficube.journal import FinishClaim
-from fficube.shard import LEASE, Finish, build_shard, finish_cube
+from fficube.sectors import shard as shard_module
+from fficube.sectors.shard import LEASE, Finish, build_shard, finish_cube
 from fficube.sinks.local import FILE_UNIT, FileShards
 from fficube.sinks.s3 import UploadShards
 

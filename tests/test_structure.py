@@ -142,7 +142,7 @@ def test_only_sinks_and_sources_import_their_kinds() -> None:
                if kind in SINK_KINDS or what not in SHARED_FROM_SOURCE_KINDS]
     assert outside == []
     # The walk sees such imports where they are.
-    assert ("fficube.shard", "fficube.sources.fsspec", "Filesystems") in kind_imports()
+    assert ("fficube.sectors.shard", "fficube.sources.fsspec", "Filesystems") in kind_imports()
 
 
 #: Modules that do I/O: storage clients and fficube's sources and sinks.

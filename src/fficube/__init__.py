@@ -27,8 +27,8 @@ _HOMES = {
     "verify_cube": "verify", "Verification": "verify", "Check": "verify",
     "CubeFactory": "astrocut_compat", "TicaCubeFactory": "astrocut_compat", "CutoutFactory": "astrocut_compat",
     "BuildResult": "results", "Progress": "results",
-    "cut_cube": "cut",
-    "open_dataset": "dataset", "cube_refs": "refs", "make_refs": "refs", "plot_cube": "plot",
+    "cut_cube": "views.cut",
+    "open_dataset": "views.dataset", "cube_refs": "views.refs", "make_refs": "views.refs", "plot_cube": "views.plot",
     **dict.fromkeys(
         ["FficubeError", "InputError", "NoInputsError", "FitsFormatError", "MixedInputError", "MemoryBudgetError",
          "OutsideFootprintError",
@@ -59,8 +59,6 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from . import sync
     from .astrocut_compat import CubeFactory, CutoutFactory, TicaCubeFactory
     from .build import build_cube, update_cube
-    from .cut import cut_cube
-    from .dataset import open_dataset
     from .errors import (
         DuplicateInputWarning,
         EventLoopError,
@@ -82,8 +80,10 @@ if TYPE_CHECKING:  # what type checkers and editors see
         TemplateWarning,
     )
     from .pixelstats import StatsResult, cube_stats
-    from .plot import plot_cube
-    from .refs import cube_refs, make_refs
     from .results import BuildResult, Progress
     from .sync import make_cube, make_stats
     from .verify import Check, Verification, verify_cube
+    from .views.cut import cut_cube
+    from .views.dataset import open_dataset
+    from .views.plot import plot_cube
+    from .views.refs import cube_refs, make_refs

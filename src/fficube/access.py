@@ -1,6 +1,6 @@
 """Read access to one finished cube, local or behind an fsspec URL, for the views.
 
-The views (:mod:`fficube.refs`, :mod:`fficube.dataset`, :mod:`fficube.overview`) read a
+The views (:mod:`fficube.views.refs`, :mod:`fficube.views.dataset`, :mod:`fficube.views.overview`) read a
 cube's headers and table with :func:`fficube.cubeinfo.scan_cube` and a few of its rows by
 byte range.  :func:`cube_source` gives them a :class:`~fficube.sources.base.ByteSource` with
 the same credentials handling as a build (``anon`` and ``storage_options`` through

@@ -101,7 +101,7 @@ class CutoutFactory:
         name by default), or with ``memory_only`` the ``HDUList``.  ``verbose`` logs
         the path to the ``fficube`` logger at INFO (at DEBUG otherwise).
         """
-        from .cut import cut_targets, targets_of
+        from .views.cut import cut_targets, targets_of
 
         targets = targets_of(coordinates)
         if memory_only:

@@ -36,7 +36,7 @@ from .quality import Quality
 from .redact import redact
 from .report import write_report
 from .results import BuildResult, Progress
-from .sector import (
+from .sectors.sector import (
     ARRAY_INDEX,
     CAMERAS,
     CCDS,
@@ -49,7 +49,7 @@ from .sector import (
     build_sector,
     sector_jobs,
 )
-from .shard import build_shard, finish_cube, parse_shard
+from .sectors.shard import build_shard, finish_cube, parse_shard
 from .sinks import kept_after_interruption
 from .sources.policy import ACCESS_DENIED, ANONYMOUS_DENIED, DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY
 from .units import format_bytes

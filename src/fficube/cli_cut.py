@@ -52,7 +52,7 @@ def read_targets(path: str) -> list[Any]:
     OptionError
         If the file lacks those columns or a row's position is not a number.
     """
-    from .cut import Target
+    from .views.cut import Target
 
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
@@ -95,7 +95,7 @@ class _Progress:
 
 def cmd_cut(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from . import sync
-    from .cut import Target
+    from .views.cut import Target
 
     if args.targets is not None:
         if args.ra is not None or args.dec is not None or args.output:

@@ -19,7 +19,7 @@ __all__ = ["add_commands", "add_inspect_plot", "COMMANDS", "plot_after_inspect"]
 
 
 def _plot_options(parser: argparse.ArgumentParser) -> None:
-    from .overview import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS
+    from .views.overview import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS
 
     parser.add_argument("--frame", type=int, default=None,
                         help="FFI shown in the thumbnail, 0-based, in time order (default: the middle one)")
@@ -47,7 +47,7 @@ def add_commands(sub: Any, remote_options: Callable[[argparse.ArgumentParser], N
                  formatter: type[argparse.HelpFormatter]) -> None:
     """Register ``plot``, ``refs`` and ``cut`` on the main parser's subcommands (``remote_options``
     adds ``--anon`` and ``--storage-option`` as the other commands have them)."""
-    from .refs import DEFAULT_CHUNK_BYTES
+    from .views.refs import DEFAULT_CHUNK_BYTES
 
     plot = sub.add_parser(
         "plot", formatter_class=formatter, allow_abbrev=False,
@@ -81,7 +81,7 @@ def _options(args: argparse.Namespace) -> tuple[bool | None, dict[str, object]]:
 
 
 def _draw(args: argparse.Namespace, output: str, out: TextIO) -> None:
-    from .plot import plot_cube
+    from .views.plot import plot_cube
 
     anon, options = _options(args)
     result = plot_cube(
@@ -109,7 +109,7 @@ def plot_after_inspect(args: argparse.Namespace, out: TextIO) -> None:
 
 
 def cmd_refs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .refs import make_refs
+    from .views.refs import make_refs
 
     anon, options = _options(args)
     refs = make_refs(args.cube, args.output, anon=anon, storage_options=options,

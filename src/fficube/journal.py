@@ -11,7 +11,7 @@ checksum for a local file; the multipart upload's id and each part's ETag and da
 checksum for S3); the journal holds it without looking inside, and its fields sit at
 the top level of the journal's JSON, beside the common ones.
 
-A cube built by several workers (:mod:`fficube.shard`) has one journal per worker
+A cube built by several workers (:mod:`fficube.sectors.shard`) has one journal per worker
 and one :class:`SharedPlan` that all of them follow; the one worker that finishes it
 holds a :class:`FinishClaim`.  A staged build (:mod:`fficube.stage`) records each
 fetched input's version in a :class:`StagedFile` beside it.

@@ -374,7 +374,7 @@ def cube_wcs(table: fits.BinTableHDU) -> fits.Header | None:
 
     from astropy.wcs import WCS, FITSFixedWarning
 
-    from .overview import wcs_header
+    from .views.overview import wcs_header
 
     header, _row = wcs_header(table.data, len(table.data) // 2)
     if header is None:

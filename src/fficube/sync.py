@@ -24,11 +24,11 @@ from typing import Any, ParamSpec, TypeVar
 from .access import describe_cube as _describe_cube
 from .build import build_cube as _build_cube
 from .build import update_cube as _update_cube
-from .cut import cut_cube as _cut_cube
-from .cut import cut_targets as _cut_targets
 from .errors import EventLoopError
 from .pixelstats import cube_stats as _cube_stats
 from .verify import verify_cube as _verify_cube
+from .views.cut import cut_cube as _cut_cube
+from .views.cut import cut_targets as _cut_targets
 
 __all__ = ["make_cube", "update_cube", "verify_cube", "describe_cube", "make_stats", "cut_cube", "cut_targets", "run"]
 

@@ -141,7 +141,7 @@ class Output(Protocol):
         ...
 
     def shards(self) -> Shards:
-        """The coordination of a build of this output by several workers (:mod:`fficube.shard`).
+        """The coordination of a build of this output by several workers (:mod:`fficube.sectors.shard`).
 
         Raises InputError if cubes of this kind cannot be built by several workers.
         """

@@ -16,7 +16,7 @@ costs almost none.  Durability is unchanged: ``fdatasync`` still precedes every 
 record (it also commits the extents that direct writes allocated).
 
 A sink can also own a *window* of a file that several workers share
-(:class:`SharedFile`, used by :mod:`fficube.shard` for a cube on a shared
+(:class:`SharedFile`, used by :mod:`fficube.sectors.shard` for a cube on a shared
 filesystem): it then writes only the bytes of its window into the pre-sized file,
 keeps its own journal, never truncates, renames or removes the file, and leaves the
 sealing of the cube header to whoever finishes the cube.
@@ -253,7 +253,7 @@ class LocalOutput:
 
 @dataclass(frozen=True, slots=True)
 class SharedFile:
-    """A window of one pre-sized file that several workers fill (see :mod:`fficube.shard`)."""
+    """A window of one pre-sized file that several workers fill (see :mod:`fficube.sectors.shard`)."""
 
     path: str  #: the shared partial file, already of the cube's full size
     window: tuple[int, int]  #: bytes ``lo:hi`` of the cube this worker writes

@@ -13,7 +13,7 @@ so they never hold up the parts.  Parts grow with the cube so that it never need
 more than 10,000 of them.
 
 A sink can also own a *window* of an upload that several workers share
-(:class:`SharedUpload`, used by :mod:`fficube.shard`): it then uploads only the parts
+(:class:`SharedUpload`, used by :mod:`fficube.sectors.shard`): it then uploads only the parts
 of its window, never starts, aborts or completes the upload, and leaves the sealing
 of the cube header to whoever finishes the cube.
 """
@@ -259,7 +259,7 @@ class Bucket:
 
 @dataclass(frozen=True, slots=True)
 class SharedUpload:
-    """A window of a multipart upload that several workers fill (see :mod:`fficube.shard`)."""
+    """A window of a multipart upload that several workers fill (see :mod:`fficube.sectors.shard`)."""
 
     upload_id: str
     window: tuple[int, int]  #: bytes ``lo:hi`` of the cube this worker uploads (whole parts)

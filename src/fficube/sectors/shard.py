@@ -48,17 +48,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._aio import closing
-from .build import BuildOptions, cube_size_estimate
-from .errors import InputError, OptionError, ResumeError
-from .inputs import InputsLike, Version, resolve_inputs
-from .journal import FinishClaim, Identity, Journal, SharedPlan
-from .pipeline import execute
-from .plan import CubePlan, Limits, make_plan
-from .results import Progress, Reporter
-from .scan import scan
-from .sinks import Shards, open_shards
-from .sources.fsspec import Filesystems
+from .._aio import closing
+from ..build import BuildOptions, cube_size_estimate
+from ..errors import InputError, OptionError, ResumeError
+from ..inputs import InputsLike, Version, resolve_inputs
+from ..journal import FinishClaim, Identity, Journal, SharedPlan
+from ..pipeline import execute
+from ..plan import CubePlan, Limits, make_plan
+from ..results import Progress, Reporter
+from ..scan import scan
+from ..sinks import Shards, open_shards
+from ..sources.fsspec import Filesystems
 
 __all__ = ["ShardResult", "Finish", "build_shard", "finish_cube", "shard_window", "parse_shard", "LEASE"]
 

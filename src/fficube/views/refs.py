@@ -52,13 +52,13 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from ._version import __version__
-from .access import CubeInfo, cube_location, cube_path, read_cube
-from .errors import InputError
-from .layout import pixel_bytes
-from .redact import redact
-from .sources.locations import is_url
-from .sync import run
+from .._version import __version__
+from ..access import CubeInfo, cube_location, cube_path, read_cube
+from ..errors import InputError
+from ..layout import pixel_bytes
+from ..redact import redact
+from ..sources.locations import is_url
+from ..sync import run
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",

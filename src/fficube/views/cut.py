@@ -33,17 +33,17 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 from astropy.io import fits
 
-from ._version import __version__
-from .access import cube_location, cube_source
-from .checksum import data_sum, seal, seal_text
-from .cubeinfo import CubeInfo, scan_cube
-from .errors import FitsFormatError, MemoryBudgetError, OptionError, OutsideFootprintError
-from .fitsblocks import BLOCK
-from .layout import pixel_bytes
-from .sources.base import ByteSource, ReadRequest, read_batch
-from .sources.locations import is_url
-from .sources.policy import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY
-from .units import parse_size
+from .._version import __version__
+from ..access import cube_location, cube_source
+from ..checksum import data_sum, seal, seal_text
+from ..cubeinfo import CubeInfo, scan_cube
+from ..errors import FitsFormatError, MemoryBudgetError, OptionError, OutsideFootprintError
+from ..fitsblocks import BLOCK
+from ..layout import pixel_bytes
+from ..sources.base import ByteSource, ReadRequest, read_batch
+from ..sources.locations import is_url
+from ..sources.policy import DEFAULT_LOCAL_CONCURRENCY, DEFAULT_REMOTE_CONCURRENCY
+from ..units import parse_size
 
 if TYPE_CHECKING:  # astropy.coordinates and astropy.wcs load on first use: fficube.sync imports this module
     from astropy.wcs import WCS
@@ -163,7 +163,7 @@ class CutReport:
 
     def summary(self) -> str:
         """One line for people."""
-        from .units import format_bytes
+        from ..units import format_bytes
 
         made = f"{len(self.paths)} TPFs written" if self.paths or not self.tpfs else f"{len(self.tpfs)} TPFs made"
         bad = f", {len(self.failed)} failed" if self.failed else ""

@@ -5,7 +5,7 @@ percentile, asinh stretch); right,
 sharing the time axis, the start times against FFI number with gaps marked, each
 FFI's level (median of a pixel sample), the quality bits (``DQUALITY``, TICA's
 ``QUAL_BIT``) and a quality report's flags.  The numbers come from
-:func:`fficube.overview.read_overview`, which reads a bounded number of rows.
+:func:`fficube.views.overview.read_overview`, which reads a bounded number of rows.
 
 matplotlib is optional (``pip install 'fficube[plot]'``) and imported on first use.
 The figure is drawn on matplotlib's Agg canvas, never through pyplot, so no window
@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .access import require
-from .errors import InputError, OutputError, os_reason
+from ..access import require
+from ..errors import InputError, OutputError, os_reason
+from ..report import QualityReport
+from ..sync import run
+from ..units import format_bytes
 from .overview import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, CubeOverview, bit_label, read_overview
-from .report import QualityReport
-from .sync import run
-from .units import format_bytes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -264,8 +264,8 @@ def _stats_panels(sub: Any, path: str, storage_options: Mapping[str, Any] | None
     from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
     from matplotlib.patches import Patch
 
-    from .pixelstats import MASK_BITS
-    from .sources.locations import is_url
+    from ..pixelstats import MASK_BITS
+    from ..sources.locations import is_url
 
     try:
         opened = (fits.open(path, use_fsspec=True, fsspec_kwargs=dict(storage_options or {})) if is_url(path)
@@ -333,7 +333,7 @@ def plot_cube(
     Parameters
     ----------
     cube, frame, max_rows, max_bytes, report, anon, storage_options
-        What to read, as for :func:`fficube.overview.read_overview` (the thumbnail's
+        What to read, as for :func:`fficube.views.overview.read_overview` (the thumbnail's
         FFI, the limits of the rows read, a quality report whose flags to show).
     output
         Where to save the figure (the format follows the extension: PNG, PDF, SVG...);

@@ -1,6 +1,6 @@
 """What ``fficube plot`` shows, read from a cube with a bounded number of requests.
 
-Reading is separate from drawing (:mod:`fficube.plot`), so the numbers behind the
+Reading is separate from drawing (:mod:`fficube.views.plot`), so the numbers behind the
 figure can be checked and used without matplotlib.
 
 **Requests.**  The headers and the info table are read as ``fficube inspect`` reads
@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from ._aio import run_tasks
-from .access import CubeInfo, cube_path, cube_source, scan_cube
-from .errors import FitsFormatError, InputError
-from .layout import row_bytes
-from .quality import GAP_FACTOR, Gap, celestial_wcs, find_gaps
-from .report import QualityReport, ReportEntry, match_report, read_report
-from .units import format_bytes
+from .._aio import run_tasks
+from ..access import CubeInfo, cube_path, cube_source, scan_cube
+from ..errors import FitsFormatError, InputError
+from ..layout import row_bytes
+from ..quality import GAP_FACTOR, Gap, celestial_wcs, find_gaps
+from ..report import QualityReport, ReportEntry, match_report, read_report
+from ..units import format_bytes
 
 __all__ = [
     "DEFAULT_MAX_ROWS",

@@ -23,16 +23,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .build import build_cube
-from .cubeinfo import CubeInfo
-from .errors import FficubeError, NoInputsError, OptionError
-from .inputs import resolve_inputs
-from .products import get_product
-from .results import BuildResult, Progress
-from .sinks import complete_cube, open_output
-from .sources.fsspec import Filesystems
-from .sources.locations import is_url
-from .units import format_bytes, parse_size
+from ..build import build_cube
+from ..cubeinfo import CubeInfo
+from ..errors import FficubeError, NoInputsError, OptionError
+from ..inputs import resolve_inputs
+from ..products import get_product
+from ..results import BuildResult, Progress
+from ..sinks import complete_cube, open_output
+from ..sources.fsspec import Filesystems
+from ..sources.locations import is_url
+from ..units import format_bytes, parse_size
 
 __all__ = [
     "CubeJob", "CubeOutcome", "sector_jobs", "sector_inventory", "array_index", "array_target", "build_sector",

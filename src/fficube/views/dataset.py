@@ -1,6 +1,6 @@
 """An xarray view of any cube, local or remote, read lazily in place.
 
-:func:`open_dataset` makes the cube's reference manifest (:mod:`fficube.refs`) and
+:func:`open_dataset` makes the cube's reference manifest (:mod:`fficube.views.refs`) and
 opens it with xarray's Zarr backend through fsspec's reference filesystem: no pixel is
 read until asked for, and then only the chunks (rows x column ranges) that hold it.
 """
@@ -11,10 +11,10 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .access import reading_options, require
-from .products import product_of_cube
+from ..access import reading_options, require
+from ..products import product_of_cube
+from ..sync import run
 from .refs import DEFAULT_CHUNK_BYTES, cube_refs
-from .sync import run
 
 if TYPE_CHECKING:
     import xarray
@@ -30,7 +30,7 @@ def open_references(
     anon: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> xarray.Dataset:
-    """Open a reference manifest (as made by :func:`fficube.refs.cube_refs`) with
+    """Open a reference manifest (as made by :func:`fficube.views.refs.cube_refs`) with
     xarray, lazily (dask), as stored: one ``cube`` variable (row, column, time, layer).
 
     Parameters
@@ -90,7 +90,7 @@ def open_dataset(
         fsspec options for the remote filesystem (``endpoint_url``, ``requester_pays``,
         ``profile``...), as for :func:`fficube.build_cube`.
     chunk_bytes
-        Largest chunk, in bytes (see :func:`fficube.refs.chunk_columns`).
+        Largest chunk, in bytes (see :func:`fficube.views.refs.chunk_columns`).
 
     Returns
     -------
