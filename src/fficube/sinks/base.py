@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ..checksum import ZERO, data_sum
@@ -25,10 +26,22 @@ if TYPE_CHECKING:
     from ..sources.base import IOStats
     from ..sources.fsspec import Filesystems
 
-__all__ = ["Span", "CubeSink", "Output", "OutputKind", "Shards", "kept_message", "log_kept", "Buffer"]
+__all__ = ["Span", "SharedWindow", "CubeSink", "Output", "OutputKind", "Shards", "kept_message", "log_kept",
+           "Buffer"]
 
 #: What sinks accept as bytes.
 Buffer = bytes | bytearray | memoryview
+
+
+
+@dataclass(frozen=True, slots=True)
+class SharedWindow:
+    """A window of one pre-sized partial cube that several workers fill (see
+    :mod:`fficube.sectors.shard`), in any output kind."""
+
+    partial: str  #: the shared partial cube (file or object), already of the cube's full size
+    window: tuple[int, int]  #: bytes ``lo:hi`` of the cube this worker writes
+    journal: str  #: this worker's journal (file or object)
 
 
 class Span:

@@ -16,7 +16,7 @@ costs almost none.  Durability is unchanged: ``fdatasync`` still precedes every 
 record (it also commits the extents that direct writes allocated).
 
 A sink can also own a *window* of a file that several workers share
-(:class:`SharedFile`, used by :mod:`fficube.sectors.shard` for a cube on a shared
+(:class:`~fficube.sinks.base.SharedWindow`, used by :mod:`fficube.sectors.shard` for a cube on a shared
 filesystem): it then writes only the bytes of its window into the pre-sized file,
 keeps its own journal, never truncates, renames or removes the file, and leaves the
 sealing of the cube header to whoever finishes the cube.
@@ -44,10 +44,10 @@ from ..plan import CubePlan
 from ..sources.base import IOStats
 from ..sources.fsspec import Filesystems
 from ..units import format_bytes
-from .base import Buffer, Span, log_kept
+from .base import Buffer, SharedWindow, Span, log_kept
 
 __all__ = [
-    "LocalOutput", "LocalSink", "SharedFile", "FileShards", "FileProgress", "LocalJournal", "FILE_UNIT",
+    "LocalOutput", "LocalSink", "FileShards", "FileProgress", "LocalJournal", "FILE_UNIT",
     "partial_path", "lock_path", "direct_run",
 ]
 
@@ -251,14 +251,6 @@ class LocalOutput:
         return os.path.exists(journal_path(location))
 
 
-@dataclass(frozen=True, slots=True)
-class SharedFile:
-    """A window of one pre-sized file that several workers fill (see :mod:`fficube.sectors.shard`)."""
-
-    path: str  #: the shared partial file, already of the cube's full size
-    window: tuple[int, int]  #: bytes ``lo:hi`` of the cube this worker writes
-    journal: str  #: this worker's journal file
-
 
 class LocalSink:
     """Writes a local file through ``<output>.partial`` and an atomic rename.
@@ -270,10 +262,10 @@ class LocalSink:
     """
 
     def __init__(self, output: str, *, span: Span, total_bytes: int, journal: Journal, overwrite: bool = False,
-                 shared: SharedFile | None = None, direct: bool = True) -> None:
+                 shared: SharedWindow | None = None, direct: bool = True) -> None:
         self.output = self.location = output
         self.shared = shared
-        self.partial = shared.path if shared else partial_path(output)
+        self.partial = shared.partial if shared else partial_path(output)
         self.window = shared.window if shared else (0, total_bytes)  #: the bytes this sink writes
         self.span, self.total_bytes, self.overwrite = span, total_bytes, overwrite
         self.record = journal  #: identity and build time; progress is added as it is made
@@ -544,7 +536,7 @@ class FileShards:
     def sink(self, agreed: SharedPlan, plan: CubePlan, shard: int, window: tuple[int, int],
              journal: Journal) -> LocalSink:
         assert agreed.partial is not None
-        shared = SharedFile(self.path(agreed.partial), window, self.path(f"{shard}.json"))
+        shared = SharedWindow(self.path(agreed.partial), window, self.path(f"{shard}.json"))
         return LocalSink(self.output, span=Span.of(plan), total_bytes=plan.total_bytes, journal=journal,
                          shared=shared)
 

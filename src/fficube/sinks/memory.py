@@ -28,7 +28,7 @@ from ..plan import CubePlan
 from ..sources.base import IOStats
 from ..sources.fsspec import Filesystems
 from ..sources.memory import STORE
-from .base import Buffer, Span, kept_message
+from .base import Buffer, SharedWindow, Span, kept_message
 
 __all__ = ["MemoryOutput", "MemorySink", "MemoryShards", "MemoryProgress", "UNIT"]
 
@@ -129,14 +129,6 @@ class MemoryOutput:
         return MemoryShards(self.location)
 
 
-@dataclass(frozen=True, slots=True)
-class SharedObject:
-    """A window of one pre-sized object that several workers fill."""
-
-    name: str  #: the shared partial object, already of the cube's full size
-    window: tuple[int, int]  #: bytes ``lo:hi`` of the cube this worker writes
-    journal: str  #: this worker's journal object
-
 
 class MemorySink:
     """Writes ``<output>.partial`` in the store, renamed to the output when complete.
@@ -146,10 +138,10 @@ class MemorySink:
     """
 
     def __init__(self, output: str, *, span: Span, total_bytes: int, journal: Journal, overwrite: bool = False,
-                 shared: SharedObject | None = None) -> None:
+                 shared: SharedWindow | None = None) -> None:
         self.location = output
         self.shared = shared
-        self.partial = shared.name if shared else output + ".partial"
+        self.partial = shared.partial if shared else output + ".partial"
         self.journal = shared.journal if shared else journal_path(output)
         self.window = shared.window if shared else (0, total_bytes)
         self.span, self.total_bytes, self.overwrite = span, total_bytes, overwrite
@@ -284,7 +276,7 @@ class MemoryShards:
     def sink(self, agreed: SharedPlan, plan: CubePlan, shard: int, window: tuple[int, int],
              journal: Journal) -> MemorySink:
         assert agreed.partial is not None
-        shared = SharedObject(self.prefix + agreed.partial, window, f"{self.prefix}{shard}.json")
+        shared = SharedWindow(self.prefix + agreed.partial, window, f"{self.prefix}{shard}.json")
         return MemorySink(self.output, span=Span.of(plan), total_bytes=plan.total_bytes, journal=journal,
                           shared=shared)
 
