@@ -32,9 +32,8 @@ goes to ``--out-dir`` (default ``--data``): compare a disk path with tmpfs
 
 Before each run the inputs are read once, untimed, so that every run finds them in the
 page cache (unless they take more than 3/4 of the memory).  Each run is a separate
-process; wall time, user and system CPU time and peak RSS come from ``os.wait4``.  Linux
-counts the parent's RSS at spawn time into a child's peak, so this script stays small:
-it imports neither astropy nor fficube (inputs are made in a subprocess).  Prints a
+process; wall time, user and system CPU time and its own peak RSS come from
+:mod:`measure` (which keeps this process's size out of a child's peak).  Prints a
 Markdown table of medians, ratios to ``cat`` and CPU seconds
 per GB of cube.
 
@@ -56,6 +55,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import measured
 
 FFICUBE = """
 import sys, json, fficube
@@ -145,15 +147,8 @@ def run(argv: list[str], timed_inside: bool = False) -> dict:
 
     With ``timed_inside`` the wall time is the number the command prints (its own timing).
     """
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE if timed_inside else None)
-    stdout = proc.stdout.read() if proc.stdout else b""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = float(stdout) if timed_inside else time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {argv[:3]}")
-    return {"wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime, "cpu": usage.ru_utime + usage.ru_stime,
-            "rss": usage.ru_maxrss / 1024}
+    measures, out = measured(argv, capture=timed_inside)
+    return {**measures, "wall": float(out)} if timed_inside else measures
 
 
 def main() -> None:

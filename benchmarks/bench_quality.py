@@ -7,7 +7,7 @@ in the same ``--data`` directory, reused on later runs), then:
 
 1. **Builds**, in alternation, ``--repeat`` times each: ``fficube.make_cube`` with the
    gate on (the default) and with ``quality=False``, each in a separate process; user +
-   system CPU, wall time and peak RSS from ``os.wait4``.  The gate's cost is the
+   system CPU, wall time and peak RSS from :mod:`measure`.  The gate's cost is the
    difference of the medians, as a share of the build without it (the issue's bound: 5%).
 2. **The gate alone**, in a separate process: :class:`fficube.quality.QualityGate` fed
    every block of a cube of the same shape (a block buffer of the build's block rows,
@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_local import make_inputs, parse_size, run  # the same inputs and measures
+from measure import measured
 
 BUILD = """
 import sys, json, fficube
@@ -71,15 +72,8 @@ print(json.dumps({"observe": observed - start, "result": done - observed, "total
 
 def run_json(argv: list[str]) -> tuple[dict, dict]:
     """Run a child that prints one JSON line: (its measures, its output)."""
-    read, write = os.pipe()
-    proc = subprocess.Popen(argv, stdout=write)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        text = pipe.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {argv[:3]}")
-    return {"cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss / 1024}, json.loads(text)
+    measures, out = measured(argv, capture=True)
+    return {"cpu": measures["cpu"], "rss": measures["rss"]}, json.loads(out)
 
 
 def main() -> None:

@@ -21,8 +21,9 @@ each budget of ``--memory``.  The proxy counts what went over the wire: ranged G
 those it held (``slowed``), and the GET bytes sent beyond one answer to each distinct
 request (hedges and retries: "extra bytes", as a share of the input's).
 
-Every build runs in a child process, so its CPU time (user and sys, from
-``os.wait4``) is fficube's alone: moto and the proxy run in this process.  A local
+Every build runs in a child process, so its CPU time (user and sys) and peak RSS are
+fficube's alone (:mod:`measure`): moto and the proxy run in this process, and their RSS
+is kept out of the child's peak.  A local
 build of the same FFIs (files -> file) gives the CPU per GB without requests, and a
 build from S3 into a local file (no delay) the CPU with GETs only: their difference,
 per GET, is what each S3 read costs fficube.  (Uploads over plain HTTP cost more CPU
@@ -39,13 +40,14 @@ import json
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from measure import measured
 
 SCENARIOS = {
     "none": {},
@@ -66,16 +68,9 @@ print(json.dumps({"requests": r.requests, "hedges": r.hedges, "retries": r.retri
 
 
 def child(payload: list) -> dict:
-    """Run one build in a child process: its result, wall time and CPU time (user, sys)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", BUILD, json.dumps(payload)], stdout=subprocess.PIPE, text=True)
-    out = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"build failed: {payload[:2]}")
-    return {**json.loads(out), "wall": wall, "user": usage.ru_utime, "sys": usage.ru_stime,
-            "rss": usage.ru_maxrss / 1024}  # MB (Linux reports kB)
+    """Run one build in a child process: its result, wall time, CPU time (user, sys) and peak RSS (MB)."""
+    measures, out = measured([sys.executable, "-c", BUILD, json.dumps(payload)], capture=True)
+    return {**json.loads(out), **measures}
 
 
 def main() -> None:
