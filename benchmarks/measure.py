@@ -40,13 +40,12 @@ def measured(argv: list[str], *, capture: bool = False) -> tuple[dict, str]:
     """
     read, write = os.pipe()
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _STARTER, str(write), *argv], pass_fds=(write,),
-                            stdout=subprocess.PIPE if capture else None, text=True)
-    os.close(write)
-    out = proc.stdout.read() if proc.stdout else ""
-    with os.fdopen(read) as pipe:
-        report = pipe.read()
-    proc.wait()
+    with subprocess.Popen([sys.executable, "-I", "-S", "-c", _STARTER, str(write), *argv], pass_fds=(write,),
+                          stdout=subprocess.PIPE if capture else None, text=True) as proc:
+        os.close(write)
+        out = proc.stdout.read() if proc.stdout else ""
+        with os.fdopen(read) as pipe:
+            report = pipe.read()
     wall = time.perf_counter() - start
     result = json.loads(report) if report else {"status": proc.returncode}
     if result["status"] != 0:
