@@ -22,6 +22,7 @@ import fficube
 from fficube.journal import FinishClaim
 from fficube.sectors import shard as shard_module
 from fficube.sectors.shard import LEASE, Finish, build_shard, finish_cube
+from fficube.sinks.base import unwritten
 from fficube.sinks.local import FILE_UNIT, FileShards
 from fficube.sinks.s3 import UploadShards
 
@@ -317,3 +318,22 @@ def test_a_late_finisher_of_a_file_leaves_the_cube_alone(small_archive, monkeypa
         (directory / name).write_bytes(body)
     assert asyncio.run(finish_cube(str(output))).status == "complete"
     assert output.read_bytes() == cube and leftovers(tmp_path / "cubes") == [CUBE]
+
+
+def test_a_sink_writes_only_the_unwritten_part_of_its_window() -> None:
+    block = bytes(range(100))
+    # All of it: the block's own sum is kept.
+    view, datasum = unwritten(10, block, 10, (0, 1000), 7)
+    assert bytes(view) == block and datasum == 7
+    # A resumed build sends its first block again: what the sink has is skipped, the sum is its own.
+    view, datasum = unwritten(10, block, 50, (0, 1000), 7)
+    assert bytes(view) == block[40:] and datasum is None
+    # The block runs past this worker's window: the rest is another worker's.
+    view, datasum = unwritten(10, block, 10, (0, 60), 7)
+    assert bytes(view) == block[:50] and datasum is None
+    # Wholly written already, or wholly past the window: nothing.
+    assert len(unwritten(10, block, 110, (0, 1000), 7)[0]) == 0
+    assert len(unwritten(70, block, 70, (0, 60), 7)[0]) == 0
+    # A gap means blocks came out of order.
+    with pytest.raises(AssertionError, match="write at 20, expected 10"):
+        unwritten(20, block, 10, (0, 1000), 7)

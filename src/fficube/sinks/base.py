@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from ..sources.base import IOStats
     from ..sources.fsspec import Filesystems
 
-__all__ = ["Span", "SharedWindow", "CubeSink", "Output", "OutputKind", "Shards", "kept_message", "log_kept",
-           "Buffer"]
+__all__ = ["Span", "SharedWindow", "unwritten", "CubeSink", "Output", "OutputKind", "Shards", "kept_message",
+           "log_kept", "Buffer"]
 
 #: What sinks accept as bytes.
 Buffer = bytes | bytearray | memoryview
@@ -42,6 +42,29 @@ class SharedWindow:
     partial: str  #: the shared partial cube (file or object), already of the cube's full size
     window: tuple[int, int]  #: bytes ``lo:hi`` of the cube this worker writes
     journal: str  #: this worker's journal (file or object)
+
+
+def unwritten(
+    offset: int, data: Buffer, position: int, window: tuple[int, int], datasum: int | None
+) -> tuple[memoryview, int | None]:
+    """The part of ``data`` (at cube byte ``offset``) that a sink written up to
+    ``position`` writes next, and the data sum to use for it.
+
+    Bytes before ``position`` are already written (a resumed build sends its first block
+    again, or the block began before this worker's ``window``); bytes past the window
+    are another worker's.  ``datasum``, the sum of all of ``data``, stays only if all of
+    it is written (``None``: the sink sums the part itself).  The part is empty, or it
+    starts at ``position``: blocks come in order.
+    """
+    view = memoryview(data).cast("B")
+    whole = len(view)
+    if offset < position:
+        view = view[min(len(view), position - offset):]
+        offset = position
+    view = view[: max(0, window[1] - offset)]
+    if len(view) and offset != position:
+        raise AssertionError(f"write at {offset}, expected {position}")
+    return view, datasum if len(view) == whole else None
 
 
 class Span:

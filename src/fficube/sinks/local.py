@@ -44,7 +44,7 @@ from ..plan import CubePlan
 from ..sources.base import IOStats
 from ..sources.fsspec import Filesystems
 from ..units import format_bytes
-from .base import Buffer, SharedWindow, Span, log_kept
+from .base import Buffer, SharedWindow, Span, log_kept, unwritten
 
 __all__ = [
     "LocalOutput", "LocalSink", "FileShards", "FileProgress", "LocalJournal", "FILE_UNIT",
@@ -338,18 +338,9 @@ class LocalSink:
                 pass
 
     async def write_at(self, offset: int, data: Buffer, *, datasum: int | None = None) -> None:
-        view = memoryview(data).cast("B")
-        whole = len(view)
-        if offset < self.position:  # already in the file (a resumed build), or before the window
-            view = view[min(len(view), self.position - offset):]
-            offset = self.position
-        view = view[: max(0, self.window[1] - offset)]  # after the window: another worker's
+        view, datasum = unwritten(offset, data, self.position, self.window, datasum)
         if not len(view):
             return
-        if offset != self.position:
-            raise AssertionError(f"write at {offset}, expected {self.position}")
-        if len(view) != whole:
-            datasum = None  # the sum given is of all of ``data``, not of the part written
         try:
             part_sum = await asyncio.to_thread(self._write, view, datasum)
         except OSError as exc:

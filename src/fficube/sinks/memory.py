@@ -28,7 +28,7 @@ from ..plan import CubePlan
 from ..sources.base import IOStats
 from ..sources.fsspec import Filesystems
 from ..sources.memory import STORE
-from .base import Buffer, SharedWindow, Span, kept_message
+from .base import Buffer, SharedWindow, Span, kept_message, unwritten
 
 __all__ = ["MemoryOutput", "MemorySink", "MemoryShards", "MemoryProgress", "UNIT"]
 
@@ -175,18 +175,9 @@ class MemorySink:
         return [(self.position, self.total_bytes)]
 
     async def write_at(self, offset: int, data: Buffer, *, datasum: int | None = None) -> None:
-        view = memoryview(data).cast("B")
-        whole = len(view)
-        if offset < self.position:  # already written (a resumed build), or before the window
-            view = view[min(len(view), self.position - offset):]
-            offset = self.position
-        view = view[: max(0, self.window[1] - offset)]  # after the window: another worker's
+        view, datasum = unwritten(offset, data, self.position, self.window, datasum)
         if not len(view):
             return
-        if offset != self.position:
-            raise AssertionError(f"write at {offset}, expected {self.position}")
-        if len(view) != whole:
-            datasum = None  # the sum given is of all of ``data``, not of the part written
         self._data[offset : offset + len(view)] = view
         self._sum = add(self._sum, self.span.sum(offset, view) if datasum is None else datasum)
         self.position += len(view)
