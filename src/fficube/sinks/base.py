@@ -12,13 +12,13 @@ a new kind of output is one new module (registered in :mod:`fficube.sinks`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from ..checksum import ZERO, data_sum
-from ..journal import FinishClaim, Journal, SharedPlan
+from ..journal import FinishClaim, Journal, SharedPlan, progress_of
 from ..units import format_bytes
 
 if TYPE_CHECKING:
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from ..sources.base import IOStats
     from ..sources.fsspec import Filesystems
 
-__all__ = ["Span", "SharedWindow", "unwritten", "CubeSink", "Output", "OutputKind", "Shards", "kept_message",
-           "log_kept", "Buffer"]
+__all__ = ["Span", "SharedWindow", "unwritten", "WrittenPrefix", "CubeSink", "Output", "OutputKind", "Shards",
+           "kept_message", "log_kept", "Buffer"]
 
 #: What sinks accept as bytes.
 Buffer = bytes | bytearray | memoryview
@@ -42,6 +42,30 @@ class SharedWindow:
     partial: str  #: the shared partial cube (file or object), already of the cube's full size
     window: tuple[int, int]  #: bytes ``lo:hi`` of the cube this worker writes
     journal: str  #: this worker's journal (file or object)
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenPrefix:
+    """A build's progress as the prefix of its partial cube written, and that prefix's data sum.
+
+    Kinds that write in order record it, each under a class of its own (a journal of one
+    kind is refused by another's sink: see :func:`fficube.journal.progress_of`).
+    """
+
+    offset: int = 0  #: bytes of the partial cube (a shared one: of the cube) written
+    datasum: int = ZERO  #: data sum of those bytes (a shared cube: of this worker's window)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"offset": self.offset, "datasum": self.datasum}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        return cls(int(data.get("offset", 0)), int(data.get("datasum", ZERO)))
+
+    @classmethod
+    def of(cls, journal: Journal | None) -> Self:
+        """What ``journal`` records (nothing written yet, without one)."""
+        return progress_of(journal, cls)
 
 
 def unwritten(

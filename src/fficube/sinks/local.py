@@ -30,21 +30,20 @@ import fcntl
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
 
 from .._buffers import ALIGN, address
 from ..checksum import ZERO, add, seal_header
 from ..durable import FILE_MODE, create_file, replace_file, sync_directory, write_synced
 from ..errors import InputError, OutputError, OutputExistsError, ResumeError, os_reason
-from ..journal import FinishClaim, Journal, ProgressReader, SharedPlan, journal_path, progress_of
+from ..journal import FinishClaim, Journal, ProgressReader, SharedPlan, journal_path
 from ..plan import CubePlan
 from ..sources.base import IOStats
 from ..sources.fsspec import Filesystems
 from ..units import format_bytes
-from .base import Buffer, SharedWindow, Span, log_kept, unwritten
+from .base import Buffer, SharedWindow, Span, WrittenPrefix, log_kept, unwritten
 
 __all__ = [
     "LocalOutput", "LocalSink", "FileShards", "FileProgress", "LocalJournal", "FILE_UNIT",
@@ -86,23 +85,8 @@ def direct_run(offset: int, length: int, addr: int, *, align: int = ALIGN, minim
 
 
 @dataclass(frozen=True, slots=True)
-class FileProgress:
+class FileProgress(WrittenPrefix):
     """How far a local build got: the bytes of its partial file flushed to disk, and their data sum."""
-
-    offset: int = 0  #: bytes of the partial file (a shared file: of the cube) durably written
-    datasum: int = ZERO  #: data sum of those bytes (a shared file: of this worker's window)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"offset": self.offset, "datasum": self.datasum}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FileProgress:
-        return cls(int(data.get("offset", 0)), int(data.get("datasum", ZERO)))
-
-    @classmethod
-    def of(cls, journal: Journal | None) -> FileProgress:
-        """What ``journal`` records (nothing written yet, without one)."""
-        return progress_of(journal, cls)
 
 
 class LocalJournal:

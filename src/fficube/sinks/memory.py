@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
 
 from ..checksum import ZERO, add, seal_header
 from ..errors import InputError, OutputError, OutputExistsError, ResumeError
-from ..journal import FinishClaim, Journal, SharedPlan, journal_path, progress_of
+from ..journal import FinishClaim, Journal, SharedPlan, journal_path
 from ..plan import CubePlan
 from ..sources.base import IOStats
 from ..sources.fsspec import Filesystems
 from ..sources.memory import STORE
-from .base import Buffer, SharedWindow, Span, kept_message, unwritten
+from .base import Buffer, SharedWindow, Span, WrittenPrefix, kept_message, unwritten
 
 __all__ = ["MemoryOutput", "MemorySink", "MemoryShards", "MemoryProgress", "UNIT"]
 
@@ -41,23 +40,8 @@ _BUILDING: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)
-class MemoryProgress:
+class MemoryProgress(WrittenPrefix):
     """How far a build got: the bytes of its partial object written, and their data sum."""
-
-    offset: int = 0  #: bytes of the partial object (a shared one: of the cube) written
-    datasum: int = ZERO  #: data sum of those bytes (a shared object: of this worker's window)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"offset": self.offset, "datasum": self.datasum}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> MemoryProgress:
-        return cls(int(data.get("offset", 0)), int(data.get("datasum", ZERO)))
-
-    @classmethod
-    def of(cls, journal: Journal | None) -> MemoryProgress:
-        """What ``journal`` records (nothing written yet, without one)."""
-        return progress_of(journal, cls)
 
 
 def _load(name: str) -> Journal | None:
